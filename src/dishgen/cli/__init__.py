@@ -1,0 +1,92 @@
+"""The ``dishgen`` command line: one click group; subcommands parse arguments and call the library.
+
+Subcommands are imported only when run, so ``dishgen --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from dishgen import __version__
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands live in other modules and are imported on first use."""
+
+    def __init__(self, *args, lazy_commands: dict[str, tuple[str, str]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        # name -> ("module:attribute", one-line help shown by --help without importing)
+        self.lazy_commands = lazy_commands or {}
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
+
+    def get_command(self, ctx, name):
+        if name in self.lazy_commands:
+            target, _ = self.lazy_commands[name]
+            module_name, attr = target.split(":")
+            return getattr(importlib.import_module(module_name), attr)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx, formatter):
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.lazy_commands:
+                rows.append((name, self.lazy_commands[name][1]))
+            else:
+                cmd = super().get_command(ctx, name)
+                if cmd is not None and not cmd.hidden:
+                    rows.append((name, cmd.get_short_help_str(limit=80)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy_commands={
+        "data": ("dishgen.cli.data:data", "Import, scrape, build, caption and inspect datasets."),
+        "train": ("dishgen.cli.train:train", "Train a generator: cgan, cvae or lora."),
+        "generate": ("dishgen.cli.generate:generate", "Generate images from captions with any model."),
+        "evaluate": ("dishgen.cli.evaluate:evaluate", "Score models with FID, KID, CLIPScore; write a report."),
+        "serve": ("dishgen.cli.serve:serve", "Serve the web app (localhost by default)."),
+    },
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, prog_name="dishgen")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """dishgen: photographs of Serbian dishes from short captions.
+
+    \b
+    Quick start (offline, CPU, bundled model):
+      dishgen generate "Sarma, cabbage rolls served in a clay pot"
+    """
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:
+    """Console-script entry point: turns library errors into one clear line and exit code 2."""
+    from dishgen.errors import user_error_types
+
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except user_error_types() as err:
+        click.echo(f"Error: {err}", err=True)
+        sys.exit(2)

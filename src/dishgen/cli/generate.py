@@ -1,0 +1,116 @@
+"""``dishgen generate``: captions in, PNG files out, with any model reference."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+def read_prompts_file(path: str) -> list[str]:
+    """One prompt per non-empty line; ``#`` starts a comment line. Fails clearly on bad files."""
+    file = Path(path)
+    if not file.is_file():
+        raise click.BadParameter(f"prompt file {path!r} does not exist", param_hint="--prompts-file")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise click.BadParameter(
+            f"prompt file {path!r} is not UTF-8 text (byte {err.start}); save it as UTF-8", param_hint="--prompts-file"
+        ) from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise click.BadParameter(f"prompt file {path!r} holds no prompts", param_hint="--prompts-file")
+    return prompts
+
+
+@click.command()
+@click.argument("prompts", nargs=-1)
+@click.option("--model", "-m", default="default", show_default=True,
+              help="'default' (bundled), a run/checkpoint folder, or a diffusers id/folder.")
+@click.option("--prompts-file", type=click.Path(dir_okay=False), help="A UTF-8 file with one prompt per line.")
+@click.option("--interactive", "-i", is_flag=True, help="Read prompts from the terminal until an empty line.")
+@click.option("--num-images", "-n", default=1, show_default=True, type=click.IntRange(1, 256), help="Images per prompt.")
+@click.option("--seed", type=int, default=None, help="Random seed (repeatable results).")
+@click.option("--out", "out_dir", default="outputs", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the PNG files.")
+@click.option("--grid/--no-grid", default=None, help="Also write one grid image (default: when more than one image).")
+@click.option("--device", default=None, help="cpu (default), cuda, cuda:N or auto.")
+@click.option("--dtype", default=None, help="fp32 (default), bf16, or fp16 (CUDA only).")
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=None, help="Images per forward pass.")
+# GAN / VAE knobs
+@click.option("--temperature", type=float, default=None, help="[cvae] Scale of the latent noise.")
+@click.option("--truncation", type=float, default=None, help="[cgan] Truncation of the noise (1 = none).")
+# Diffusion knobs
+@click.option("--lora", "lora", multiple=True, type=click.Path(), help="[diffusion] LoRA file or folder (repeatable).")
+@click.option("--lora-scale", "lora_scale", multiple=True, type=float, help="[diffusion] Weight per --lora (default 1).")
+@click.option("--scheduler", default=None, help="[diffusion] ddpm, ddim, pndm, euler, euler-a, dpm++, flow-match.")
+@click.option("--negative-prompt", default=None, help="[diffusion] What to steer away from.")
+@click.option("--guidance-scale", type=float, default=None, help="[diffusion] Classifier-free guidance scale.")
+@click.option("--steps", "num_inference_steps", type=click.IntRange(1, 1000), default=None, help="[diffusion] Denoising steps.")
+@click.option("--height", type=int, default=None, help="[diffusion] Image height (multiple of 8).")
+@click.option("--width", type=int, default=None, help="[diffusion] Image width (multiple of 8).")
+@click.option("--token", default=None, envvar="HF_TOKEN", show_envvar=True, help="[diffusion] Hub token for gated models.")
+def generate(prompts, model, prompts_file, interactive, num_images, seed, out_dir, grid, device, dtype, batch_size,
+             temperature, truncation, lora, lora_scale, scheduler, negative_prompt, guidance_scale,
+             num_inference_steps, height, width, token):
+    """Generate images for PROMPTS and write them as PNG files.
+
+    \b
+    Examples:
+      dishgen generate "Sarma, cabbage rolls served in a clay pot"
+      dishgen generate "ćevapi with onions" -n 4 --seed 0 --model runs/gan
+      dishgen generate --prompts-file prompts.txt --model runs/cvae/checkpoint-2000
+      dishgen generate "gibanica" --model stable-diffusion-v1-5/stable-diffusion-v1-5 \\
+          --lora runs/lora --scheduler dpm++ --steps 25 --guidance-scale 7 --device cuda --dtype fp16
+    """
+    from dishgen.generate import load_generator
+    from dishgen.generation_io import write_images
+
+    prompts = [p.strip() for p in prompts if p.strip()]
+    if prompts_file:
+        prompts += read_prompts_file(prompts_file)
+    if not prompts and not interactive:
+        raise click.UsageError("give a prompt, --prompts-file FILE or --interactive")
+
+    options = {}
+    if lora:
+        options["lora"] = list(lora)
+        if lora_scale:
+            if len(lora_scale) != len(lora):
+                raise click.BadParameter("give one --lora-scale per --lora", param_hint="--lora-scale")
+            options["lora_scale"] = list(lora_scale)
+    if scheduler:
+        options["scheduler"] = scheduler
+    if token:
+        options["token"] = token
+    knobs = {k: v for k, v in {
+        "temperature": temperature, "truncation": truncation, "negative_prompt": negative_prompt,
+        "guidance_scale": guidance_scale, "num_inference_steps": num_inference_steps,
+        "height": height, "width": width, "batch_size": batch_size,
+    }.items() if v is not None}
+
+    generator = load_generator(model, device=device, dtype=dtype, **options)
+
+    def run(batch: list[str], batch_seed):
+        images = generator.generate(batch, num_images=num_images, seed=batch_seed, **knobs)
+        paths = write_images(images, batch, num_images, out_dir, grid=grid)
+        for path in paths:
+            click.echo(str(path))
+
+    if prompts:
+        run(prompts, seed)
+    if interactive:
+        click.echo("Type a caption and press Enter (empty line to quit).", err=True)
+        count = 0
+        while True:
+            try:
+                line = click.prompt("caption", default="", show_default=False)
+            except (EOFError, click.exceptions.Abort):
+                break
+            if not line.strip():
+                break
+            run([line.strip()], None if seed is None else seed + count)
+            count += 1
+    sys.stdout.flush()

@@ -1,0 +1,1 @@
+"""Data: raw records, image cleaning, de-duplication, cropping, captioning, splitting."""

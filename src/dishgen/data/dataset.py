@@ -1,0 +1,80 @@
+"""Reading the dataset on disk: a Hugging Face imagefolder.
+
+``DATASET/<split>/metadata.jsonl`` holds one row per image with ``file_name``, ``text`` and
+provenance columns; ``DATASET/dataset.json`` records how the dataset was built. The trainers, the
+evaluator and the web app read it through these helpers; ``datasets.load_dataset("imagefolder",
+data_dir=DATASET)`` reads the same files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dishgen.fileio import read_jsonl
+
+
+class DatasetError(ValueError):
+    """A dataset folder that is missing, empty or malformed."""
+
+
+@dataclass
+class DatasetRow:
+    """One image of a split."""
+
+    path: Path
+    text: str
+    dish: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def list_splits(dataset: str | Path) -> list[str]:
+    """Names of the splits present (folders with a metadata.jsonl)."""
+    root = Path(dataset)
+    return sorted(p.parent.name for p in root.glob("*/metadata.jsonl"))
+
+
+def load_split(dataset: str | Path, split: str = "train", *, require_text: bool = True) -> list[DatasetRow]:
+    """Read one split of a dataset.
+
+    Args:
+        dataset: the dataset folder.
+        split: ``train``, ``test`` or another split folder.
+        require_text: fail when a row has no ``text`` caption.
+
+    Returns:
+        The rows, in metadata order.
+
+    Raises:
+        DatasetError: the folder, split or metadata is missing, a row lacks ``file_name`` or
+            ``text``, or an image file is absent.
+    """
+    root = Path(dataset)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {str(root)!r} does not exist; build one with `dishgen data build`")
+    meta = root / split / "metadata.jsonl"
+    if not meta.is_file():
+        found = list_splits(root)
+        raise DatasetError(
+            f"{str(meta)!r} not found: {str(root)!r} has no split {split!r}"
+            + (f" (splits present: {', '.join(found)})" if found else "; is it a dishgen dataset?")
+        )
+    rows = []
+    for number, item in enumerate(read_jsonl(meta, strict=True), 1):
+        name = item.get("file_name")
+        if not name:
+            raise DatasetError(f"{meta}:{number}: row has no 'file_name'")
+        text = item.get("text")
+        if require_text and (not isinstance(text, str) or not text.strip()):
+            raise DatasetError(
+                f"{meta}:{number}: row for {name!r} has no 'text' caption; "
+                "caption the dataset with `dishgen data build` or `dishgen data caption`"
+            )
+        path = root / split / name
+        if not path.is_file():
+            raise DatasetError(f"{meta}:{number}: image {str(path)!r} is missing")
+        extra = {k: v for k, v in item.items() if k not in ("file_name", "text", "dish")}
+        rows.append(DatasetRow(path=path, text=text or "", dish=item.get("dish", ""), extra=extra))
+    if not rows:
+        raise DatasetError(f"split {split!r} of {str(root)!r} is empty")
+    return rows

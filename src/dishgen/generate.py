@@ -1,0 +1,164 @@
+"""One generation interface for every family.
+
+A *model reference* is one of:
+
+- ``default``: the bundled model in ``dishgen/weights/``;
+- a run directory, a ``checkpoint-<step>/`` folder or an exported model folder of a dishgen
+  family: its ``config.json`` names the family (``cgan``, ``cvae``, ``lora``);
+- a diffusers model id or folder (``model_index.json``), optionally with LoRA files.
+
+Every family's generator has the same call::
+
+    gen = load_generator("default")
+    images = gen.generate(["Sarma in a clay pot"], num_images=2, seed=0)   # list[PIL.Image]
+
+and family-specific knobs as keyword arguments (``temperature`` for the VAE, ``truncation`` for
+the GAN, ``guidance_scale``/``num_inference_steps``/``negative_prompt``... for diffusion). Unknown
+knobs are an error naming the ones the family takes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+# family -> "module:function" that loads a saved model folder (lazy, so the CLI stays fast).
+FAMILY_LOADERS = {
+    "cgan": "dishgen.families.cgan:load_generator",
+    "cvae": "dishgen.families.cvae:load_generator",
+    "lora": "dishgen.diffusion:load_generator",
+    "diffusion": "dishgen.diffusion:load_generator",
+}
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+class ModelReferenceError(ValueError):
+    """A ``--model`` value that does not name a loadable model."""
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """What every family's loaded model offers."""
+
+    family: str
+    knobs: tuple[str, ...]
+
+    def generate(
+        self, prompts: list[str], num_images: int = 1, seed: int | None = None, **knobs: Any
+    ) -> list:  # list[PIL.Image.Image], num_images per prompt, prompt-major order
+        ...
+
+
+def default_model_path() -> Path:
+    """The bundled model folder chosen by ``weights/default.json`` (``{"model": "<folder>"}``)."""
+    pointer = WEIGHTS_DIR / "default.json"
+    if not pointer.is_file():
+        raise ModelReferenceError(
+            "no bundled model is installed (dishgen/weights/default.json is missing); "
+            "pass --model RUN_DIR or a diffusers model id"
+        )
+    return WEIGHTS_DIR / json.loads(pointer.read_text())["model"]
+
+
+def resolve_model(model: str | Path | None) -> tuple[str, str | Path]:
+    """Work out which family a model reference belongs to.
+
+    Returns:
+        ``(family, location)``: location is a folder for dishgen families, or a folder or hub id
+        for diffusion.
+    """
+    if model is None or str(model) == "default":
+        path = default_model_path()
+        return _family_of(path), path
+    path = Path(model)
+    if path.is_dir():
+        if (path / "model_index.json").is_file():
+            return "diffusion", path
+        if (path / "config.json").is_file():
+            return _family_of(path), path
+        raise ModelReferenceError(
+            f"{str(path)!r} is a folder but neither a dishgen run/checkpoint (config.json) "
+            "nor a diffusers pipeline (model_index.json)"
+        )
+    if path.suffix == ".safetensors" and path.is_file():
+        raise ModelReferenceError(
+            f"{str(path)!r} looks like LoRA weights: pass the base model with --model and this file with --lora"
+        )
+    text = str(model)
+    looks_like_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and " " not in text
+    if looks_like_hub_id:
+        return "diffusion", text
+    raise ModelReferenceError(
+        f"model {text!r} not found: not 'default', not an existing folder, and not a hub id of the form owner/name"
+    )
+
+
+def _family_of(path: Path) -> str:
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelReferenceError(f"{str(path / 'config.json')!r} could not be read: {err}") from err
+    family = config.get("family")
+    if family not in FAMILY_LOADERS:
+        raise ModelReferenceError(
+            f"{str(path)!r}: config.json names family {family!r}; dishgen knows {', '.join(sorted(FAMILY_LOADERS))}"
+        )
+    return family
+
+
+def load_generator(model: str | Path | None = "default", *, device=None, dtype=None, **options: Any) -> Generator:
+    """Load any model reference as a :class:`Generator`.
+
+    Args:
+        model: a model reference (see module docs).
+        device: ``cpu`` (default), ``cuda``, ``auto``...
+        dtype: ``fp32`` (default), ``bf16``, ``fp16`` (CUDA only).
+        **options: family loader options, e.g. ``lora=[paths]``, ``lora_scale``, ``scheduler``,
+            ``token`` for diffusion.
+    """
+    family, location = resolve_model(model)
+    module_name, func_name = FAMILY_LOADERS[family].split(":")
+    loader = getattr(importlib.import_module(module_name), func_name)
+    return loader(location, device=device, dtype=dtype, **options)
+
+
+def generate(
+    prompts: str | list[str],
+    *,
+    model: str | Path | None = "default",
+    num_images: int = 1,
+    seed: int | None = None,
+    device=None,
+    dtype=None,
+    **knobs: Any,
+) -> list:
+    """Generate images for prompts with any model: the one-call Python API.
+
+    Args:
+        prompts: a caption or a list of captions.
+        model: a model reference (default: the bundled model).
+        num_images: images per prompt.
+        seed: makes the result repeatable.
+        device: ``cpu`` (default) or ``cuda``/``auto``.
+        dtype: ``fp32`` (default), ``bf16`` or ``fp16``.
+        **knobs: family knobs (see :class:`Generator`).
+
+    Returns:
+        ``len(prompts) * num_images`` PIL images, prompt-major.
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    generator = load_generator(model, device=device, dtype=dtype)
+    return generator.generate(list(prompts), num_images=num_images, seed=seed, **knobs)
+
+
+def check_knobs(family: str, allowed: tuple[str, ...], knobs: dict[str, Any]) -> None:
+    """Raise a clear error for knobs the family does not take."""
+    unknown = sorted(set(knobs) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"the {family} family does not take {', '.join(unknown)}; it takes: {', '.join(allowed) or 'no knobs'}"
+        )
