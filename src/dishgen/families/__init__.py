@@ -1,0 +1,1 @@
+"""Generator families: one loader per family behind the common generation interface."""
