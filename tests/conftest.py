@@ -70,3 +70,19 @@ def tiny_dataset(tmp_path_factory) -> Path:
 def tiny_dataset_64(tmp_path_factory) -> Path:
     """A 64 px imagefolder dataset built from the real sample."""
     return write_tiny_dataset(tmp_path_factory.mktemp("tiny_dataset_64"), size=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> Path:
+    """A tiny CLIP model + real CLIP tokenizer + image processor, saved with ``save_pretrained``."""
+    from tiny_models import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory) -> Path:
+    """A tiny ``StableDiffusionPipeline`` folder (random seeded weights, 8x VAE, real CLIP vocab)."""
+    from tiny_models import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny_sd"))
