@@ -1,0 +1,1 @@
+"""Networks, one file per family (cgan.py, cvae.py); blocks shared by two families in layers.py."""

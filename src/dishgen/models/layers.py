@@ -1,0 +1,152 @@
+"""Blocks shared by the GAN and the VAE: residual up/down blocks, conditional batch-norm, EMA.
+
+Kept small and stable: other families import from here. Shapes use (B, C, H, W).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+def sn_conv2d(in_channels: int, out_channels: int, kernel_size: int, padding: int = 0, **kwargs) -> nn.Conv2d:
+    """A ``Conv2d`` with spectral normalisation (Miyato et al., 2018) on its weight."""
+    return spectral_norm(nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, **kwargs))
+
+
+def sn_linear(in_features: int, out_features: int, **kwargs) -> nn.Linear:
+    """A ``Linear`` layer with spectral normalisation on its weight."""
+    return spectral_norm(nn.Linear(in_features, out_features, **kwargs))
+
+
+def has_spectral_norm(module: nn.Module) -> bool:
+    """Whether ``module.weight`` is spectrally normalised (by the parametrization API)."""
+    from torch.nn.utils import parametrize
+
+    return parametrize.is_parametrized(module, "weight") and any(
+        type(p).__name__ == "_SpectralNorm" for p in module.parametrizations["weight"]
+    )
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """Batch-norm whose scale and shift come from a conditioning vector (de Vries et al., 2017).
+
+    ``y = BN(x) * (1 + gamma(cond)) + beta(cond)``; gamma and beta start at zero, so the layer
+    starts as a plain batch-norm.
+
+    Args:
+        num_features: channels C of the input.
+        cond_dim: size of the conditioning vector.
+    """
+
+    def __init__(self, num_features: int, cond_dim: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(num_features, affine=False)
+        self.gamma = nn.Linear(cond_dim, num_features)
+        self.beta = nn.Linear(cond_dim, num_features)
+        for layer in (self.gamma, self.beta):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        gamma = self.gamma(cond)[:, :, None, None]  # (B, C, 1, 1)
+        beta = self.beta(cond)[:, :, None, None]
+        return self.bn(x) * (1 + gamma) + beta
+
+
+class UpBlock(nn.Module):
+    """Residual block that doubles the resolution (BigGAN-style generator block).
+
+    ``x -> norm -> ReLU -> up -> conv3 -> norm -> ReLU -> conv3`` plus ``up -> conv1`` shortcut.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        cond_dim: size of the conditioning vector for conditional batch-norm; ``None`` uses
+            plain batch-norm (and ``forward`` ignores ``cond``).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, cond_dim: int | None = None):
+        super().__init__()
+        if cond_dim is None:
+            self.norm1, self.norm2 = nn.BatchNorm2d(in_channels), nn.BatchNorm2d(out_channels)
+        else:
+            self.norm1 = ConditionalBatchNorm2d(in_channels, cond_dim)
+            self.norm2 = ConditionalBatchNorm2d(out_channels, cond_dim)
+        self.conditional = cond_dim is not None
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.shortcut = nn.Conv2d(in_channels, out_channels, 1)
+
+    def _norm(self, norm: nn.Module, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        return norm(x, cond) if self.conditional else norm(x)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        h = F.relu(self._norm(self.norm1, x, cond))
+        h = F.interpolate(h, scale_factor=2, mode="nearest")  # (B, C_in, 2H, 2W)
+        h = self.conv1(h)
+        h = self.conv2(F.relu(self._norm(self.norm2, h, cond)))
+        return h + self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class DownBlock(nn.Module):
+    """Residual block that halves the resolution (BigGAN/SNGAN discriminator block).
+
+    ``x -> ReLU -> conv3 -> ReLU -> conv3 -> avgpool`` plus ``conv1 -> avgpool`` shortcut. The
+    first block of a network (``first=True``) skips the leading ReLU and pools before its
+    shortcut conv, as in the SNGAN "optimized block", because its input is an image.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        downsample: halve the resolution.
+        first: the block reads the image itself.
+        spectral: spectrally normalise every conv (discriminators); plain convs otherwise.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, downsample: bool = True, first: bool = False,
+                 spectral: bool = True):
+        super().__init__()
+        conv = sn_conv2d if spectral else (lambda i, o, k, padding=0: nn.Conv2d(i, o, k, padding=padding))
+        self.conv1 = conv(in_channels, out_channels, 3, padding=1)
+        self.conv2 = conv(out_channels, out_channels, 3, padding=1)
+        self.shortcut = conv(in_channels, out_channels, 1)
+        self.downsample = downsample
+        self.first = first
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x if self.first else F.relu(x)
+        h = self.conv2(F.relu(self.conv1(h)))
+        if self.downsample:
+            h = F.avg_pool2d(h, 2)
+        if self.first and self.downsample:
+            skip = self.shortcut(F.avg_pool2d(x, 2))
+        else:
+            skip = self.shortcut(x)
+            if self.downsample:
+                skip = F.avg_pool2d(skip, 2)
+        return h + skip
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """Move ``ema`` towards ``model``: ``ema = decay * ema + (1 - decay) * model``.
+
+    Floating-point buffers (batch-norm running statistics) are averaged the same way, so the
+    averaged network's normalisation matches its averaged weights; integer buffers (batch
+    counters) are copied.
+
+    Args:
+        ema: the averaged copy (same architecture as ``model``).
+        model: the network being trained.
+        decay: weight of the old average, in [0, 1].
+    """
+    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+        p_ema.lerp_(p.detach(), 1.0 - decay)
+    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
+        if b.dtype.is_floating_point:
+            b_ema.lerp_(b, 1.0 - decay)
+        else:
+            b_ema.copy_(b)
