@@ -1,0 +1,345 @@
+"""A polite HTTP client for scraping: robots.txt, one request in flight per site, a delay between
+requests, timeouts, retries with backoff that honour ``Retry-After``, and an on-disk cache.
+
+Built on httpx rather than Scrapy: two sites, a sequential loop and a resumable JSONL output do not
+need a crawling framework's reactor, and a plain client is easy to test against a loopback server.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import logging
+import threading
+import time
+import urllib.robotparser
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from dishgen import __version__
+from dishgen.fileio import atomic_write_bytes, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+DEFAULT_USER_AGENT = (
+    f"dishgen/{__version__} (+https://github.com/dishgen/dishgen; "
+    "research dataset of Serbian dish photos; one request at a time)"
+)
+# The token that robots.txt groups are matched against ("User-agent: dishgen").
+ROBOTS_AGENT = "dishgen"
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+
+
+class FetchError(Exception):
+    """A URL that could not be fetched; ``reason`` is a short phrase recorded per URL.
+
+    Attributes:
+        url: the URL asked for.
+        reason: why, e.g. ``"HTTP 404"``, ``"timed out after 3 attempts"``, ``"robots.txt disallows"``.
+        retryable: whether a later run may succeed (timeouts, 429, 5xx).
+    """
+
+    def __init__(self, url: str, reason: str, *, retryable: bool = False):
+        super().__init__(f"{url}: {reason}")
+        self.url = url
+        self.reason = reason
+        self.retryable = retryable
+
+
+@dataclass
+class Page:
+    """A fetched response body."""
+
+    url: str  # the final URL, after same-site redirects
+    status: int
+    content: bytes
+    content_type: str = ""
+    from_cache: bool = False
+    redirected_from: list[str] = field(default_factory=list)
+    fetched_at: float = field(default_factory=time.time)  # when it came from the server
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+
+@dataclass
+class ClientStats:
+    """Counters for the summary."""
+
+    requests: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+
+
+class PoliteClient:
+    """An httpx client that behaves well towards the sites it visits.
+
+    Every request of one host goes through one lock, so at most one request is in flight per site
+    (even if the client is shared by threads), and consecutive requests to a host are at least
+    ``delay`` seconds apart (or the site's robots.txt ``Crawl-delay``, when larger).
+
+    Args:
+        delay: seconds between the start of two requests to the same host.
+        timeout: seconds for connecting and for each read.
+        retries: extra attempts after a timeout, a connection error, 429 or 5xx.
+        backoff: base of the exponential backoff (``backoff * 2**attempt`` seconds) used when the
+            server sends no ``Retry-After``.
+        max_retry_after: the longest ``Retry-After`` honoured; a longer one gives up on the URL.
+        cache_dir: folder for cached 200 responses (``None``: no cache).
+        refresh: ignore cached responses (they are still rewritten).
+        user_agent: the User-Agent header; put a contact address in it for a large crawl.
+        max_redirects: same-site redirects followed per request.
+        obey_robots: check robots.txt before each request (keep it on for real sites).
+    """
+
+    def __init__(
+        self,
+        *,
+        delay: float = 1.0,
+        timeout: float = 20.0,
+        retries: int = 3,
+        backoff: float = 2.0,
+        max_retry_after: float = 120.0,
+        cache_dir: str | Path | None = None,
+        refresh: bool = False,
+        user_agent: str = DEFAULT_USER_AGENT,
+        max_redirects: int = 5,
+        obey_robots: bool = True,
+    ):
+        self.delay = delay
+        self.retries = retries
+        self.backoff = backoff
+        self.max_retry_after = max_retry_after
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.refresh = refresh
+        self.user_agent = user_agent
+        self.max_redirects = max_redirects
+        self.obey_robots = obey_robots
+        self.stats = ClientStats()
+        self._client = httpx.Client(
+            headers={"User-Agent": user_agent, "Accept-Encoding": "gzip, deflate"},
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+        )
+        self._locks: dict[str, threading.Lock] = {}
+        self._last_request: dict[str, float] = {}
+        self._robots: dict[str, urllib.robotparser.RobotFileParser] = {}
+        self._guard = threading.Lock()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> PoliteClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- robots.txt -------------------------------------------------------------------------
+
+    def robots(self, url: str) -> urllib.robotparser.RobotFileParser:
+        """The parsed robots.txt of ``url``'s site (fetched once, never from the cache).
+
+        A missing robots.txt (4xx) allows everything; 401/403 and 5xx disallow everything, as the
+        robots exclusion standard (RFC 9309) asks.
+        """
+        origin = _origin(url)
+        with self._guard:
+            parser = self._robots.get(origin)
+        if parser is not None:
+            return parser
+        parser = urllib.robotparser.RobotFileParser(origin + "/robots.txt")
+        try:
+            page = self._get(origin + "/robots.txt", use_cache=False, check_robots=False)
+            parser.parse(page.text.splitlines())
+        except FetchError as err:
+            status = _status_of(err.reason)
+            if status in (401, 403) or err.retryable:
+                log.warning("robots.txt of %s unavailable (%s): not fetching from it", origin, err.reason)
+                parser.disallow_all = True
+            else:
+                parser.allow_all = True
+        with self._guard:
+            self._robots[origin] = parser
+        return parser
+
+    def allowed(self, url: str) -> bool:
+        """Whether robots.txt lets dishgen fetch ``url``."""
+        return not self.obey_robots or self.robots(url).can_fetch(ROBOTS_AGENT, url)
+
+    def sitemaps(self, url: str) -> list[str]:
+        """The ``Sitemap:`` lines of the site's robots.txt."""
+        return list(self.robots(url).site_maps() or [])
+
+    # -- fetching ---------------------------------------------------------------------------
+
+    def get(self, url: str, *, use_cache: bool = True, offsite_redirects: bool = False) -> Page:
+        """Fetch ``url`` politely (robots, delay, retries, redirects, cache).
+
+        Args:
+            url: the URL.
+            use_cache: read and write the on-disk cache (pages yes, photos no: they are stored
+                under their content hash anyway).
+            offsite_redirects: follow redirects to another host (e.g. a photo CDN).
+
+        Raises:
+            FetchError: robots.txt disallows it, it redirects off-site (unless allowed) or too
+                often, the server answered an error status, or every attempt failed.
+        """
+        return self._get(
+            url, use_cache=use_cache, check_robots=True, offsite_redirects=offsite_redirects
+        )
+
+    def _get(
+        self, url: str, *, use_cache: bool, check_robots: bool, offsite_redirects: bool = False
+    ) -> Page:
+        if use_cache and not self.refresh:
+            cached = self._cache_read(url)
+            if cached is not None:
+                self.stats.cache_hits += 1
+                return cached
+        chain: list[str] = []
+        current = url
+        while True:
+            if check_robots and not self.allowed(current):
+                where = "" if current == url else f" (redirect target {current})"
+                raise FetchError(url, f"robots.txt disallows{where}")
+            response = self._request(current)
+            if response.is_redirect:
+                target = urljoin(current, response.headers.get("location", ""))
+                chain.append(current)
+                if _origin(target) != _origin(url) and not offsite_redirects:
+                    raise FetchError(url, f"redirected off-site to {target}")
+                if len(chain) > self.max_redirects or target in chain:
+                    raise FetchError(url, f"too many redirects (last to {target})")
+                current = target
+                continue
+            break
+        if response.status_code != 200:
+            status = response.status_code
+            raise FetchError(url, f"HTTP {status}", retryable=status in RETRY_STATUSES)
+        page = Page(
+            url=current,
+            status=200,
+            content=response.content,
+            content_type=response.headers.get("content-type", ""),
+            redirected_from=chain,
+        )
+        if use_cache:
+            self._cache_write(url, page)
+        return page
+
+    def _request(self, url: str) -> httpx.Response:
+        """One GET with retries; the host lock keeps one request in flight per site."""
+        host = urlsplit(url).netloc
+        with self._guard:
+            lock = self._locks.setdefault(host, threading.Lock())
+        with lock:
+            attempt = 0
+            while True:
+                self._wait_turn(host, url)
+                self.stats.requests += 1
+                try:
+                    response = self._client.get(url)
+                except httpx.TimeoutException:
+                    problem, wait = "timed out", None
+                except httpx.TransportError as err:
+                    problem, wait = f"connection failed ({type(err).__name__})", None
+                else:
+                    if response.status_code not in RETRY_STATUSES:
+                        return response
+                    problem = f"HTTP {response.status_code}"
+                    wait = _retry_after(response.headers.get("retry-after"))
+                    if wait is not None and wait > self.max_retry_after:
+                        raise FetchError(
+                            url, f"{problem} with Retry-After {wait:.0f} s (over the "
+                            f"{self.max_retry_after:.0f} s limit)", retryable=True,
+                        )
+                if attempt >= self.retries:
+                    tries = f"{attempt + 1} attempt" + ("s" if attempt else "")
+                    raise FetchError(url, f"{problem} after {tries}", retryable=True)
+                wait = self.backoff * 2**attempt if wait is None else wait
+                log.info("%s: %s; retrying in %.2f s", url, problem, wait)
+                self.stats.retries += 1
+                attempt += 1
+                # Make the next request of this host wait at least `wait` seconds from now.
+                self._last_request[host] = time.monotonic() + wait - self._delay_for(url)
+
+    def _delay_for(self, url: str) -> float:
+        crawl_delay = None
+        if self.obey_robots and _origin(url) in self._robots:
+            crawl_delay = self._robots[_origin(url)].crawl_delay(ROBOTS_AGENT)
+        return max(self.delay, float(crawl_delay or 0))
+
+    def _wait_turn(self, host: str, url: str) -> None:
+        last = self._last_request.get(host)
+        if last is not None:
+            pause = last + self._delay_for(url) - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+        self._last_request[host] = time.monotonic()
+
+    # -- cache ------------------------------------------------------------------------------
+
+    def _cache_paths(self, url: str) -> tuple[Path, Path]:
+        key = hashlib.sha256(url.encode("utf-8")).hexdigest()
+        folder = self.cache_dir / key[:2]
+        return folder / f"{key}.body", folder / f"{key}.json"
+
+    def _cache_read(self, url: str) -> Page | None:
+        if self.cache_dir is None:
+            return None
+        body, meta = self._cache_paths(url)
+        if not (body.is_file() and meta.is_file()):
+            return None
+        try:
+            info = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None
+        return Page(
+            url=info["url"], status=200, content=body.read_bytes(),
+            content_type=info.get("content_type", ""), from_cache=True,
+            redirected_from=info.get("redirected_from", []),
+            fetched_at=info.get("fetched_at", 0.0),
+        )
+
+    def _cache_write(self, url: str, page: Page) -> None:
+        if self.cache_dir is None:
+            return
+        body, meta = self._cache_paths(url)
+        # Body first, metadata last: an entry counts only once its metadata exists.
+        atomic_write_bytes(body, page.content)
+        atomic_write_json(meta, {
+            "url": page.url, "requested": url, "content_type": page.content_type,
+            "redirected_from": page.redirected_from, "fetched_at": page.fetched_at,
+        })
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _status_of(reason: str) -> int | None:
+    if reason.startswith("HTTP "):
+        return int(reason.split()[1])
+    return None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,232 @@
+"""The scrape loop: discover recipe URLs, fetch and parse each page, store its photo, append one
+record per recipe to ``RAW/recipes.jsonl`` and one line per skipped URL to ``RAW/skipped.jsonl``.
+
+Both files are appended one flushed line at a time, so a killed scrape leaves at worst a torn last
+line, which the next run repairs before it continues; URLs already recorded are not fetched again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from dishgen.data.records import RECORDS_FILE, RawRecord
+from dishgen.data.scrape.discover import file_urls, listing_urls, sitemap_urls
+from dishgen.data.scrape.http import DEFAULT_USER_AGENT, FetchError, PoliteClient
+from dishgen.data.scrape.parse import ParseError, parse_recipe
+from dishgen.data.scrape.photos import PhotoError, fetch_photo
+from dishgen.data.scrape.sites import get_site
+from dishgen.errors import DishgenError
+from dishgen.fileio import append_jsonl, read_jsonl, repair_jsonl
+
+log = logging.getLogger(__name__)
+
+SKIPPED_FILE = "skipped.jsonl"
+CACHE_DIR = ".http-cache"
+DISCOVERY_MODES = ("auto", "sitemap", "listing")
+
+
+@dataclass
+class ScrapeSummary:
+    """What one scrape run did."""
+
+    site: str
+    discovered: int = 0
+    already_done: int = 0
+    written: int = 0
+    skipped: Counter = field(default_factory=Counter)  # reason -> count
+    total_records: int = 0  # records of this site in RAW after the run
+    requests: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    reached_max: bool = False
+
+    def lines(self) -> list[str]:
+        """A short human-readable summary."""
+        out = [
+            f"{self.site}: {self.written} new recipes written, {sum(self.skipped.values())} URLs "
+            f"skipped, {self.already_done} already done ({self.discovered} URLs seen); "
+            f"{self.total_records} records in total",
+            f"HTTP: {self.requests} requests, {self.cache_hits} from cache, {self.retries} retries",
+        ]
+        for reason, count in self.skipped.most_common(10):
+            out.append(f"  skipped {count:>4} x {reason}")
+        if self.reached_max:
+            out.append("stopped at --max-recipes; run again with a larger value to continue")
+        return out
+
+
+def scrape(
+    site_name: str,
+    out: str | Path,
+    *,
+    base_url: str | None = None,
+    urls_file: str | Path | None = None,
+    discover: str = "auto",
+    max_recipes: int | None = None,
+    max_pages: int = 10_000,
+    delay: float = 1.0,
+    timeout: float = 20.0,
+    retries: int = 3,
+    backoff: float = 2.0,
+    cache_dir: str | Path | None = None,
+    refresh: bool = False,
+    user_agent: str = DEFAULT_USER_AGENT,
+    min_image_side: int = 256,
+    on_progress: Callable[[str, str], None] | None = None,
+) -> ScrapeSummary:
+    """Scrape one recipe site into a raw folder, resuming where an earlier run stopped.
+
+    Args:
+        site_name: ``recepti`` or ``coolinarika``.
+        out: the raw folder (``recipes.jsonl``, ``skipped.jsonl``, ``images/``).
+        base_url: a mirror or test server with the site's paths (default: the real site).
+        urls_file: scrape the URLs in this file instead of discovering them.
+        discover: ``auto`` (sitemaps, then listing pages if the sitemaps give nothing),
+            ``sitemap`` or ``listing``.
+        max_recipes: stop once RAW holds this many records of the site (a re-run continues).
+        max_pages: most listing pages walked.
+        delay: seconds between requests to a site (robots.txt ``Crawl-delay`` wins if larger).
+        timeout: seconds per connect/read.
+        retries: extra attempts on timeouts, 429 and 5xx.
+        backoff: base seconds of the exponential backoff when no ``Retry-After`` is sent.
+        cache_dir: on-disk HTTP cache of pages (default ``RAW/.http-cache``).
+        refresh: fetch pages again even when cached.
+        user_agent: the User-Agent header.
+        min_image_side: smallest accepted shorter side of a photo, in pixels.
+        on_progress: called as ``on_progress(event, url)`` with event ``written``, ``skipped``
+            or ``done`` (already recorded), e.g. to drive a progress bar.
+
+    Returns:
+        The run's summary.
+
+    Raises:
+        DishgenError: an unknown site or discovery mode.
+    """
+    try:
+        site = get_site(site_name)
+    except KeyError as err:
+        raise DishgenError(err.args[0]) from None
+    if discover not in DISCOVERY_MODES:
+        raise DishgenError(f"unknown discovery mode {discover!r}; use {', '.join(DISCOVERY_MODES)}")
+    base = (base_url or site.base_url).rstrip("/")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records_path, skipped_path = out / RECORDS_FILE, out / SKIPPED_FILE
+    for path in (records_path, skipped_path):
+        if repair_jsonl(path):
+            log.warning("%s: removed a torn last line left by an interrupted run", path)
+
+    done: set[str] = set()
+    total = 0
+    for row in read_jsonl(records_path):
+        done.update(u for u in (row.get("url"), row.get("final_url")) if u)
+        total += row.get("source") == site.name
+    # The latest line per URL wins; transient failures (timeouts, 429, 5xx) are tried again.
+    last_skip = {row["url"]: row for row in read_jsonl(skipped_path) if row.get("url")}
+    done.update(url for url, row in last_skip.items() if not row.get("retryable"))
+
+    summary = ScrapeSummary(site=site.name, total_records=total)
+    notify = on_progress or (lambda event, url: None)
+    client = PoliteClient(
+        delay=delay, timeout=timeout, retries=retries, backoff=backoff, refresh=refresh,
+        cache_dir=cache_dir if cache_dir is not None else out / CACHE_DIR, user_agent=user_agent,
+    )
+    with client:
+        if max_recipes is not None and total >= max_recipes:
+            summary.reached_max = True
+            return summary
+        for url, thumb in _discover(client, site, base, discover, urls_file, max_pages):
+            summary.discovered += 1
+            if url in done:
+                summary.already_done += 1
+                notify("done", url)
+                continue
+            done.add(url)
+            try:
+                record = _scrape_one(client, site.name, url, thumb, out, min_image_side)
+            except (FetchError, ParseError, PhotoError) as err:
+                reason = getattr(err, "reason", None) or str(err)
+                retryable = getattr(err, "retryable", False)
+                append_jsonl(skipped_path, [{
+                    "url": url, "source": site.name, "reason": reason, "retryable": retryable,
+                    "at": _now(),
+                }])
+                summary.skipped[_reason_kind(reason)] += 1
+                log.info("skipped %s: %s", url, reason)
+                notify("skipped", url)
+                continue
+            append_jsonl(records_path, [record.to_json()])
+            if record.extra.get("final_url"):
+                done.add(record.extra["final_url"])
+            summary.written += 1
+            summary.total_records += 1
+            notify("written", url)
+            if max_recipes is not None and summary.total_records >= max_recipes:
+                summary.reached_max = True
+                break
+        summary.requests = client.stats.requests
+        summary.cache_hits = client.stats.cache_hits
+        summary.retries = client.stats.retries
+    return summary
+
+
+def _discover(
+    client: PoliteClient, site, base: str, mode: str, urls_file, max_pages: int
+) -> Iterator[tuple[str, str | None]]:
+    if urls_file is not None:
+        yield from ((url, None) for url in file_urls(urls_file, base))
+        return
+    found = False
+    if mode in ("auto", "sitemap"):
+        for url in sitemap_urls(client, site, base):
+            found = True
+            yield url, None
+    if mode == "listing" or (mode == "auto" and not found):
+        yield from listing_urls(client, site, base, max_pages=max_pages)
+
+
+def _scrape_one(
+    client: PoliteClient, source: str, url: str, thumb: str | None, out: Path, min_side: int
+) -> RawRecord:
+    page = client.get(url)
+    try:
+        recipe = parse_recipe(page.text, page.url)
+    except ParseError as err:
+        if page.redirected_from:
+            raise ParseError(f"{err} (redirected to {page.url})") from err
+        raise
+    photo = fetch_photo(
+        client, recipe.images, out, min_side=min_side, exclude={thumb} if thumb else None
+    )
+    extra = {"image_url": photo.url, "width": photo.width, "height": photo.height}
+    if page.url != url:
+        extra["final_url"] = page.url
+    return RawRecord(
+        name=recipe.name,
+        image=photo.path,
+        id=hashlib.sha256(url.encode("utf-8")).hexdigest()[:16],
+        ingredients=recipe.ingredients,
+        preparation=recipe.preparation,
+        source=source,
+        url=url,
+        fetched_at=datetime.fromtimestamp(page.fetched_at, timezone.utc).isoformat(
+            timespec="seconds"),
+        extra=extra,
+    )
+
+
+def _reason_kind(reason: str) -> str:
+    """A reason without its URLs and details, to group the summary."""
+    head = reason.split(" (", 1)[0].split(": http", 1)[0]
+    return head[:80]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
