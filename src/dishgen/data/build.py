@@ -1,0 +1,356 @@
+"""``data build``: raw folders -> validate -> de-duplicate -> crop/resize -> caption -> split.
+
+The output is a Hugging Face imagefolder (ARCHITECTURE.md)::
+
+    DATASET/train/*.png + metadata.jsonl
+    DATASET/test/*.png  + metadata.jsonl
+    DATASET/dataset.json    how it was built: inputs, settings, counts, what was dropped and why
+
+Work happens in ``DATASET.partial/``; the finished folder is renamed into place, so a dataset
+that exists is complete. An interrupted build resumes from ``DATASET.partial/``: images already
+processed are not decoded again and captions already written are not asked for again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from dishgen import __version__
+from dishgen.data.caption import CaptionInput, get_captioner
+from dishgen.data.images import ImageResult, ImageSettings, process_image
+from dishgen.data.records import RECORDS_FILE, RawRecord, read_records
+from dishgen.data.split import dish_key, split_indices
+from dishgen.errors import DishgenError
+from dishgen.fileio import append_jsonl, atomic_write_json, read_jsonl
+from dishgen.generation_io import slugify
+
+log = logging.getLogger(__name__)
+
+
+class BuildError(DishgenError):
+    """Inputs or settings that make a build impossible."""
+
+
+@dataclass
+class BuildOptions:
+    """Settings of one build (saved in dataset.json)."""
+
+    size: int = 512
+    min_size: int | None = None  # default: size // 2
+    crop: str = "center"
+    output_format: str = "png"
+    test_fraction: float = 0.1
+    seed: int = 0
+    split_by: str = "dish"
+    dedupe_threshold: int = 4  # pHash Hamming distance; -1 disables near-duplicate merging
+    captioner: str = "template"
+    captioner_options: dict = field(default_factory=dict)
+    workers: int | None = None
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        if not isinstance(self.size, int) or self.size <= 0:
+            raise BuildError(f"--size must be a positive integer, got {self.size!r}")
+        if self.min_size is not None and self.min_size < 1:
+            raise BuildError(f"--min-size must be a positive integer, got {self.min_size!r}")
+        if not 0 <= self.test_fraction < 1:
+            raise BuildError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
+        if self.crop not in ("center", "pad"):
+            raise BuildError(f"--crop must be 'center' or 'pad', got {self.crop!r}")
+        if self.output_format not in ("png", "jpg"):
+            raise BuildError(f"--format must be 'png' or 'jpg', got {self.output_format!r}")
+        if self.split_by not in ("dish", "image"):
+            raise BuildError(f"--split-by must be 'dish' or 'image', got {self.split_by!r}")
+
+
+@dataclass
+class _Item:
+    raw_dir: Path
+    record: RawRecord
+    result: ImageResult | None = None
+
+
+def _collect(raw_dirs: list[Path]) -> tuple[list[_Item], list[dict]]:
+    items, dropped = [], []
+    for raw in raw_dirs:
+        if not raw.exists():
+            raise BuildError(f"input {str(raw)!r} does not exist")
+        if not (raw / RECORDS_FILE).is_file():
+            raise BuildError(
+                f"input {str(raw)!r} has no {RECORDS_FILE}; create it with `dishgen data import` or `dishgen data scrape`"
+            )
+        for record in read_records(raw):
+            if not record.image:
+                dropped.append({"raw": str(raw), "name": record.name, "reason": "record has no image", "kind": "no_image"})
+                continue
+            items.append(_Item(raw, record))
+    if not items:
+        raise BuildError(f"no images found in {', '.join(map(str, raw_dirs))}: the inputs are empty")
+    return items, dropped
+
+
+def _process_all(items: list[_Item], work: Path, settings: ImageSettings, workers: int | None) -> None:
+    """Run process_image over all items in parallel, reusing results of an interrupted build."""
+    staging = work / "_staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    done_file = work / "_processed.jsonl"
+    done = {row["source"]: ImageResult(**row) for row in read_jsonl(done_file)}
+    todo = []
+    for item in items:
+        path = str((item.raw_dir / item.record.image).resolve())
+        previous = done.get(path)
+        if previous is not None and (previous.error or (staging / previous.staged).is_file()):
+            item.result = previous
+        else:
+            todo.append((item, path))
+    if not todo:
+        return
+    workers = workers or os.cpu_count() or 1
+    chunk = max(1, min(32, len(todo) // (workers * 8) or 1))
+    by_path = {}
+    for item, path in todo:
+        by_path.setdefault(path, []).append(item)
+    paths = list(by_path)
+    batch: list[dict] = []
+    with tqdm(total=len(paths), desc="images", unit="img") as bar:
+        if workers == 1:
+            results = (process_image(p, str(staging), settings) for p in paths)
+            executor = None
+        else:
+            executor = ProcessPoolExecutor(max_workers=workers)
+            results = executor.map(process_image, paths, [str(staging)] * len(paths), [settings] * len(paths), chunksize=chunk)
+        try:
+            for path, result in zip(paths, results):
+                for item in by_path[path]:
+                    item.result = result
+                batch.append(result.to_json())
+                if len(batch) >= 64:
+                    append_jsonl(done_file, batch)
+                    batch = []
+                bar.update()
+        finally:
+            if batch:
+                append_jsonl(done_file, batch)
+            if executor is not None:
+                executor.shutdown(cancel_futures=True)
+
+
+def _caption(items: list[_Item], work: Path, options: BuildOptions) -> dict[int, str | list[str]]:
+    """Caption kept items; results are cached in the work folder so a re-run does not redo them."""
+    cache_file = work / "_captions.jsonl"
+    cached = {row["key"]: row["text"] for row in read_jsonl(cache_file) if row.get("captioner") == options.captioner}
+    captions: dict[int, str | list[str]] = {}
+    need: list[tuple[int, str, CaptionInput]] = []
+    for index, item in enumerate(items):
+        if item.record.captions:
+            captions[index] = [c.strip() for c in item.record.captions if c.strip()]
+            continue
+        key = item.result.sha256 + ":" + item.record.name
+        if key in cached:
+            captions[index] = cached[key]
+            continue
+        need.append((index, key, CaptionInput(
+            name=item.record.name, ingredients=item.record.ingredients, preparation=item.record.preparation,
+            image_path=work / "_staging" / item.result.staged,
+        )))
+    if need:
+        captioner = get_captioner(options.captioner, **options.captioner_options)
+        step = 32
+        with tqdm(total=len(need), desc=f"captions ({options.captioner})", unit="img") as bar:
+            for start in range(0, len(need), step):
+                chunk = need[start : start + step]
+                results = captioner.caption_many([c for _, _, c in chunk])
+                rows = []
+                for (index, key, _), res in zip(chunk, results):
+                    if res.text:
+                        captions[index] = res.text
+                        rows.append({"key": key, "captioner": options.captioner, "text": res.text})
+                    else:
+                        captions[index] = None  # recorded as dropped by the caller
+                        items[index].result.error_kind = "caption_failed"
+                        items[index].result.error = f"captioner {options.captioner!r} failed: {res.error}"
+                append_jsonl(cache_file, rows)
+                bar.update(len(chunk))
+    return captions
+
+
+def build_dataset(raw_dirs: list[str | Path], out: str | Path, options: BuildOptions | None = None) -> dict:
+    """Build an imagefolder dataset from raw folders.
+
+    Args:
+        raw_dirs: folders with ``recipes.jsonl`` and ``images/`` (from ``data import``/``scrape``).
+        out: the dataset folder to create.
+        options: sizes, split, captioner... (see :class:`BuildOptions`).
+
+    Returns:
+        The ``dataset.json`` summary.
+
+    Raises:
+        BuildError: a missing or empty input, a bad setting, or an existing output without
+            ``overwrite``.
+    """
+    options = options or BuildOptions()
+    options.validate()
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not options.overwrite:
+        raise BuildError(f"{str(out)!r} already exists; pass --overwrite to rebuild it, or choose another --out")
+    raw_paths = [Path(r) for r in raw_dirs]
+    started = time.time()
+    items, dropped = _collect(raw_paths)
+    work = out.with_name(out.name + ".partial")
+    work.mkdir(parents=True, exist_ok=True)
+    settings = ImageSettings(
+        size=options.size, min_size=options.min_size or max(1, options.size // 2),
+        crop=options.crop, output_format=options.output_format,
+    )
+    atomic_write_json(work / "_options.json", asdict(options))
+    _process_all(items, work, settings, options.workers)
+    t_images = time.time() - started
+
+    fixes = Counter()
+    valid: list[_Item] = []
+    for item in items:
+        res = item.result
+        for fix in res.fixes:
+            fixes[fix.split(" (")[0] if "extension" not in fix else "wrong extension (format detected from bytes)"] += 1
+        if res.error:
+            dropped.append({"raw": str(item.raw_dir), "image": item.record.image, "name": item.record.name,
+                            "reason": res.error, "kind": res.error_kind})
+        else:
+            valid.append(item)
+
+    # De-duplicate; keep the largest original of each cluster.
+    from dishgen.data.dedupe import find_duplicates
+
+    groups = find_duplicates(
+        [i.result.sha256 for i in valid], [i.result.phash for i in valid],
+        options.dedupe_threshold, quality=[i.result.width * i.result.height for i in valid],
+    )
+    merged_away: set[int] = set()
+    merges = []
+    for kept, members in groups.items():
+        merges.append({
+            "kept": valid[kept].record.image, "kept_raw": str(valid[kept].raw_dir),
+            "merged": [{"image": valid[m].record.image, "raw": str(valid[m].raw_dir), "name": valid[m].record.name,
+                        "reason": reason} for m, reason in members],
+        })
+        for m, reason in members:
+            merged_away.add(m)
+            kind = "exact_duplicate" if reason.startswith("exact") else "near_duplicate"
+            dropped.append({"raw": str(valid[m].raw_dir), "image": valid[m].record.image, "name": valid[m].record.name,
+                            "reason": f"{reason} of {valid[kept].record.image}", "kind": kind})
+    kept_items = [item for i, item in enumerate(valid) if i not in merged_away]
+
+    captions = _caption(kept_items, work, options)
+    captioned = []
+    for index, item in enumerate(kept_items):
+        if captions.get(index):
+            captioned.append((item, captions[index]))
+        else:
+            dropped.append({"raw": str(item.raw_dir), "image": item.record.image, "name": item.record.name,
+                            "reason": item.result.error or "no caption", "kind": item.result.error_kind or "caption_failed"})
+    if not captioned:
+        raise BuildError(f"no usable images remain after validation ({len(dropped)} dropped; see the reasons with -v)")
+
+    group_keys = [dish_key(item.record.name) if item.record.name else f"image:{item.result.sha256}" for item, _ in captioned]
+    train_idx, test_idx = split_indices(group_keys, options.test_fraction, options.seed, options.split_by)
+
+    # Assemble the final layout inside the work folder, then rename it into place.
+    final = work / "_final"
+    if final.exists():
+        shutil.rmtree(final)
+    counts = {}
+    place = os.link if _can_link(work) else shutil.copy2
+    for split, indices in (("train", train_idx), ("test", test_idx)):
+        split_dir = final / split
+        split_dir.mkdir(parents=True)
+        rows = []
+        for i in indices:
+            item, caption = captioned[i]
+            texts = caption if isinstance(caption, list) else [caption]
+            ext = Path(item.result.staged).suffix
+            name = f"{slugify(item.record.name or texts[0], 40)}-{item.result.sha256[:12]}{ext}"
+            place(work / "_staging" / item.result.staged, split_dir / name)
+            rows.append({
+                "file_name": name, "text": texts[0], "captions": texts, "dish": item.record.name,
+                "source": item.record.source, "url": item.record.url, "license": item.record.license,
+                "raw_id": item.record.id, "original_size": [item.result.width, item.result.height],
+                "fixes": "; ".join(item.result.fixes),
+            })
+        append_jsonl(split_dir / "metadata.jsonl", rows)
+        counts[split] = {"images": len(rows), "dishes": len({dish_key(r["dish"]) for r in rows if r["dish"]})}
+
+    kinds = Counter(d["kind"] for d in dropped)
+    summary = {
+        "dishgen_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "inputs": [{"path": str(p), "records": sum(1 for i in items if i.raw_dir == p)} for p in raw_paths],
+        "options": {k: v for k, v in asdict(options).items() if k not in ("captioner_options", "overwrite", "workers")},
+        "captioner": {"name": options.captioner,
+                      **{k: v for k, v in options.captioner_options.items() if "key" not in k.lower()}},
+        "counts": {"input_images": len(items), **counts, "dropped": len(dropped)},
+        "dropped_by_reason": dict(sorted(kinds.items())),
+        "converted": dict(sorted(fixes.items())),
+        "dropped": dropped,
+        "merged": merges,
+        "seconds": {"images": round(t_images, 2), "total": round(time.time() - started, 2)},
+    }
+    atomic_write_json(final / "dataset.json", summary)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(final, out)
+    shutil.rmtree(work, ignore_errors=True)
+    return summary
+
+
+def _can_link(work: Path) -> bool:
+    # Hard links make the final assembly instant; they fail across file systems and on some
+    # Windows shares, where we copy instead.
+    probe = work / "_linkprobe"
+    try:
+        probe.write_bytes(b"")
+        os.link(probe, work / "_linkprobe2")
+        (work / "_linkprobe2").unlink()
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def summary_text(summary: dict) -> str:
+    """A short human-readable report of a build."""
+    c = summary["counts"]
+    lines = [
+        f"{c['input_images']} input images -> {c['train']['images']} train ({c['train']['dishes']} dishes), "
+        f"{c['test']['images']} test ({c['test']['dishes']} dishes), {c['dropped']} dropped",
+    ]
+    if summary["dropped_by_reason"]:
+        lines.append("dropped: " + ", ".join(f"{k} {v}" for k, v in summary["dropped_by_reason"].items()))
+    if summary["converted"]:
+        lines.append("converted: " + ", ".join(f"{k} {v}" for k, v in summary["converted"].items()))
+    lines.append(f"took {summary['seconds']['total']:.1f} s")
+    return "\n".join(lines)
+
+
+def print_dropped(summary: dict, limit: int = 50) -> str:
+    out = []
+    for d in summary["dropped"][:limit]:
+        out.append(f"  dropped {d.get('image') or d.get('name')}: {d['reason']}")
+    if len(summary["dropped"]) > limit:
+        out.append(f"  ... and {len(summary['dropped']) - limit} more (see dataset.json)")
+    return "\n".join(out)
+
+
+def load_summary(dataset: str | Path) -> dict:
+    return json.loads((Path(dataset) / "dataset.json").read_text(encoding="utf-8"))
