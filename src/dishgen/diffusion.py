@@ -1,0 +1,391 @@
+"""Stable Diffusion pipelines: base models, schedulers by name, LoRA loading, one generator.
+
+A diffusion model reference is a diffusers folder (``model_index.json``) or a hub id, optionally
+with LoRA files; a dishgen LoRA run directory (or one of its ``checkpoint-<step>/`` folders) names
+its base model in ``config.json`` and brings its own ``pytorch_lora_weights.safetensors``::
+
+    gen = load_generator("stable-diffusion-v1-5/stable-diffusion-v1-5", lora=["runs/lora"],
+                         scheduler="dpm++", device="cuda", dtype="fp16")
+    images = gen.generate(["Sarma in a clay pot"], num_images=2, seed=0, num_inference_steps=25)
+
+The families of the course project load by id with sensible defaults: SD 1.5 / 2.1 (CFG 7.5,
+30 steps), SDXL base (CFG 5, 30 steps), SD-Turbo and SDXL-Turbo (guidance off, 1 step, 512 px),
+SD 3.5 Medium (CFG 4.5, 40 steps) and SD 3.5 Large Turbo (guidance off, 4 steps). SD3-class models
+take only the ``flow-match`` scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dishgen.errors import DishgenError
+
+logger = logging.getLogger(__name__)
+
+LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
+DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+# --scheduler name -> (diffusers class, extra config). Names follow the common UI names.
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddpm": ("DDPMScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler-a": ("EulerAncestralDiscreteScheduler", {}),
+    "dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "flow-match": ("FlowMatchEulerDiscreteScheduler", {}),
+}
+
+KNOBS = ("negative_prompt", "guidance_scale", "num_inference_steps", "height", "width", "batch_size")
+
+
+class DiffusionError(DishgenError):
+    """A diffusion model, scheduler, LoRA or generation argument that cannot be used."""
+
+
+# -- base models --------------------------------------------------------------------------------
+
+
+def load_pipeline(location: str | Path, *, device=None, dtype=None, token: str | None = None):
+    """Load a diffusers text-to-image pipeline from a folder or hub id.
+
+    Args:
+        location: a diffusers folder (``model_index.json``) or a hub id (``owner/name``).
+        device: ``cpu`` (default), ``cuda``, ``cuda:N`` or ``auto``.
+        dtype: ``fp32`` (default), ``bf16`` or ``fp16`` (CUDA only).
+        token: hub token for gated models (default: ``HF_TOKEN`` / the cached login).
+
+    Raises:
+        DiffusionError: the model cannot be found (no such folder, offline and not cached, gated
+            without a token) or the device/dtype cannot be used.
+    """
+    from diffusers import DiffusionPipeline
+
+    from dishgen.devices import resolve_device, resolve_dtype
+
+    try:
+        torch_device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, torch_device)
+    except ValueError as err:
+        raise DiffusionError(str(err)) from None
+    text = str(location)
+    is_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and " " not in text
+    if not is_hub_id and not Path(text).expanduser().exists():
+        raise DiffusionError(
+            f"base model {text!r} not found: no such folder, and not a hub id of the form owner/name"
+        )
+    try:
+        pipe = DiffusionPipeline.from_pretrained(text, token=token, **dtype_kwarg(torch_dtype))
+    except Exception as err:  # hub, filesystem and config errors all come through here
+        raise DiffusionError(_explain_load_error(text, err)) from err
+    if not hasattr(pipe, "unet") and not hasattr(pipe, "transformer"):
+        raise DiffusionError(f"{text!r} is a {type(pipe).__name__}, not a text-to-image diffusion pipeline")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(torch_device)
+
+
+def dtype_kwarg(torch_dtype) -> dict[str, Any]:
+    """``from_pretrained``'s dtype argument: ``dtype`` where diffusers has it, else ``torch_dtype``."""
+    from diffusers.utils import deprecation_utils
+
+    return {"dtype": torch_dtype} if hasattr(deprecation_utils, "_resolve_dtype") else {"torch_dtype": torch_dtype}
+
+
+def _explain_load_error(location: str, err: Exception) -> str:
+    name = type(err).__name__
+    message = str(err).splitlines()[0] if str(err) else name
+    if "Gated" in name or "gated" in message.lower() or "401" in message:
+        return (f"{location!r} is a gated model: accept its license on the Hub, then pass --token or set "
+                f"HF_TOKEN ({name}: {message})")
+    if Path(location).is_dir():
+        return (f"{location!r} is a folder but not a loadable diffusers pipeline ({name}: {message}); "
+                "it needs model_index.json and the component folders written by save_pretrained")
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    hint = ("HF_HUB_OFFLINE is set and it is not in the local cache: download it on a machine with "
+            f"internet (`huggingface-cli download {location}`) or pass a local folder") if offline else (
+            "check the id for typos, your network, or pass a local diffusers folder")
+    return f"base model {location!r} could not be loaded: {hint} ({name}: {message})"
+
+
+def model_defaults(pipe, location: str | Path) -> dict[str, Any]:
+    """Default knobs for a pipeline: turbo models run without guidance in a few steps."""
+    kind = type(pipe).__name__
+    turbo = "turbo" in str(location).lower()
+    if "StableDiffusion3" in kind:
+        return {"guidance_scale": 0.0, "num_inference_steps": 4} if turbo else {
+            "guidance_scale": 4.5, "num_inference_steps": 40}
+    if "XL" in kind:
+        return {"guidance_scale": 0.0, "num_inference_steps": 1, "height": 512, "width": 512} if turbo else {
+            "guidance_scale": 5.0, "num_inference_steps": 30}
+    if turbo:
+        return {"guidance_scale": 0.0, "num_inference_steps": 1}
+    return {"guidance_scale": 7.5, "num_inference_steps": 30}
+
+
+def size_multiple(pipe) -> int:
+    """Height and width must be multiples of this (VAE factor, times the patch size for DiT models)."""
+    factor = int(getattr(pipe, "vae_scale_factor", 8))
+    transformer = getattr(pipe, "transformer", None)
+    patch = int(getattr(getattr(transformer, "config", None), "patch_size", 1) or 1) if transformer is not None else 1
+    return factor * patch
+
+
+# -- schedulers ---------------------------------------------------------------------------------
+
+
+def supported_schedulers(pipe) -> list[str]:
+    """The ``--scheduler`` names that this pipeline's scheduler can be swapped for."""
+    compatible = {c.__name__ for c in pipe.scheduler.compatibles} | {type(pipe.scheduler).__name__}
+    return [name for name, (cls, _) in SCHEDULERS.items() if cls in compatible]
+
+
+def set_scheduler(pipe, name: str) -> None:
+    """Swap the pipeline's scheduler for the one named (``ddim``, ``dpm++``, ``flow-match``...).
+
+    Raises:
+        DiffusionError: the name is unknown or the model does not support that scheduler (e.g.
+            DDPM/DDIM on an SD3 flow-matching model).
+    """
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise DiffusionError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    supported = supported_schedulers(pipe)
+    if name not in supported:
+        raise DiffusionError(
+            f"scheduler {name!r} does not work with {type(pipe).__name__} (its scheduler is "
+            f"{type(pipe.scheduler).__name__}); choose one of {', '.join(supported)}"
+        )
+    cls_name, extra = SCHEDULERS[name]
+    pipe.scheduler = getattr(diffusers, cls_name).from_config(pipe.scheduler.config, **extra)
+
+
+# -- LoRA ---------------------------------------------------------------------------------------
+
+
+def resolve_lora_path(path: str | Path) -> Path | str:
+    """Find the LoRA weights file for a ``--lora`` value.
+
+    Accepts a ``.safetensors`` file, a folder holding ``pytorch_lora_weights.safetensors`` (a
+    dishgen run or checkpoint, a diffusers LoRA folder), a dishgen run without final weights
+    (its latest checkpoint is used), a folder with exactly one ``.safetensors`` file, or a hub id.
+
+    Raises:
+        DiffusionError: pickle formats, empty or ambiguous folders, missing paths.
+    """
+    p = Path(path).expanduser()
+    if p.is_file():
+        if p.suffix in (".bin", ".pt", ".pth", ".ckpt"):
+            raise DiffusionError(
+                f"LoRA {str(p)!r} is a pickle file; dishgen loads only safetensors. Convert it once with "
+                "safetensors.torch.save_file(torch.load(path, weights_only=True), 'lora.safetensors')"
+            )
+        return p
+    if p.is_dir():
+        if (p / LORA_WEIGHTS_NAME).is_file():
+            return p / LORA_WEIGHTS_NAME
+        checkpoints = sorted(
+            (int(c.name.split("-")[1]), c) for c in p.glob("checkpoint-*")
+            if c.name.split("-")[1].isdigit() and (c / LORA_WEIGHTS_NAME).is_file()
+        )
+        if checkpoints:
+            logger.warning("%s has no final LoRA weights yet; using %s", p, checkpoints[-1][1])
+            return checkpoints[-1][1] / LORA_WEIGHTS_NAME
+        files = sorted(p.glob("*.safetensors"))
+        if len(files) == 1:
+            return files[0]
+        raise DiffusionError(
+            f"LoRA folder {str(p)!r} holds {len(files)} .safetensors files and no {LORA_WEIGHTS_NAME}; "
+            "pass the file itself"
+        )
+    text = str(path)
+    if text.count("/") == 1 and not text.startswith((".", "/", "~")):
+        return text  # a hub id: diffusers downloads it (or explains that it is offline)
+    raise DiffusionError(f"LoRA {text!r} does not exist")
+
+
+def describe_lora(state_dict: dict) -> str:
+    """Say what a LoRA state dict is: its format and the architecture it was trained for."""
+    keys = list(state_dict)
+    if any("hada_" in k for k in keys) or any("lokr_" in k for k in keys):
+        kind = "LoHa" if any("hada_" in k for k in keys) else "LoKr"
+        return f"a LyCORIS {kind} file (diffusers loads only plain LoRA; re-export it as LoRA)"
+    if any(k.startswith(("lora_te1_", "lora_te2_")) for k in keys):
+        fmt, arch = "kohya", "SDXL"
+    elif any(k.startswith(("lora_unet_", "lora_te_")) for k in keys):
+        fmt, arch = "kohya", None
+    elif any(k.startswith(("transformer.", "lora_transformer_")) for k in keys):
+        fmt, arch = "diffusers", "a DiT model (SD3/Flux)"
+    else:
+        fmt, arch = ("diffusers" if any(".lora" in k or "lora_A" in k for k in keys) else "unknown"), None
+    if any("text_encoder_2" in k for k in keys):
+        arch = "SDXL"
+    if arch is None:
+        dims = {int(v.shape[1]) for k, v in state_dict.items()
+                if "attn2" in k and "to_k" in k and ("down" in k or "lora_A" in k) and v.ndim == 2}
+        names = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
+        arch = " / ".join(f"{names.get(d, 'an unknown model')} (cross-attention dim {d})" for d in sorted(dims)) or "an unknown model"
+    return f"a {fmt}-format LoRA for {arch} with {len(keys)} tensors"
+
+
+def load_loras(pipe, loras: list[str | Path], scales: list[float] | None = None) -> list[str]:
+    """Load LoRA files into the pipeline as named adapters and activate them with their scales.
+
+    Diffusers converts kohya-format files itself. A file that matches no layer of the model (for
+    another architecture) is an error, never a silent no-op.
+
+    Returns:
+        The adapter names.
+    """
+    from safetensors.torch import load_file
+
+    scales = list(scales) if scales is not None else [1.0] * len(loras)
+    if len(scales) != len(loras):
+        raise DiffusionError(f"got {len(loras)} LoRA files but {len(scales)} scales; give one scale per LoRA")
+    names = []
+    for index, lora in enumerate(loras):
+        source = resolve_lora_path(lora)
+        name = f"lora{index}"
+        state = load_file(str(source)) if isinstance(source, Path) else None
+        before = _adapter_count(pipe)
+        try:
+            if state is not None:
+                pipe.load_lora_weights(dict(state), adapter_name=name)
+            else:
+                pipe.load_lora_weights(source, adapter_name=name)
+        except Exception as err:
+            what = describe_lora(state) if state is not None else "this LoRA"
+            raise DiffusionError(
+                f"LoRA {str(lora)!r} does not fit {type(pipe).__name__}: it is {what} "
+                f"({type(err).__name__}: {str(err).splitlines()[0][:300]}); use a LoRA trained for this base model"
+            ) from err
+        if _adapter_count(pipe) == before:
+            what = describe_lora(state) if state is not None else "this LoRA"
+            raise DiffusionError(
+                f"LoRA {str(lora)!r} matched no layer of {type(pipe).__name__}: it is {what}; "
+                "use a LoRA trained for this base model"
+            )
+        names.append(name)
+    if names:
+        pipe.set_adapters(names, adapter_weights=scales)
+    return names
+
+
+def _adapter_count(pipe) -> int:
+    return sum(len(v) for v in pipe.get_list_adapters().values())
+
+
+# -- the generator ------------------------------------------------------------------------------
+
+
+@dataclass
+class DiffusionGenerator:
+    """A loaded diffusion pipeline behind the common :class:`dishgen.generate.Generator` call."""
+
+    pipe: Any
+    family: str = "diffusion"
+    defaults: dict[str, Any] = field(default_factory=dict)
+    knobs: tuple[str, ...] = KNOBS
+    location: str = ""
+    loras: list[str] = field(default_factory=list)
+
+    def generate(self, prompts: list[str], num_images: int = 1, seed: int | None = None, **knobs: Any) -> list:
+        """Generate ``num_images`` images per prompt, prompt-major.
+
+        Image ``k`` (in prompt-major order) is drawn from its own generator seeded ``seed + k``,
+        so a result does not depend on ``batch_size``.
+
+        Args:
+            prompts: captions.
+            num_images: images per prompt.
+            seed: base seed (random when None).
+            **knobs: ``negative_prompt``, ``guidance_scale``, ``num_inference_steps``, ``height``,
+                ``width``, ``batch_size`` (images per pipeline call, default 4).
+
+        Returns:
+            ``len(prompts) * num_images`` PIL images.
+        """
+        import torch
+
+        from dishgen.generate import check_knobs
+
+        check_knobs(self.family, self.knobs, knobs)
+        args = {**self.defaults, **{k: v for k, v in knobs.items() if v is not None}}
+        batch_size = int(args.pop("batch_size", 4))
+        if batch_size < 1:
+            raise DiffusionError(f"batch_size={batch_size} must be at least 1")
+        multiple = size_multiple(self.pipe)
+        for side in ("height", "width"):
+            value = args.get(side)
+            if value is not None and (int(value) <= 0 or int(value) % multiple):
+                low = max(multiple, int(value) // multiple * multiple)
+                raise DiffusionError(
+                    f"{side}={value} is not a positive multiple of {multiple}; use {low} or {low + multiple}"
+                )
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        negative = args.pop("negative_prompt", None)
+        jobs = [(p, seed + i * num_images + j) for i, p in enumerate(prompts) for j in range(num_images)]
+        images = []
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start : start + batch_size]
+            call = dict(args)
+            if negative is not None:
+                call["negative_prompt"] = [negative] * len(chunk)
+            out = self.pipe(
+                prompt=[p for p, _ in chunk],
+                generator=[torch.Generator("cpu").manual_seed(s) for _, s in chunk],
+                output_type="pil",
+                **call,
+            )
+            images.extend(out.images)
+        return images
+
+
+def load_generator(
+    location: str | Path,
+    device=None,
+    dtype=None,
+    lora: list[str | Path] | str | None = None,
+    lora_scale: list[float] | float | None = None,
+    scheduler: str | None = None,
+    token: str | None = None,
+) -> DiffusionGenerator:
+    """Load a diffusion model (family ``diffusion``) or a dishgen LoRA run (family ``lora``).
+
+    Args:
+        location: a diffusers folder or hub id, or a dishgen LoRA run / checkpoint folder (its
+            ``config.json`` names the base model; its LoRA is applied first, at scale 1).
+        device: ``cpu`` (default), ``cuda``, ``auto``...
+        dtype: ``fp32`` (default), ``bf16``, ``fp16`` (CUDA only).
+        lora: extra LoRA files or folders.
+        lora_scale: one weight per extra LoRA (default 1).
+        scheduler: a name from :data:`SCHEDULERS`.
+        token: hub token for gated models.
+
+    Returns:
+        A :class:`DiffusionGenerator`.
+    """
+    loras = [lora] if isinstance(lora, (str, Path)) else list(lora or [])
+    scales = [lora_scale] if isinstance(lora_scale, (int, float)) else list(lora_scale or [1.0] * len(loras))
+    family, base = "diffusion", location
+    config_file = Path(location) / "config.json"
+    if Path(location).is_dir() and not (Path(location) / "model_index.json").is_file() and config_file.is_file():
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        if config.get("family") != "lora" or not config.get("base"):
+            raise DiffusionError(f"{str(location)!r} is not a LoRA run: its config.json has no family 'lora' and base")
+        family, base = "lora", config["base"]
+        loras, scales = [location, *loras], [1.0, *scales]
+    pipe = load_pipeline(base, device=device, dtype=dtype, token=token)
+    if scheduler:
+        set_scheduler(pipe, scheduler)
+    load_loras(pipe, loras, scales)
+    return DiffusionGenerator(
+        pipe=pipe, family=family, defaults=model_defaults(pipe, base), location=str(location),
+        loras=[str(x) for x in loras],
+    )
