@@ -1,0 +1,228 @@
+"""The cGAN on disk, and its generator behind the common generation interface.
+
+A saved cGAN folder (a training checkpoint or an export) holds ``config.json``::
+
+    {"family": "cgan", "kind": "model" | "checkpoint", "step": N,
+     "model": {CGANConfig fields}, "text_encoder": {"id": "minilm", "dim": 384}, "train": {...}}
+
+and safetensors weights: ``model.safetensors`` (the EMA generator) in an export, or
+``G.safetensors``, ``D.safetensors``, ``G_ema.safetensors`` (+ optimizer, scaler and RNG state) in
+a ``checkpoint-<step>/`` folder. Generation always uses the EMA generator, and the text encoder
+named in ``text_encoder.id`` (never one guessed from the embedding size).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from dishgen.generate import ModelReferenceError, check_knobs
+from dishgen.models.cgan import CGANConfig, Generator, truncated_noise
+
+FAMILY = "cgan"
+KNOBS = ("truncation", "batch_size")
+
+
+def state_dict_for_file(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A module's state dict as contiguous CPU tensors (safetensors refuses channels-last views)."""
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+def model_metadata(model_config: CGANConfig, text_encoder: dict[str, Any], *, kind: str, step: int,
+                   train_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``config.json`` of a saved folder."""
+    from dishgen.config import config_to_dict
+
+    return {"family": FAMILY, "kind": kind, "step": step, "model": config_to_dict(model_config),
+            "text_encoder": {"id": text_encoder["id"], "dim": int(text_encoder["dim"])},
+            "train": train_config or {}}
+
+
+def save_model(folder: str | Path, G_ema: torch.nn.Module, model_config: CGANConfig, text_encoder: dict[str, Any],
+               *, step: int, train_config: dict[str, Any] | None = None) -> Path:
+    """Export the EMA generator to ``folder`` (written atomically): config.json, weights, README.
+
+    Args:
+        folder: the export folder (replaced if it exists).
+        G_ema: the averaged generator.
+        model_config: its shape.
+        text_encoder: ``{"id": ..., "dim": ...}`` of the encoder it was trained with.
+        step: training step of these weights.
+        train_config: the resolved training config, kept for provenance.
+    """
+    from dishgen.fileio import atomic_directory
+
+    folder = Path(folder)
+    meta = model_metadata(model_config, text_encoder, kind="model", step=step, train_config=train_config)
+    with atomic_directory(folder) as tmp:
+        save_file(state_dict_for_file(G_ema), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        (tmp / "README.md").write_text(_model_card(meta), encoding="utf-8")
+    return folder
+
+
+def _model_card(meta: dict[str, Any]) -> str:
+    m = meta["model"]
+    return (
+        "# dishgen conditional GAN\n\n"
+        f"Text-conditional ResNet GAN generator (EMA weights) at {m['resolution']} px, trained for "
+        f"{meta['step']} steps, conditioned on `{meta['text_encoder']['id']}` text embeddings "
+        f"({meta['text_encoder']['dim']}-d).\n\n"
+        "```\ndishgen generate \"Sarma, cabbage rolls in a clay pot\" --model THIS_FOLDER -n 4 --seed 0\n```\n\n"
+        "Files: `config.json` (family, network shape, text encoder, training config), "
+        "`model.safetensors` (generator weights).\n"
+    )
+
+
+def find_weights(location: str | Path) -> tuple[Path, Path]:
+    """Resolve a run dir, checkpoint folder or export to ``(folder, generator weights file)``.
+
+    A run directory gives its export ``model/`` when present, else its latest complete checkpoint.
+
+    Raises:
+        ModelReferenceError: the folder is not a cGAN, or holds no weights yet.
+    """
+    path = Path(location)
+    meta = _read_config(path)
+    if meta.get("family") != FAMILY:
+        raise ModelReferenceError(
+            f"{str(path)!r} holds a {meta.get('family')!r} model, not a cgan one; load it with its own family"
+        )
+    if (path / "model.safetensors").is_file():
+        return path, path / "model.safetensors"
+    if (path / "G_ema.safetensors").is_file():
+        return path, path / "G_ema.safetensors"
+    if (path / "model" / "model.safetensors").is_file():
+        return find_weights(path / "model")
+    from dishgen.train.common import RunDir
+
+    checkpoints = RunDir(path, FAMILY).checkpoints()
+    if checkpoints:
+        return find_weights(checkpoints[-1][1])
+    raise ModelReferenceError(
+        f"{str(path)!r} is a cgan run without an export (model/) or a complete checkpoint yet; "
+        "train longer (checkpoint_every=...) or pass a checkpoint folder"
+    )
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    config = path / "config.json"
+    if not config.is_file():
+        raise ModelReferenceError(f"{str(path)!r} has no config.json; it is not a dishgen model folder")
+    try:
+        return json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelReferenceError(f"{str(config)!r} could not be read: {err}") from err
+
+
+def load_G_ema(location: str | Path) -> tuple[Generator, dict[str, Any]]:
+    """Load the EMA generator of any saved cGAN folder (CPU, eval mode) and its metadata."""
+    folder, weights = find_weights(location)
+    meta = _read_config(folder)
+    if "model" not in meta or "text_encoder" not in meta:
+        raise ModelReferenceError(f"{str(folder / 'config.json')!r} lacks 'model' or 'text_encoder'")
+    from dishgen.config import config_from_dict
+
+    model_config = config_from_dict(CGANConfig, meta["model"])
+    G = Generator(model_config)
+    G.load_state_dict(load_file(str(weights)))
+    return G.eval().requires_grad_(False), meta
+
+
+class CGANGenerator:
+    """A trained cGAN generator with its text encoder: the common :class:`Generator` interface.
+
+    Knobs: ``truncation`` (noise scale, 1 = none) and ``batch_size`` (images per forward pass).
+    Results depend only on the seed, not on ``batch_size``.
+    """
+
+    family = FAMILY
+    knobs = KNOBS
+
+    def __init__(self, G: Generator, text_encoder, meta: dict[str, Any], device=None, dtype=None):
+        self.device = torch.device(device or "cpu")
+        self.dtype = dtype or torch.float32
+        self.G = G.to(self.device).to(memory_format=torch.channels_last)
+        if self.dtype != torch.float32:
+            self.G = self.G.to(self.dtype)
+        self.text_encoder = text_encoder
+        self.meta = meta
+        self.resolution = G.config.resolution
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[str], num_images: int = 1, seed: int | None = None, **knobs: Any) -> list:
+        """Generate ``num_images`` images per prompt (prompt-major) as PIL images.
+
+        Args:
+            prompts: captions.
+            num_images: images per caption.
+            seed: makes the result repeatable; ``None`` draws a fresh seed.
+            **knobs: ``truncation`` (float >= 0, default 1) and ``batch_size`` (default 64).
+        """
+        from dishgen.images_tensor import tensor_to_pil
+
+        check_knobs(FAMILY, KNOBS, knobs)
+        truncation = float(knobs.get("truncation", 1.0))
+        batch_size = int(knobs.get("batch_size") or 64)
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be at least 1")
+        if not prompts or num_images < 1:
+            return []
+        unique = list(dict.fromkeys(prompts))
+        vectors = self.text_encoder.encode(unique)  # (U, c_dim)
+        rows = torch.tensor([unique.index(p) for p in prompts]).repeat_interleave(num_images)
+        c = vectors[rows]  # (N, c_dim), prompt-major
+        generator = torch.Generator().manual_seed(
+            int(seed) if seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        )
+        # All noise up front on the CPU, so the images do not depend on batch_size or device.
+        z = truncated_noise((len(c), self.G.z_dim), truncation, generator)
+        images = []
+        for start in range(0, len(c), batch_size):
+            zb = z[start : start + batch_size].to(self.device, self.dtype)
+            cb = c[start : start + batch_size].to(self.device, self.dtype)
+            images.extend(tensor_to_pil(self.G(zb, cb).float()))
+        return images
+
+
+def load_generator(location: str | Path, device=None, dtype=None, **options: Any) -> CGANGenerator:
+    """Load a cGAN run dir, ``checkpoint-<step>/`` folder or export as a generator.
+
+    Args:
+        location: the folder.
+        device: ``cpu`` (default), ``cuda``, ``cuda:N`` or ``auto``.
+        dtype: ``fp32`` (default) or ``bf16`` (``fp16`` on CUDA).
+        **options: none are taken; any given is an error (``lora`` is for diffusion models).
+
+    Raises:
+        ModelReferenceError: unknown options, another family, or no weights.
+        TextEncoderNotAvailable: the model's text encoder is not installed here.
+    """
+    if options:
+        raise ModelReferenceError(
+            f"the cgan family takes no loader options, got {', '.join(sorted(options))}"
+            + (" (LoRA files apply to diffusion models only)" if "lora" in options else "")
+        )
+    from dishgen.devices import resolve_device, resolve_dtype
+    from dishgen.text import TextEncoderNotAvailable, load_text_encoder
+
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    G, meta = load_G_ema(location)
+    info = meta["text_encoder"]
+    try:
+        encoder = load_text_encoder(info["id"], device=torch_device)
+    except TextEncoderNotAvailable as err:
+        raise TextEncoderNotAvailable(
+            f"{str(location)!r} was trained with text encoder {info['id']!r}, which cannot be loaded here: {err}"
+        ) from err
+    if encoder.dim != int(info["dim"]) or encoder.dim != G.c_dim:
+        raise ModelReferenceError(
+            f"text encoder {info['id']!r} gives {encoder.dim}-d embeddings but the model expects "
+            f"{G.c_dim}-d; the encoder's weights changed since training"
+        )
+    return CGANGenerator(G, encoder, meta, device=torch_device, dtype=torch_dtype)

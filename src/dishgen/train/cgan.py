@@ -1,0 +1,452 @@
+"""Train the text-conditional GAN, as one linear story.
+
+config -> data (images in memory, cached caption embeddings) -> G, D, G_ema -> optimizers and
+one gradient scaler per network -> accelerator -> loop (D step: hinge + mismatched text + lazy R1;
+G step; EMA; log, samples, checkpoints) -> export of the EMA generator.
+
+Every random draw of a step (batch order, flips, noise, augmentation, caption shuffle) comes from a
+generator seeded with ``(seed, step, rank)``, so a resumed run repeats an uninterrupted one
+exactly. Several processes (``torchrun``/``accelerate launch``) each take a slice of the global
+batch; gradients are averaged by hand (an all-reduce per network) rather than with DDP, because
+DDP cannot follow R1's double backward nor a network that is frozen for half of each step.
+Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from dishgen.config import (
+    apply_overrides,
+    config_to_dict,
+    load_config_file,
+    parse_overrides,
+    resolve_config,
+)
+from dishgen.errors import DishgenError
+from dishgen.models import cgan
+from dishgen.models.augment import apply_params, parse_policy, sample_params
+from dishgen.models.layers import ema_update
+from dishgen.train.common import RunDir, check_finite, plot_log, save_image_grid
+
+logger = logging.getLogger(__name__)
+FAMILY = "cgan"
+
+
+@dataclass
+class CGANTrainConfig:
+    """Everything a cGAN run needs; saved as the run's ``config.json``.
+
+    ``batch_size`` is per process: the global batch is ``batch_size * num_processes``.
+    """
+
+    # data and text
+    resolution: int = 64
+    text_encoder: str = "minilm"
+    text_cache: bool = True  # cache caption embeddings in DATASET/.cache
+    flip: bool = True  # random horizontal flips of training images
+    # networks
+    z_dim: int = 128
+    cond_dim: int = 128
+    base_channels: int = 32
+    max_channel_mult: int = 8
+    # objective
+    augment: str = "color,translation,cutout"  # DiffAugment policy, "" for none
+    mismatch_weight: float = 0.5  # real image + another caption counts as fake; 0 = off
+    r1_gamma: float = 0.1  # R1 weight (gamma / 2 * ||grad||^2); 0 = off
+    r1_every: int = 16  # lazy R1: every k steps, scaled by k
+    # optimisation
+    batch_size: int = 16
+    n_disc: int = 1  # D steps per G step
+    g_lr: float = 2e-4
+    d_lr: float = 2e-4
+    g_betas: tuple[float, float] = (0.0, 0.99)
+    d_betas: tuple[float, float] = (0.0, 0.99)
+    grad_clip: float = 0.0  # max gradient norm per network; 0 = off
+    ema_decay: float = 0.999
+    ema_rampup: bool = True  # decay min(ema_decay, (1 + step) / (10 + step)) early on
+    # speed
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 needs CUDA
+    channels_last: bool = True
+    # schedule and outputs
+    max_steps: int = 10000
+    seed: int = 0
+    log_every: int = 10
+    sample_every: int = 500
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3  # 0 keeps all
+    sample_prompts: list[str] = field(default_factory=list)  # default: captions from the test split
+    sample_per_prompt: int = 4
+
+    def validate(self) -> None:
+        self.model_config(c_dim=1).validate()
+        parse_policy(self.augment)
+        positive = ("batch_size", "n_disc", "max_steps", "log_every", "sample_every", "checkpoint_every",
+                    "r1_every", "sample_per_prompt")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay={self.ema_decay} must be in [0, 1)")
+        for name in ("g_lr", "d_lr", "r1_gamma", "mismatch_weight", "grad_clip", "keep_checkpoints"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+
+    def model_config(self, c_dim: int) -> cgan.CGANConfig:
+        return cgan.CGANConfig(resolution=self.resolution, z_dim=self.z_dim, c_dim=c_dim, cond_dim=self.cond_dim,
+                               base_channels=self.base_channels, max_channel_mult=self.max_channel_mult)
+
+
+PRESETS = {
+    # The original project's reported setting.
+    "paper": dict(resolution=128, base_channels=32, batch_size=4, g_lr=5e-5, d_lr=1.5e-4, g_betas=(0.0, 0.9),
+                  d_betas=(0.0, 0.9), r1_gamma=2.0, grad_clip=1.0, ema_decay=0.999,
+                  text_encoder="clip:laion/CLIP-ViT-L-14-laion2B-s32B-b82K"),
+    # Sized for a laptop CPU: 64 px, MiniLM (offline), the bundled default model's recipe.
+    "cpu": dict(resolution=64, base_channels=32, batch_size=16, text_encoder="minilm", g_lr=2e-4, d_lr=2e-4,
+                g_betas=(0.0, 0.99), d_betas=(0.0, 0.99), r1_gamma=0.1, r1_every=16, mismatch_weight=0.5,
+                ema_decay=0.999, max_steps=20000, sample_every=500, checkpoint_every=1000),
+}
+
+
+class CheckpointWriteError(DishgenError):
+    """A checkpoint could not be written (the previous ones are intact)."""
+
+
+def resolve_train_config(out: str | Path, *, preset=None, config_file=None, overrides=(), resume=False):
+    """The run's config: on ``--resume`` the saved one, else defaults -> preset; then file, overrides."""
+    saved = Path(out) / "config.json"
+    if resume and saved.is_file() and not preset:
+        data = {k: v for k, v in json.loads(saved.read_text(encoding="utf-8")).items() if k != "family"}
+        config = apply_overrides(CGANTrainConfig(), data, source="saved config")
+        if config_file:
+            config = apply_overrides(config, load_config_file(config_file), source=f"config file {config_file}")
+        if overrides:
+            config = apply_overrides(config, parse_overrides(list(overrides)))
+        return config
+    return resolve_config(CGANTrainConfig, preset=preset, presets=PRESETS, config_file=config_file,
+                          overrides=list(overrides) or None)
+
+
+def batch_indices(num_items: int, batch_size: int, draw: int, seed: int) -> torch.Tensor:
+    """Dataset indices of the ``draw``-th batch: epochs of seeded permutations, read in order.
+
+    A pure function of its arguments, so the data order never needs saving.
+    """
+    positions = draw * batch_size + torch.arange(batch_size)
+    epochs = positions // num_items
+    out = torch.empty(batch_size, dtype=torch.long)
+    for epoch in epochs.unique().tolist():
+        perm = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        mask = epochs == epoch
+        out[mask] = perm[positions[mask] % num_items]
+    return out
+
+
+def step_generator(seed: int, step: int, rank: int, device) -> torch.Generator:
+    """The random generator of one (step, rank): every random draw of a step comes from it."""
+    return torch.Generator(device=device).manual_seed(((seed * 1_000_003 + step) * 1_009 + rank) % 2**63)
+
+
+def train(config: CGANTrainConfig, data: str | Path, out: str | Path, *, resume: bool = False,
+          device: str | None = None) -> Path:
+    """Train a cGAN on a dataset and export its EMA generator to ``OUT/model``.
+
+    Args:
+        config: the resolved config.
+        data: dataset folder (``train/metadata.jsonl`` with ``text`` captions).
+        out: run directory.
+        resume: continue from the run's latest checkpoint.
+        device: ``cpu`` (default), ``cuda``, ``cuda:N`` or ``auto``; under ``torchrun`` or
+            ``accelerate launch`` each process takes its own device.
+
+    Returns:
+        The run directory.
+    """
+    from accelerate import Accelerator
+
+    from dishgen.data.dataset import DatasetError, load_split
+    from dishgen.devices import resolve_device
+    from dishgen.families.cgan import save_model
+    from dishgen.images_tensor import load_images_uint8
+    from dishgen.text import load_text_encoder
+    from dishgen.text.cache import encode_cached
+
+    config.validate()
+    # -- accelerator and run dir ---------------------------------------------------------------------
+    asked = resolve_device(device)
+    accelerator = Accelerator(cpu=asked.type == "cpu")
+    device = accelerator.device if accelerator.num_processes > 1 else asked
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if config.precision == "fp16" and device.type != "cuda":
+        raise DishgenError("precision=fp16 needs a CUDA device; use precision=bf16 or fp32 on the CPU")
+    run = RunDir(out, FAMILY)
+    if accelerator.is_main_process:
+        run.prepare(config_to_dict(config), resume=resume)
+    accelerator.wait_for_everyone()
+    start_step = run.latest_checkpoint() if resume else None
+
+    # -- data: images in memory as uint8, caption embeddings from the cache ---------------------------
+    rows = load_split(data, "train")
+    try:
+        sample_rows = load_split(data, "test")
+    except DatasetError:
+        sample_rows = rows
+    encoder = load_text_encoder(config.text_encoder)
+    encoder_info = {"id": encoder.id, "dim": encoder.dim}
+    cache_dir = Path(data) / ".cache" if config.text_cache else None
+    with accelerator.main_process_first():
+        try:
+            c_all = encode_cached(encoder, [r.text for r in rows], cache_dir)
+        except OSError as err:  # a read-only dataset: encode in memory
+            logger.warning("text cache in %s not writable (%s); encoding without a cache", cache_dir, err)
+            c_all = encode_cached(encoder, [r.text for r in rows], None)
+    images = load_images_uint8([r.path for r in rows], config.resolution).to(device)  # (N, 3, R, R)
+    c_all = c_all.to(device)  # (N, c_dim)
+    prompts = list(config.sample_prompts) or list(dict.fromkeys(r.text for r in sample_rows))[:8]
+    sample_c = encoder.encode(prompts).to(device).repeat_interleave(config.sample_per_prompt, 0)
+    del encoder  # the text model is not needed during training
+
+    # -- networks, optimizers, scalers ------------------------------------------------------------------
+    model_config = config.model_config(c_dim=encoder_info["dim"])
+    torch.manual_seed(config.seed)  # identical initial weights on every rank
+    G, D = cgan.Generator(model_config).to(device), cgan.Discriminator(model_config).to(device)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    for net in (G, D, G_ema):
+        net.to(memory_format=memory_format)
+    opt_G = torch.optim.Adam(G.parameters(), lr=config.g_lr, betas=tuple(config.g_betas))
+    opt_D = torch.optim.Adam(D.parameters(), lr=config.d_lr, betas=tuple(config.d_betas))
+    use_scaler = config.precision == "fp16"
+    scaler_G = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    scaler_D = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.precision]
+
+    def autocast():
+        return torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+
+    sample_z = torch.randn(len(sample_c), config.z_dim, generator=torch.Generator().manual_seed(config.seed))
+    sample_z = sample_z.to(device)
+
+    step = 0
+    if start_step is not None:
+        step = load_checkpoint(run.checkpoint_path(start_step), G, D, G_ema, opt_G, opt_D, scaler_G, scaler_D)
+        if accelerator.is_main_process:
+            print(f"resumed from {run.checkpoint_path(start_step)} at step {step}")
+
+    def write_checkpoint(at_step: int) -> None:
+        if not accelerator.is_main_process:
+            return
+        meta = _meta(model_config, encoder_info, "checkpoint", at_step, config)
+        try:
+            run.write_checkpoint(at_step, lambda folder: save_checkpoint(
+                folder, meta, G, D, G_ema, opt_G, opt_D, scaler_G, scaler_D), keep=config.keep_checkpoints or None)
+        except OSError as err:
+            latest = run.latest_checkpoint()
+            kept = f"{run.checkpoint_path(latest)} is intact" if latest is not None else "no earlier checkpoint exists"
+            raise CheckpointWriteError(
+                f"could not write checkpoint-{at_step} in {run.path} ({err.strerror or err}); {kept}. "
+                "Free disk space, then --resume"
+            ) from err
+
+    def write_samples(at_step: int) -> None:
+        if accelerator.is_main_process:
+            with torch.no_grad(), autocast():
+                pics = G_ema(sample_z, sample_c).float()
+            save_image_grid(pics, run.path / "samples" / f"step-{at_step:07d}.png", nrow=config.sample_per_prompt,
+                            labels=prompts)
+            plot_log(run.read_log(), run.path / "plots", PLOT_GROUPS)
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    num_items, policy = len(images), config.augment
+    log_sums: dict[str, float] = {}
+    r1_value = float("nan")
+    tick = time.perf_counter()
+    steps_since_log = 0
+    progress = _progress(step, config.max_steps, accelerator.is_main_process)
+    while step < config.max_steps:
+        step += 1
+        rng = step_generator(config.seed, step, rank, device)
+
+        # Discriminator: hinge on real vs fake, mismatched captions, lazy R1.
+        G.requires_grad_(False)
+        for k in range(config.n_disc):
+            idx = batch_indices(num_items, config.batch_size * world, (step - 1) * config.n_disc + k,
+                                config.seed)[rank::world].to(device)
+            real = _real_batch(images[idx], config.flip, rng, memory_format)  # (B, 3, R, R) in [-1, 1]
+            c = c_all[idx]  # (B, c_dim)
+            B = real.shape[0]
+            z = torch.randn(B, config.z_dim, generator=rng, device=device)
+            with autocast():
+                with torch.no_grad():
+                    fake = G(z, c)
+                pair = torch.cat([real, fake.to(real.dtype)])
+                params = sample_params(2 * B, config.resolution, config.resolution, policy, rng, device)
+                h = D.features(apply_params(pair, params))  # (2B, C): real features, then fake
+                real_logits, fake_logits = D.logits(h[:B], c), D.logits(h[B:], c)
+                loss_real, loss_fake = cgan.d_hinge_loss(real_logits, fake_logits)
+                loss_D = loss_real + loss_fake
+                loss_mismatch = torch.zeros((), device=device)
+                if config.mismatch_weight > 0:
+                    perm = torch.randperm(B, generator=rng, device=device)
+                    c_wrong = c[perm]
+                    differs = (c_wrong - c).abs().amax(dim=1) > 1e-6
+                    loss_mismatch = cgan.mismatch_loss(D.logits(h[:B], c_wrong), differs)
+                    loss_D = loss_D + config.mismatch_weight * loss_mismatch
+            loss_D_adv = loss_D.detach()  # logged without R1, whose lazy steps would spike the curve
+            if config.r1_gamma > 0 and k == 0 and step % config.r1_every == 0:
+                # Lazy R1 in fp32, on the augmented real images D just judged (StyleGAN2 scaling).
+                params_r1 = sample_params(B, config.resolution, config.resolution, policy, rng, device)
+                real_aug = apply_params(real, params_r1).detach().requires_grad_(True)
+                r1 = cgan.r1_penalty(D(real_aug, c), real_aug)
+                r1_value = float(r1.detach())
+                loss_D = loss_D + (config.r1_gamma / 2) * config.r1_every * r1
+            opt_D.zero_grad(set_to_none=True)
+            scaler_D.scale(loss_D).backward()
+            grad_norm_D = _reduce_and_clip(D, opt_D, scaler_D, accelerator, config.grad_clip)
+            scaler_D.step(opt_D)
+            scaler_D.update()
+        G.requires_grad_(True)
+
+        # Generator: fool D on the same captions with fresh noise.
+        D.requires_grad_(False)
+        z = torch.randn(B, config.z_dim, generator=rng, device=device)
+        with autocast():
+            fake = G(z, c)
+            params = sample_params(B, config.resolution, config.resolution, policy, rng, device)
+            loss_G = cgan.g_hinge_loss(D(apply_params(fake, params), c))
+        opt_G.zero_grad(set_to_none=True)
+        scaler_G.scale(loss_G).backward()
+        grad_norm_G = _reduce_and_clip(G, opt_G, scaler_G, accelerator, config.grad_clip)
+        scaler_G.step(opt_G)
+        scaler_G.update()
+        D.requires_grad_(True)
+
+        decay = min(config.ema_decay, (1 + step) / (10 + step)) if config.ema_rampup else config.ema_decay
+        ema_update(G_ema, G, decay)
+
+        # -- bookkeeping ----------------------------------------------------------------------------------
+        check_finite(step, {"loss_D": float(loss_D.detach()), "loss_G": float(loss_G.detach())}, run)
+        values = {"loss_D": float(loss_D_adv), "loss_G": float(loss_G.detach()), "loss_D_real": float(loss_real.detach()), "loss_D_fake": float(loss_fake.detach()),
+                  "loss_D_mismatch": float(loss_mismatch.detach()), "logits_real": float(real_logits.detach().mean()),
+                  "logits_fake": float(fake_logits.detach().mean()), "grad_norm_D": grad_norm_D,
+                  "grad_norm_G": grad_norm_G}
+        for key, value in values.items():
+            log_sums[key] = log_sums.get(key, 0.0) + value
+        steps_since_log += 1
+        progress.update(1)
+        if step % config.log_every == 0 or step == config.max_steps:
+            elapsed = time.perf_counter() - tick
+            row = {"step": step, **{k: v / steps_since_log for k, v in log_sums.items()},
+                   "lr_G": opt_G.param_groups[0]["lr"], "lr_D": opt_D.param_groups[0]["lr"],
+                   "r1": r1_value, "ema_decay": decay,
+                   "images_per_s": steps_since_log * config.batch_size * world * config.n_disc / elapsed}
+            if accelerator.is_main_process:
+                run.log(row)
+                progress.set_postfix(loss_D=f"{row['loss_D']:.3f}", loss_G=f"{row['loss_G']:.3f}",
+                                     img_s=f"{row['images_per_s']:.1f}")
+            log_sums, steps_since_log, tick = {}, 0, time.perf_counter()
+        if step % config.sample_every == 0:
+            write_samples(step)
+        if step % config.checkpoint_every == 0 or step == config.max_steps:
+            write_checkpoint(step)
+    progress.close()
+
+    # -- export ------------------------------------------------------------------------------------------
+    if accelerator.is_main_process:
+        if run.latest_checkpoint() != step:
+            write_checkpoint(step)
+        if step % config.sample_every != 0 or start_step == step:
+            write_samples(step)
+        save_model(run.path / "model", G_ema, model_config, encoder_info, step=step, train_config=config_to_dict(config))
+    accelerator.wait_for_everyone()
+    return run.path
+
+
+PLOT_GROUPS = {
+    "losses": ["loss_D", "loss_G", "loss_D_real", "loss_D_fake", "loss_D_mismatch"],
+    "logits": ["logits_real", "logits_fake"],
+    "grad_norms": ["grad_norm_D", "grad_norm_G"],
+    "r1": ["r1"],
+    "throughput": ["images_per_s"],
+}
+
+
+def _real_batch(images_uint8: torch.Tensor, flip: bool, rng: torch.Generator, memory_format) -> torch.Tensor:
+    """uint8 (B, 3, R, R) -> float in [-1, 1], randomly mirrored left-right."""
+    x = images_uint8.float().div_(127.5).sub_(1.0)
+    if flip:
+        mirror = torch.rand(x.shape[0], generator=rng, device=x.device) < 0.5
+        x = torch.where(mirror[:, None, None, None], x.flip(3), x)
+    return x.contiguous(memory_format=memory_format)
+
+
+def _reduce_and_clip(net, optimizer, scaler, accelerator, grad_clip: float) -> float:
+    """Average gradients over processes, unscale them, clip; returns the gradient norm."""
+    params = [p for p in net.parameters() if p.grad is not None]
+    if accelerator.num_processes > 1 and params:
+        flat = torch.cat([p.grad.flatten() for p in params])
+        flat = accelerator.reduce(flat, reduction="mean")
+        offset = 0
+        for p in params:
+            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
+            offset += p.numel()
+    scaler.unscale_(optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
+    return float(norm)
+
+
+def _progress(initial: int, total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc="cgan", mininterval=2.0)
+
+
+def _meta(model_config, encoder_info, kind, step, config):
+    from dishgen.families.cgan import model_metadata
+
+    return model_metadata(model_config, encoder_info, kind=kind, step=step, train_config=config_to_dict(config))
+
+
+def save_checkpoint(folder: Path, meta: dict, G, D, G_ema, opt_G, opt_D, scaler_G, scaler_D) -> None:
+    """Fill ``folder`` with everything needed to resume exactly (safetensors + JSON, no pickle)."""
+    from safetensors.torch import save_file
+
+    from dishgen.families.cgan import state_dict_for_file
+    from dishgen.train.state import rng_state, save_state
+
+    (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    for name, net in (("G", G), ("D", D), ("G_ema", G_ema)):
+        save_file(state_dict_for_file(net), str(folder / f"{name}.safetensors"))
+    save_state(folder / "optimizer_G", opt_G.state_dict())
+    save_state(folder / "optimizer_D", opt_D.state_dict())
+    save_state(folder / "scaler_G", scaler_G.state_dict())
+    save_state(folder / "scaler_D", scaler_D.state_dict())
+    save_state(folder / "rng", rng_state())
+    (folder / "trainer_state.json").write_text(json.dumps({"step": meta["step"]}) + "\n", encoding="utf-8")
+
+
+def load_checkpoint(folder: Path, G, D, G_ema, opt_G, opt_D, scaler_G, scaler_D) -> int:
+    """Restore what :func:`save_checkpoint` wrote; returns the step."""
+    from safetensors.torch import load_file
+
+    from dishgen.train.state import load_state, set_rng_state
+
+    for name, net in (("G", G), ("D", D), ("G_ema", G_ema)):
+        net.load_state_dict(load_file(str(folder / f"{name}.safetensors")))
+    opt_G.load_state_dict(load_state(folder / "optimizer_G"))
+    opt_D.load_state_dict(load_state(folder / "optimizer_D"))
+    for scaler, name in ((scaler_G, "scaler_G"), (scaler_D, "scaler_D")):
+        state = load_state(folder / name)
+        if state:
+            scaler.load_state_dict(state)
+    set_rng_state(load_state(folder / "rng"))
+    return int(json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))["step"])
