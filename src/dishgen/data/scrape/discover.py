@@ -31,7 +31,8 @@ def sitemap_urls(client: PoliteClient, site: Site, base_url: str) -> Iterator[st
     Sitemap indexes are followed, gzip sitemaps decompressed, and only URLs on the same site
     whose path matches ``site.recipe_path`` are yielded, each once.
     """
-    queue = client.sitemaps(base_url + "/") or [base_url + "/sitemap.xml"]
+    named = client.sitemaps(base_url + "/")
+    queue = named or [base_url + "/sitemap.xml"]  # the conventional place, when robots names none
     seen_maps: set[str] = set()
     seen: set[str] = set()
     while queue and len(seen_maps) < MAX_SITEMAPS:
@@ -42,7 +43,7 @@ def sitemap_urls(client: PoliteClient, site: Site, base_url: str) -> Iterator[st
         try:
             page = client.get(sitemap)
         except FetchError as err:
-            log.warning("sitemap %s skipped: %s", sitemap, err.reason)
+            (log.warning if named else log.info)("sitemap %s skipped: %s", sitemap, err.reason)
             continue
         try:
             root = etree.fromstring(_maybe_gunzip(page.content), parser=etree.XMLParser(

@@ -248,8 +248,12 @@ class PoliteClient:
                     response = self._client.get(url)
                 except httpx.TimeoutException:
                     problem, wait = "timed out", None
+                except (httpx.UnsupportedProtocol, httpx.InvalidURL) as err:
+                    raise FetchError(url, f"not a fetchable URL ({err})") from None
                 except httpx.TransportError as err:
                     problem, wait = f"connection failed ({type(err).__name__})", None
+                except httpx.RequestError as err:  # e.g. a body that does not decompress
+                    raise FetchError(url, f"bad response ({type(err).__name__}: {err})") from None
                 else:
                     if response.status_code not in RETRY_STATUSES:
                         return response
@@ -260,6 +264,9 @@ class PoliteClient:
                             url, f"{problem} with Retry-After {wait:.0f} s (over the "
                             f"{self.max_retry_after:.0f} s limit)", retryable=True,
                         )
+                finally:
+                    # The delay runs from the end of a response to the start of the next request.
+                    self._last_request[host] = time.monotonic()
                 if attempt >= self.retries:
                     tries = f"{attempt + 1} attempt" + ("s" if attempt else "")
                     raise FetchError(url, f"{problem} after {tries}", retryable=True)
@@ -282,7 +289,6 @@ class PoliteClient:
             pause = last + self._delay_for(url) - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
-        self._last_request[host] = time.monotonic()
 
     # -- cache ------------------------------------------------------------------------------
 
