@@ -24,6 +24,8 @@ import json
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from dishgen.errors import DishgenError
+
 # family -> "module:function" that loads a saved model folder (lazy, so the CLI stays fast).
 FAMILY_LOADERS = {
     "cgan": "dishgen.families.cgan:load_generator",
@@ -155,10 +157,14 @@ def generate(
     return generator.generate(list(prompts), num_images=num_images, seed=seed, **knobs)
 
 
+class UnknownKnobError(DishgenError, TypeError):
+    """A generation knob the family does not take (a ``TypeError``, shown by the CLI as one line)."""
+
+
 def check_knobs(family: str, allowed: tuple[str, ...], knobs: dict[str, Any]) -> None:
     """Raise a clear error for knobs the family does not take."""
     unknown = sorted(set(knobs) - set(allowed))
     if unknown:
-        raise TypeError(
+        raise UnknownKnobError(
             f"the {family} family does not take {', '.join(unknown)}; it takes: {', '.join(allowed) or 'no knobs'}"
         )
