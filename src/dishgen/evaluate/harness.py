@@ -1,0 +1,457 @@
+"""The evaluation harness: plan, generate, extract features once, score every model the same way.
+
+The story of one ``dishgen evaluate`` run:
+
+1. plan: resolve every ``--model`` (expanding ``--checkpoints`` over a run directory), check every
+   ``--images`` folder, read the split and check its images, load the feature and CLIP networks.
+   Anything wrong stops here, before a single image is generated;
+2. reference: features of the real split (and of the training split for memorization), and two
+   reference rows: real test photos scored against their own captions, and a random subset of
+   real training photos scored like a model (the best FID one can expect at this N);
+3. per model: generate the missing images (resumable), extract features, score, write the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dishgen.errors import DishgenError
+from dishgen.evaluate import metrics as M
+from dishgen.evaluate.features import DEFAULT_CLIP_MODEL, ClipEmbedder, extract_features
+from dishgen.evaluate.imagesets import ImageSet, folder_set, generate_set, load_batch, real_set
+
+log = logging.getLogger(__name__)
+
+METRICS = ("fid", "kid", "clip-score", "clip-cosine", "memorization")
+CLIP_METRICS = ("clip-score", "clip-cosine")
+
+
+class EvaluationError(DishgenError):
+    """An evaluation that cannot run as asked (bad options, nothing to score...)."""
+
+
+@dataclass
+class EvaluationConfig:
+    """Everything one evaluation needs; the CLI fills it from its options.
+
+    Attributes:
+        data: the dataset folder.
+        out: the report folder.
+        models: model references (``default``, run or checkpoint folders, diffusers ids/folders).
+        images: folders of already generated images to score as they are.
+        split: the split whose captions are generated and whose photos are the reference.
+        num_samples: use a seeded random subset of this many rows of the split (default: all).
+        images_per_caption: images generated per caption (K).
+        metrics: a subset of :data:`METRICS`; ``None`` is all of them, skipping those the data
+            cannot support (memorization without a train split) with a warning.
+        feature_backbone: ``clip``, ``dinov2`` or ``inception``: the space of FID, KID and
+            memorization.
+        feature_model: hub id, folder or weights file for that backbone (default: its standard).
+        clip_model: the CLIP model for CLIPScore (and for the ``clip`` backbone by default).
+        seed: seeds generation, the subset, KID subsets and bootstrap resampling.
+        checkpoints: ``all``, ``latest`` or comma-separated steps: evaluate these checkpoints
+            of each run directory instead of its final model.
+        device: where generators and feature networks run.
+        dtype: generator dtype (feature networks stay in float32).
+        batch_size: images per generator call and per feature batch.
+        bootstrap: bootstrap resamples per interval (0 turns intervals off).
+        image_size: resize real and generated images to this square size before the feature
+            networks (default: the feature network's own input size).
+        knobs: generation knobs; each model receives those its family takes.
+        model_options: loader options for :func:`dishgen.generate.load_generator`.
+        progress: show progress bars.
+    """
+
+    data: Path
+    out: Path
+    models: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    split: str = "test"
+    num_samples: int | None = None
+    images_per_caption: int = 1
+    metrics: tuple[str, ...] | None = None
+    feature_backbone: str = "clip"
+    feature_model: str | None = None
+    clip_model: str = DEFAULT_CLIP_MODEL
+    seed: int = 0
+    checkpoints: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    batch_size: int = 16
+    bootstrap: int = 200
+    image_size: int | None = None
+    knobs: dict[str, Any] = field(default_factory=dict)
+    model_options: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+
+
+@dataclass
+class Entry:
+    """One row of the report: a model (at a step) or a folder of images."""
+
+    component: str
+    kind: str  # "model", "images" or "reference"
+    step: int | None = None
+    family: str | None = None
+    model: str | None = None
+    folder: Path | None = None
+
+
+@dataclass
+class SetFeatures:
+    """What the metrics need of one image set."""
+
+    features: torch.Tensor  # (N, D) feature-network features
+    clip_image: torch.Tensor | None = None  # (N, P) CLIP image embeddings
+    clip_text: torch.Tensor | None = None  # (N, P) CLIP embeddings of each image's caption
+
+
+# -- planning -----------------------------------------------------------------------------------
+def select_checkpoints(found: list[tuple[int, Path]], which: str, run: Path) -> list[tuple[int, Path]]:
+    """Pick checkpoints by ``all``, ``latest`` or a comma-separated list of steps."""
+    if not found:
+        raise EvaluationError(f"--checkpoints {which}: {str(run)!r} has no complete checkpoint-<step>/ folder")
+    if which == "all":
+        return found
+    if which == "latest":
+        return found[-1:]
+    try:
+        wanted = [int(s) for s in which.split(",") if s.strip()]
+    except ValueError:
+        raise EvaluationError(f"--checkpoints takes all, latest or steps like 1000,2000; got {which!r}") from None
+    by_step = dict(found)
+    missing = [s for s in wanted if s not in by_step]
+    if missing:
+        raise EvaluationError(
+            f"{str(run)!r} has no complete checkpoint for step(s) {', '.join(map(str, missing))}; "
+            f"it has {', '.join(str(s) for s, _ in found)}"
+        )
+    return [(s, by_step[s]) for s in wanted]
+
+
+def _step_of(path: Path) -> int | None:
+    from dishgen.fileio import read_jsonl
+    from dishgen.train.common import CHECKPOINT_RE
+
+    match = CHECKPOINT_RE.match(path.name)
+    if match:
+        return int(match.group(1))
+    steps = [r["step"] for r in read_jsonl(path / "log.jsonl") if isinstance(r.get("step"), int)]
+    return max(steps) if steps else None
+
+
+def plan_entries(config: EvaluationConfig) -> list[Entry]:
+    """Resolve every model and images folder into report rows, failing before any generation."""
+    from dishgen.generate import resolve_model
+    from dishgen.train.common import CHECKPOINT_RE, RunDir
+
+    entries: list[Entry] = []
+    for ref in config.models:
+        family, location = resolve_model(ref)
+        path = Path(location) if isinstance(location, Path) or Path(str(location)).is_dir() else None
+        if path is None:  # a hub id
+            entries.append(Entry(str(ref), "model", None, family, str(ref)))
+            continue
+        is_checkpoint = bool(CHECKPOINT_RE.match(path.name))
+        component = path.parent.name if is_checkpoint else path.name
+        if str(ref) == "default":
+            component = "default"
+        if config.checkpoints and not is_checkpoint and family != "diffusion":
+            for step, ckpt in select_checkpoints(RunDir(path, family).checkpoints(), config.checkpoints, path):
+                entries.append(Entry(component, "model", step, resolve_model(ckpt)[0], str(ckpt)))
+        else:
+            entries.append(Entry(component, "model", _step_of(path), family, str(path)))
+    for folder in config.images:
+        entries.append(Entry(Path(folder).name, "images", folder=Path(folder)))
+    if not entries:
+        raise EvaluationError("nothing to evaluate: give --model (repeatable) or --images DIR")
+    slugs: dict[str, int] = {}
+    for entry in entries:
+        if entry.kind == "model":
+            base = _slug(entry.component + ("" if entry.step is None else f"-step-{entry.step}"))
+            slugs[base] = slugs.get(base, 0) + 1
+            entry.folder = config.out / "images" / (base if slugs[base] == 1 else f"{base}-{slugs[base]}")
+    return entries
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "model"
+
+
+def choose_metrics(config: EvaluationConfig, has_train: bool) -> list[str]:
+    """The metrics to compute; unknown names are an error."""
+    asked = list(config.metrics) if config.metrics else list(METRICS)
+    unknown = [m for m in asked if m not in METRICS]
+    if unknown:
+        raise EvaluationError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+    if "memorization" in asked and not has_train:
+        if config.metrics:
+            raise EvaluationError(f"memorization needs a 'train' split in {str(config.data)!r}, and there is none")
+        log.warning("no 'train' split in %s: memorization is skipped", config.data)
+        asked.remove("memorization")
+    return asked
+
+
+# -- features -----------------------------------------------------------------------------------
+def set_features(
+    image_set: ImageSet, network: torch.nn.Module, clip: ClipEmbedder | None, size: int,
+    batch_size: int, text_cache: dict[str, torch.Tensor], progress: bool = False,
+) -> SetFeatures:
+    """Decode ``image_set`` in batches (one resize path) and run the feature and CLIP networks."""
+    from tqdm.auto import tqdm
+
+    feats, clip_feats = [], []
+    starts = range(0, len(image_set), batch_size)
+    for start in tqdm(starts, desc=f"features {image_set.name}", unit="batch", disable=not progress):
+        images = load_batch(image_set.paths[start : start + batch_size], size)  # (B, 3, S, S) uint8
+        feats.append(extract_features(network, images, batch_size))
+        if clip is not None:
+            clip_feats.append(extract_features(clip.image_features, images, batch_size))
+    result = SetFeatures(torch.cat(feats))
+    if clip is not None and image_set.captions is not None:
+        missing = sorted({c for c in image_set.captions if c not in text_cache})
+        for start in range(0, len(missing), batch_size):
+            chunk = missing[start : start + batch_size]
+            text_cache.update(zip(chunk, clip.encode_texts(chunk).cpu(), strict=True))
+        result.clip_image = torch.cat(clip_feats)
+        result.clip_text = torch.stack([text_cache[c] for c in image_set.captions])
+    return result
+
+
+# -- scoring ------------------------------------------------------------------------------------
+def _interval(low: float, high: float) -> list[float] | None:
+    return None if low != low else [low, high]  # nan -> None
+
+
+def score(
+    real: SetFeatures, fake: SetFeatures, metrics: list[str], *, train: torch.Tensor | None = None,
+    bootstrap: int = 200, seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """Every requested metric of ``fake`` against ``real``, each with a bootstrap interval.
+
+    Args:
+        real: features of the real reference images.
+        fake: features of the images being judged.
+        metrics: names from :data:`METRICS`.
+        train: ``(N_train, D)`` training features, for memorization.
+        bootstrap: resamples per interval.
+        seed: seeds KID subsets and the resampling.
+
+    Returns:
+        ``{metric: {"value": ..., "ci": [low, high] | None, ...}}``.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    r, f = real.features, fake.features
+    if "fid" in metrics:
+        value = M.fid(r, f)
+        low, high = M.bootstrap_ci(M.frechet_distance, [r, f], n_resamples=bootstrap, seed=seed, method="basic")
+        out["fid"] = {"value": value, "ci": _interval(max(low, 0.0), high)}
+    if "kid" in metrics:
+        size = M.kid_subset_size(len(r), len(f))
+        mean, std = M.kid(r, f, subset_size=size, seed=seed)
+
+        def kid_stat(a, b, cap=2000):  # the unbiased MMD on (at most 2000 of) each resample
+            return M.mmd_poly_unbiased(a[:cap], b[:cap])
+
+        low, high = M.bootstrap_ci(kid_stat, [r, f], n_resamples=bootstrap, seed=seed, method="basic")
+        out["kid"] = {"value": mean, "std": std, "subset_size": size, "ci": _interval(low, high)}
+    if fake.clip_image is not None and any(m in metrics for m in CLIP_METRICS):
+        cosine = M.clip_cosine(fake.clip_image, fake.clip_text).double()
+        per_image = {"clip_cosine": cosine}
+        if "clip-score" in metrics:
+            per_image["clip_score"] = M.clip_score(cosine)
+            per_image["clip_score_rescaled"] = M.clip_score_rescaled(cosine)
+        if "clip-cosine" not in metrics:
+            per_image.pop("clip_cosine")
+        for name, values in per_image.items():
+            low, high = M.bootstrap_ci(lambda v: float(v.mean()), [values], n_resamples=bootstrap, seed=seed)
+            out[name] = {"value": float(values.mean()), "ci": _interval(low, high)}
+    if "memorization" in metrics and train is not None:
+        gen_d, gen_idx = M.nearest_distances(f, train)
+        real_d, _ = M.nearest_distances(r, train)
+        low, high = M.bootstrap_ci(M.memorization_ratio, [gen_d, real_d], n_resamples=bootstrap, seed=seed)
+        threshold = float(torch.quantile(real_d.double(), 0.05))
+        order = torch.argsort(gen_d)[:5].tolist()
+        out["memorization"] = {
+            "value": M.memorization_ratio(gen_d, real_d), "ci": _interval(low, high),
+            "generated_median_distance": float(gen_d.median()), "real_median_distance": float(real_d.median()),
+            # Share of generated images closer to a training image than 95% of real test photos
+            # are: about 0.05 for a model that does not copy.
+            "near_copy_rate": float((gen_d < threshold).double().mean()),
+            "closest": [{"index": i, "train_index": int(gen_idx[i]), "distance": float(gen_d[i])} for i in order],
+        }
+    return out
+
+
+def _flat(d: dict) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
+# -- the whole run ------------------------------------------------------------------------------
+def evaluate(
+    config: EvaluationConfig, *, feature_network: torch.nn.Module | None = None, clip: ClipEmbedder | None = None,
+    write: bool = True,
+) -> dict[str, Any]:
+    """Run an evaluation and (by default) write its report to ``config.out``.
+
+    Args:
+        config: what to evaluate and how.
+        feature_network: a ready ``nn.Module`` (uint8 images -> ``(B, D)``) instead of
+            loading ``config.feature_backbone`` (used by the tests with tiny networks).
+        clip: a ready :class:`ClipEmbedder` instead of loading ``config.clip_model``.
+        write: write ``report.json``, ``report.md``, charts and the grid.
+
+    Returns:
+        The report as a dict (what ``report.json`` holds).
+
+    Raises:
+        EvaluationError, ImageSetError, BackboneUnavailable, DatasetError, ModelReferenceError:
+            bad input, always before the first image is generated.
+    """
+    from dishgen.data.dataset import list_splits, load_split
+    from dishgen.devices import resolve_device
+    from dishgen.evaluate import features as F
+    from dishgen.evaluate import report as R
+
+    if config.images_per_caption < 1:
+        raise EvaluationError("--images-per-caption must be at least 1")
+    if config.num_samples is not None and config.num_samples < 2:
+        raise EvaluationError("--num-samples must be at least 2 (FID needs two images per set)")
+    # 1. plan: everything that can fail does so here.
+    rows = load_split(config.data, config.split)
+    real, real_rows = real_set(rows, f"split {config.split!r} of {str(config.data)!r}", config.num_samples, config.seed)
+    has_train = config.split != "train" and "train" in list_splits(config.data)
+    metrics = choose_metrics(config, has_train)
+    entries = plan_entries(config)
+    folder_sets = {id(e): folder_set(e.folder) for e in entries if e.kind == "images"}
+    device = resolve_device(config.device)
+    if clip is None and any(m in metrics for m in CLIP_METRICS):
+        clip = F.load_clip(config.clip_model, device=device)
+    custom_network = feature_network is not None
+    if feature_network is None:
+        default = config.clip_model if config.feature_backbone == "clip" else None
+        feature_network = F.load_feature_network(config.feature_backbone, config.feature_model or default,
+                                                 clip=clip, device=device)
+    use_clip = clip if any(m in metrics for m in CLIP_METRICS) else None
+    size = config.image_size or getattr(feature_network, "image_size", None) or 299
+    dim = int(getattr(feature_network, "num_features", 0)) or None
+
+    # 2. references.
+    text_cache: dict[str, torch.Tensor] = {}
+    real_f = set_features(real, feature_network, use_clip, size, config.batch_size, text_cache, config.progress)
+    dim = dim or real_f.features.shape[1]
+    train_set, train_f = None, None
+    if has_train and ("memorization" in metrics or "fid" in metrics or "kid" in metrics):
+        train_rows = load_split(config.data, "train")
+        if "memorization" not in metrics:  # only the reference row: a subset as large as a model's set
+            keep = sorted(random.Random(config.seed).sample(range(len(train_rows)),
+                                                            min(len(train_rows), len(real) * config.images_per_caption)))
+            train_rows = [train_rows[i] for i in keep]
+        if len(train_rows) >= 2:
+            train_set, _ = real_set(train_rows, f"split 'train' of {str(config.data)!r}")
+            train_f = set_features(train_set, feature_network, None, size, config.batch_size, text_cache, config.progress)
+    report: dict[str, Any] = R.new_report(
+        config=_flat(asdict(config)), metrics=metrics,
+        feature={"backbone": "custom" if custom_network else config.feature_backbone, "model": None if custom_network else config.feature_model or default_feature_model(config),
+                 "network": type(feature_network).__name__, "dim": dim, "image_size": size},
+        clip_model=clip.name if use_clip is not None else None,
+        dataset={"path": str(config.data), "split": config.split, "rows": len(rows), "n_real": len(real),
+                 "real_sizes": [list(s) for s in real.sizes[:5]], "n_train": len(train_set) if train_set else 0},
+    )
+    _add_references(report, real, real_f, train_set, train_f, metrics, config)
+
+    # 3. models and folders.
+    grid_columns: dict[str, list[Path]] = {"real photo": real.paths}
+    for entry in entries:
+        if entry.kind == "images":
+            image_set = folder_sets[id(entry)]
+        else:
+            image_set = _generate(entry, real, real_rows, config)
+        fake_f = set_features(image_set, feature_network, use_clip, size, config.batch_size, text_cache, config.progress)
+        warnings = M.sample_size_warnings(len(real), len(image_set), dim)
+        if use_clip is not None and image_set.captions is None:
+            warnings.append("no captions (no metadata.jsonl with 'text'): CLIP metrics skipped")
+        for text in warnings:
+            log.warning("%s: %s", entry.component, text)
+        result = score(real_f, fake_f, metrics, train=None if train_f is None or "memorization" not in metrics
+                       else train_f.features, bootstrap=config.bootstrap, seed=config.seed)
+        if "memorization" in result:
+            for item in result["memorization"]["closest"]:
+                item["image"] = str(image_set.paths[item["index"]])
+                item["train_image"] = str(train_set.paths[item.pop("train_index")])
+        report["results"].append({
+            "component": entry.component, "kind": entry.kind, "step": entry.step, "family": entry.family,
+            "model": entry.model, "images": str(entry.folder), "n_generated": len(image_set),
+            "image_sizes": [list(s) for s in image_set.sizes], "metrics": result, "warnings": warnings,
+        })
+        per_row = image_set.paths[:: config.images_per_caption] if entry.kind == "model" else _by_caption(image_set, real)
+        grid_columns[R.row_label(report["results"][-1])] = per_row
+        if write:
+            R.write_json(report, config.out)
+    report["complete"] = True
+    if write:
+        R.write_report(report, config.out, captions=real.captions, grid_columns=grid_columns)
+    return report
+
+
+def _generate(entry: Entry, real: ImageSet, real_rows: list[int], config: EvaluationConfig) -> ImageSet:
+    from dishgen.generate import load_generator
+
+    generator = load_generator(entry.model, device=config.device, dtype=config.dtype, **config.model_options)
+    knobs = {k: v for k, v in config.knobs.items() if k in generator.knobs}
+    ignored = sorted(set(config.knobs) - set(knobs))
+    if ignored:
+        log.warning("%s (%s) does not take %s; ignored for it", entry.component, generator.family, ", ".join(ignored))
+    settings = {"model": entry.model, "family": generator.family, "seed": config.seed,
+                "images_per_caption": config.images_per_caption, "knobs": knobs}
+    try:
+        return generate_set(generator, real.captions, real_rows, entry.folder, settings=settings,
+                            images_per_caption=config.images_per_caption, seed=config.seed,
+                            batch_size=config.batch_size, knobs=knobs, progress=config.progress)
+    finally:
+        del generator
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def default_feature_model(config: EvaluationConfig) -> str | None:
+    """The model the feature backbone loads when ``feature_model`` is not given."""
+    from dishgen.evaluate.features import DEFAULT_DINOV2_MODEL
+
+    return {"clip": config.clip_model, "dinov2": DEFAULT_DINOV2_MODEL}.get(config.feature_backbone)
+
+
+def _by_caption(image_set: ImageSet, real: ImageSet) -> list[Path | None]:
+    """An image of a folder set for each real row, matched by caption (for the comparison grid)."""
+    if image_set.captions is None:
+        return list(image_set.paths[: len(real)])
+    first: dict[str, Path] = {}
+    for path, caption in zip(image_set.paths, image_set.captions, strict=True):
+        first.setdefault(caption, path)
+    return [first.get(c) for c in real.captions]
+
+
+def _add_references(report, real, real_f, train_set, train_f, metrics, config) -> None:
+    """Rows that calibrate the table: real photos against their captions, real train vs test."""
+    if real_f.clip_image is not None:
+        clip_only = [m for m in metrics if m in CLIP_METRICS]
+        result = score(real_f, real_f, clip_only, bootstrap=config.bootstrap, seed=config.seed)
+        report["references"].append({"component": "real test photos", "kind": "reference", "step": None,
+                                     "n_generated": len(real), "metrics": result,
+                                     "note": "real photos scored against their own captions"})
+    if train_f is not None and any(m in metrics for m in ("fid", "kid")):
+        n = min(len(train_set), len(real) * config.images_per_caption)
+        pick = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed))[:n]
+        subset = SetFeatures(train_f.features[pick])
+        result = score(real_f, subset, [m for m in metrics if m in ("fid", "kid")],
+                       bootstrap=config.bootstrap, seed=config.seed)
+        report["references"].append({"component": "real train photos", "kind": "reference", "step": None,
+                                     "n_generated": n, "metrics": result,
+                                     "note": "real training photos scored as if generated: the FID/KID floor at this N"})

@@ -1,0 +1,250 @@
+"""Metrics as pure functions over feature tensors.
+
+Every function takes features (``(N, D)`` tensors) or cosines (``(N,)``) and returns numbers; none
+knows about files, models or the CLI, so each can be checked in isolation.
+
+- FID and KID: the reported values come from torchmetrics (``FrechetInceptionDistance`` and
+  ``KernelInceptionDistance`` with ``feature=<nn.Module>``), fed features that were extracted once.
+  Bootstrap replicates use :func:`frechet_distance` and :func:`mmd_poly_unbiased`, exact
+  re-statements of the same formulas that are fast enough to repeat hundreds of times.
+- CLIPScore: ``100 * max(cos, 0)`` per image (torchmetrics' definition; Hessel et al. use 2.5
+  instead of 100), the plain cosine, and the original project's ``(cos + 1) / 2 * 100``.
+- Memorization: nearest-training-image distances of generated images against the same distances
+  for real held-out images.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+# Below this many images FID is visibly biased (it falls as N grows) and noisy: only compare runs
+# evaluated at the same N, and read the bootstrap interval.
+MIN_STABLE_FID_N = 1000
+MAX_KID_SUBSET_SIZE = 1000
+
+
+class FeatureIdentity(nn.Module):
+    """Passes precomputed features through, so torchmetrics can score cached features.
+
+    Args:
+        num_features: the feature dimension (read by torchmetrics instead of a dummy forward).
+    """
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = int(num_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _as_features(x: torch.Tensor, name: str) -> torch.Tensor:
+    if x.ndim != 2:
+        raise ValueError(f"{name} features must be a (N, D) tensor, got shape {tuple(x.shape)}")
+    return x.detach().to(torch.float64)
+
+
+# -- FID ----------------------------------------------------------------------------------------
+def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """Fréchet distance between two feature sets, computed by torchmetrics.
+
+    Args:
+        real: ``(N_real, D)`` features of real images.
+        fake: ``(N_fake, D)`` features of generated images.
+
+    Returns:
+        The FID (lower is better; 0 for identical sets).
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    real, fake = _as_features(real, "real"), _as_features(fake, "fake")
+    if real.shape[0] < 2 or fake.shape[0] < 2:
+        raise ValueError(f"FID needs at least 2 images per set, got {real.shape[0]} real and {fake.shape[0]} generated")
+    metric = FrechetInceptionDistance(feature=FeatureIdentity(real.shape[1]), normalize=True)
+    metric.set_dtype(torch.float64)
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    return max(float(metric.compute()), 0.0)
+
+
+def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """The same Fréchet distance as :func:`fid`, in a form that is cheap when N is below D.
+
+    ``Tr sqrt(S1 S2)`` equals the nuclear norm of ``P Q^T``, where ``S1 = P^T P`` and
+    ``S2 = Q^T Q`` are the two covariances written from their centred samples: one SVD of an
+    ``(N_real, N_fake)`` matrix instead of the eigenvalues of a non-symmetric ``(D, D)`` one.
+    """
+    real, fake = _as_features(real, "real"), _as_features(fake, "fake")
+    p = (real - real.mean(0)) / math.sqrt(real.shape[0] - 1)  # (N_real, D)
+    q = (fake - fake.mean(0)) / math.sqrt(fake.shape[0] - 1)  # (N_fake, D)
+    mean_term = (real.mean(0) - fake.mean(0)).square().sum()
+    trace_term = p.square().sum() + q.square().sum() - 2 * torch.linalg.svdvals(p @ q.T).sum()
+    return max(float(mean_term + trace_term), 0.0)
+
+
+# -- KID ----------------------------------------------------------------------------------------
+def kid_subset_size(n_real: int, n_fake: int, maximum: int = MAX_KID_SUBSET_SIZE) -> int:
+    """The KID subset size for these set sizes: torchmetrics' 1000, or all images when fewer."""
+    return max(2, min(maximum, n_real, n_fake))
+
+
+def kid(
+    real: torch.Tensor, fake: torch.Tensor, *, subset_size: int | None = None, subsets: int = 100, seed: int = 0
+) -> tuple[float, float]:
+    """Kernel Inception Distance (cubic polynomial kernel MMD), computed by torchmetrics.
+
+    Args:
+        real: ``(N_real, D)`` features of real images.
+        fake: ``(N_fake, D)`` features of generated images.
+        subset_size: images per subset; default :func:`kid_subset_size` (adapted to N).
+        subsets: number of random subsets averaged.
+        seed: seeds the subset draws, so the value is repeatable.
+
+    Returns:
+        ``(mean, std)`` over the subsets.
+    """
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    real, fake = _as_features(real, "real"), _as_features(fake, "fake")
+    if real.shape[0] < 2 or fake.shape[0] < 2:
+        raise ValueError(f"KID needs at least 2 images per set, got {real.shape[0]} real and {fake.shape[0]} generated")
+    size = subset_size or kid_subset_size(real.shape[0], fake.shape[0])
+    metric = KernelInceptionDistance(feature=FeatureIdentity(real.shape[1]), subsets=subsets, subset_size=size)
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mean, std = metric.compute()
+    return float(mean), float(std)
+
+
+def mmd_poly_unbiased(real: torch.Tensor, fake: torch.Tensor, degree: int = 3, coef: float = 1.0) -> float:
+    """Unbiased MMD² with the kernel ``(x.y / D + coef) ** degree`` (KID on one subset)."""
+    real, fake = _as_features(real, "real"), _as_features(fake, "fake")
+    m, n, dim = real.shape[0], fake.shape[0], real.shape[1]
+    k_xx = (real @ real.T / dim + coef) ** degree
+    k_yy = (fake @ fake.T / dim + coef) ** degree
+    k_xy = (real @ fake.T / dim + coef) ** degree
+    xx = (k_xx.sum() - k_xx.diagonal().sum()) / (m * (m - 1))
+    yy = (k_yy.sum() - k_yy.diagonal().sum()) / (n * (n - 1))
+    return float(xx + yy - 2 * k_xy.mean())
+
+
+# -- CLIP ---------------------------------------------------------------------------------------
+def clip_cosine(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+    """Cosine between each image embedding and its own caption's embedding: ``(N,)``."""
+    if image_embeds.shape != text_embeds.shape:
+        raise ValueError(f"image and text embeddings differ in shape: {tuple(image_embeds.shape)} vs {tuple(text_embeds.shape)}")
+    return nn.functional.cosine_similarity(image_embeds.float(), text_embeds.float(), dim=-1)
+
+
+def clip_score(cosine: torch.Tensor) -> torch.Tensor:
+    """Standard CLIPScore per image: ``100 * max(cos, 0)`` (torchmetrics' scale)."""
+    return 100 * cosine.clamp(min=0)
+
+
+def clip_score_rescaled(cosine: torch.Tensor) -> torch.Tensor:
+    """The original project's "CLIPScore", ``(cos + 1) / 2 * 100``: a rescaled cosine, for comparison."""
+    return (cosine + 1) / 2 * 100
+
+
+# -- memorization -------------------------------------------------------------------------------
+def nearest_distances(
+    queries: torch.Tensor, reference: torch.Tensor, chunk: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine distance from each query to its nearest reference feature.
+
+    Returns:
+        ``(distances, indices)``, each ``(N_queries,)``; distances are ``1 - cos`` in [0, 2].
+    """
+    ref = nn.functional.normalize(reference.float(), dim=-1)
+    dists, idxs = [], []
+    for start in range(0, queries.shape[0], chunk):
+        q = nn.functional.normalize(queries[start : start + chunk].float(), dim=-1)
+        best = (q @ ref.T).max(dim=1)
+        dists.append(1 - best.values)
+        idxs.append(best.indices)
+    return torch.cat(dists).clamp(min=0), torch.cat(idxs)
+
+
+def memorization_ratio(generated_distances: torch.Tensor, real_distances: torch.Tensor) -> float:
+    """Median nearest-training distance of generated images over that of real held-out images.
+
+    About 1: generated images are as far from the training set as new real photos are. Well below
+    1: the model reproduces training images.
+    """
+    real_median = float(real_distances.median())
+    if real_median <= 0:
+        return float("nan")
+    return float(generated_distances.median()) / real_median
+
+
+# -- uncertainty --------------------------------------------------------------------------------
+def bootstrap_ci(
+    statistic: Callable[..., float],
+    samples: Sequence[torch.Tensor],
+    *,
+    n_resamples: int = 200,
+    confidence: float = 0.95,
+    seed: int = 0,
+    method: str = "percentile",
+) -> tuple[float, float]:
+    """Bootstrap confidence interval of ``statistic(*samples)``.
+
+    Each sample (the real set, the generated set...) is resampled with replacement on its own
+    first axis.
+
+    Args:
+        statistic: maps the samples to one number.
+        samples: tensors resampled independently.
+        n_resamples: bootstrap replicates.
+        confidence: the interval's coverage.
+        seed: seeds the resampling.
+        method: ``percentile``, or ``basic`` (``2*theta - quantiles``), which corrects a
+            statistic that resampling with replacement biases, such as FID and KID: duplicates
+            make a resampled set look less diverse.
+
+    Returns:
+        ``(low, high)``; ``(nan, nan)`` when ``n_resamples`` is 0.
+    """
+    if n_resamples <= 0:
+        return float("nan"), float("nan")
+    generator = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(n_resamples):
+        picks = [s[torch.randint(0, s.shape[0], (s.shape[0],), generator=generator)] for s in samples]
+        values.append(statistic(*picks))
+    values_t = torch.tensor(values, dtype=torch.float64)
+    values_t = values_t[torch.isfinite(values_t)]
+    if values_t.numel() == 0:
+        return float("nan"), float("nan")
+    alpha = (1 - confidence) / 2
+    low, high = (float(v) for v in torch.quantile(values_t, torch.tensor([alpha, 1 - alpha], dtype=torch.float64)))
+    if method == "basic":
+        point = statistic(*samples)
+        return 2 * point - high, 2 * point - low
+    if method != "percentile":
+        raise ValueError(f"unknown bootstrap method {method!r}; use 'percentile' or 'basic'")
+    return low, high
+
+
+def sample_size_warnings(n_real: int, n_fake: int, feature_dim: int) -> list[str]:
+    """Warnings for set sizes that make FID unstable or its covariances rank-deficient."""
+    warnings = []
+    n = min(n_real, n_fake)
+    if n < MIN_STABLE_FID_N:
+        warnings.append(
+            f"only {n} images in the smaller set (real {n_real}, generated {n_fake}): FID is biased upward "
+            f"and noisy below ~{MIN_STABLE_FID_N} (50,000 is the standard); compare models only at equal N "
+            "and read the bootstrap intervals"
+        )
+    if n <= feature_dim:
+        warnings.append(
+            f"N = {n} is not above the feature dimension {feature_dim}: the covariance matrices are "
+            "rank-deficient, so FID mostly measures the mean and the spread within N directions"
+        )
+    return warnings

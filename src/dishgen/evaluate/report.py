@@ -1,0 +1,305 @@
+"""The evaluation report: ``report.json``, ``report.md``, charts and a grid of samples.
+
+``report.md`` keeps the original project's table layout (component, step, FID, CLIPScore, CLIP
+cosine) and adds KID, the original "(cos + 1) / 2 * 100" score, memorization, N and a 95%
+bootstrap interval for every number. Every number in the Markdown is a rounding of the JSON.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+from dishgen.fileio import atomic_path, atomic_save_image, atomic_write_json, atomic_write_text
+
+# (json key, column title, scale, decimals, better): the report table, left to right after step.
+COLUMNS = (
+    ("fid", "FID ↓", 1.0, 2, "lower"),
+    ("clip_score", "CLIPScore ↑", 1.0, 2, "higher"),
+    ("clip_cosine", "CLIP cosine ↑", 1.0, 4, "higher"),
+    ("kid", "KID ×10³ ↓", 1000.0, 2, "lower"),
+    ("clip_score_rescaled", "orig. score", 1.0, 2, "higher"),
+    ("memorization", "memorization", 1.0, 3, "about 1"),
+)
+CHART_METRICS = ("fid", "kid", "clip_score", "memorization")
+TITLES = {"fid": "FID (lower is better)", "kid": "KID ×10³ (lower is better)",
+          "clip_score": "CLIPScore (higher is better)", "memorization": "memorization ratio (about 1 is healthy)",
+          "clip_cosine": "CLIP cosine", "clip_score_rescaled": "(cos + 1) / 2 × 100"}
+
+
+def new_report(*, config: dict, metrics: list[str], feature: dict, clip_model: str | None, dataset: dict) -> dict:
+    """An empty report: settings now, rows appended as models are scored."""
+    from dishgen import __version__
+
+    return {
+        "dishgen_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "complete": False, "config": config, "metrics": metrics, "feature": feature, "clip_model": clip_model,
+        "dataset": dataset, "bootstrap": {"resamples": config.get("bootstrap"), "confidence": 0.95},
+        "references": [], "results": [],
+    }
+
+
+def row_label(row: dict) -> str:
+    """``component`` or ``component@step``."""
+    return row["component"] if row.get("step") is None else f"{row['component']}@{row['step']}"
+
+
+def format_cell(metric: dict | None, scale: float, decimals: int, with_ci: bool = True) -> str:
+    """``value [low, high]`` rounded for the table; ``—`` when the metric was not computed."""
+    if not metric or metric.get("value") is None or not math.isfinite(metric["value"]):
+        return "—"
+    value = metric["value"] * scale
+    # Small values (tiny test networks, KID) keep three significant digits instead of 0.00.
+    if 0 < abs(value) < 10 ** (1 - decimals):
+        decimals = min(8, 2 - math.floor(math.log10(abs(value))))
+    text = f"{value:.{decimals}f}"
+    ci = metric.get("ci")
+    if with_ci and ci:
+        text += f" [{ci[0] * scale:.{decimals}f}, {ci[1] * scale:.{decimals}f}]"
+    return text
+
+
+def table(rows: list[dict]) -> str:
+    """The Markdown table of ``rows`` (results or references)."""
+    head = ["component", "step"] + [c[1] for c in COLUMNS] + ["N"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row["component"], "—" if row.get("step") is None else str(row["step"])]
+        cells += [format_cell(row["metrics"].get(key), scale, dec) for key, _, scale, dec, _ in COLUMNS]
+        cells.append(str(row.get("n_generated", "")))
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def write_json(report: dict, out: Path) -> Path:
+    """Write ``report.json`` (atomically; also called after every model, so a long run shows progress)."""
+    path = Path(out) / "report.json"
+    atomic_write_json(path, report)
+    return path
+
+
+def markdown(report: dict, charts: list[Path], grid: Path | None) -> str:
+    """``report.md`` text."""
+    feature, data = report["feature"], report["dataset"]
+    lines = [
+        "# dishgen evaluation report", "",
+        f"- data: `{data['path']}`, split `{data['split']}`: {data['n_real']} real images"
+        + (f" (a seeded subset of {data['rows']})" if data["n_real"] != data["rows"] else "")
+        + (f"; {data['n_train']} training images for memorization" if data.get("n_train") else ""),
+        f"- features for FID, KID and memorization: **{feature['backbone']}**"
+        + (f" (`{feature['model']}`)" if feature.get("model") else f" ({feature['network']})")
+        + f", {feature['dim']}-d, images resized to {feature['image_size']} px",
+        f"- CLIP for CLIPScore: `{report['clip_model']}`" if report.get("clip_model") else "- CLIP metrics: not computed",
+        f"- intervals: 95% bootstrap, {report['bootstrap']['resamples']} resamples; seed {report['config'].get('seed')}",
+        f"- created {report['created']} by dishgen {report['dishgen_version']}", "",
+        "## Results", "", table(report["results"]), "",
+    ]
+    if report["references"]:
+        lines += ["## Reference points", "", table(report["references"]), ""]
+        lines += [f"- *{r['component']}*: {r['note']}" for r in report["references"]] + [""]
+    warnings = sorted({w for r in report["results"] for w in r.get("warnings", [])})
+    if warnings:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
+    lines += [
+        "## How to read this", "",
+        "- FID and KID compare the generated set with the real photos in the feature space above; they are only "
+        "comparable between rows that use the same features, split and N. A difference smaller than the intervals is noise.",
+        "- CLIPScore is 100 × max(cos, 0) between each image and its caption (torchmetrics' scale); *orig. score* is "
+        "the original project's (cos + 1) / 2 × 100, a rescaled cosine, kept to compare with its tables.",
+        "- memorization is the median distance from a generated image to its nearest training image over the same "
+        "for real test photos: about 1 is healthy, well below 1 means the model copies its training set.",
+        "- see docs/evaluate.md for details.", "",
+    ]
+    mem_rows = [r for r in report["results"] if "memorization" in r["metrics"]]
+    if mem_rows:
+        lines += ["## Memorization detail", "", "| component | step | near-copy rate | median distance (generated / real) |",
+                  "|---|---|---|---|"]
+        for r in mem_rows:
+            m = r["metrics"]["memorization"]
+            lines.append(f"| {r['component']} | {'—' if r.get('step') is None else r['step']} | "
+                         f"{m['near_copy_rate']:.3f} (≈0.05 expected) | "
+                         f"{m['generated_median_distance']:.4f} / {m['real_median_distance']:.4f} |")
+        lines.append("")
+    if charts or grid:
+        lines += ["## Charts and samples", ""]
+        lines += [f"![{p.stem}]({p.relative_to(p.parents[1]).as_posix()})" for p in charts]
+        if grid:
+            lines += ["", f"![samples]({grid.name})"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(report: dict, out: Path, *, captions: list[str] | None = None,
+                 grid_columns: dict[str, list[Path | None]] | None = None) -> dict[str, Path]:
+    """Write ``report.json``, charts, the sample grid and ``report.md`` into ``out``.
+
+    Args:
+        report: from :func:`dishgen.evaluate.harness.evaluate`.
+        out: the report folder.
+        captions: the real split's captions, aligned with each column of ``grid_columns``.
+        grid_columns: column title -> one image path per caption (``None`` where missing).
+
+    Returns:
+        Name -> path of every file written.
+    """
+    out = Path(out)
+    written = {"json": write_json(report, out)}
+    charts = [p for p in (bar_chart(report, out / "charts" / "metrics.png"),
+                          progress_chart(report, out / "charts" / "progress.png")) if p]
+    grid = None
+    if captions and grid_columns:
+        grid = sample_grid(captions, grid_columns, out / "samples.png")
+    md = out / "report.md"
+    atomic_write_text(md, markdown(report, charts, grid))
+    written.update({"markdown": md, **{p.stem: p for p in charts}})
+    if grid:
+        written["samples"] = grid
+    return written
+
+
+# -- charts -------------------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _value(row: dict, key: str) -> tuple[float, float, float] | None:
+    metric = row["metrics"].get(key)
+    if not metric or metric.get("value") is None or not math.isfinite(metric["value"]):
+        return None
+    scale = 1000.0 if key == "kid" else 1.0
+    low, high = metric.get("ci") or (metric["value"], metric["value"])
+    return metric["value"] * scale, low * scale, high * scale
+
+
+def _reference_line(report: dict, key: str) -> tuple[float, str] | None:
+    if key == "memorization":
+        return 1.0, "real test photos"
+    for ref in report["references"]:
+        v = _value(ref, key)
+        if v is not None:
+            return v[0], ref["component"]
+    return None
+
+
+def bar_chart(report: dict, path: Path) -> Path | None:
+    """One panel per metric, one bar per row (a sweep's last step), 95% intervals as error bars."""
+    latest: dict[str, dict] = {}
+    for row in report["results"]:
+        latest[row["component"]] = row  # rows of a sweep come in step order: the last one stays
+    keys = [k for k in CHART_METRICS if any(_value(r, k) for r in latest.values())]
+    if not keys:
+        return None
+    plt = _plt()
+    rows = list(latest.values())
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys) + 1, 0.5 * len(rows) + 2.2), dpi=110, squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        labels, values, errors = [], [], [[], []]
+        for row in rows:
+            v = _value(row, key)
+            labels.append(row_label(row))
+            values.append(v[0] if v else 0.0)
+            errors[0].append(max(v[0] - v[1], 0) if v else 0)
+            errors[1].append(max(v[2] - v[0], 0) if v else 0)
+        y = range(len(rows))
+        ax.barh(list(y), values, xerr=errors, color=[f"C{i}" for i in y], alpha=0.85, capsize=3)
+        for i, value in enumerate(values):
+            ax.text(value + errors[1][i], i, f"  {value:.3g}", va="center", ha="left", fontsize=8)
+        ref = _reference_line(report, key)
+        if ref:
+            ax.axvline(ref[0], color="black", linestyle="--", linewidth=1, label=ref[1])
+            ax.legend(fontsize=7, loc="lower right")
+        ax.set_yticks(list(y), labels if ax is axes[0][0] else [""] * len(rows), fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(TITLES[key], fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.margins(x=0.25)
+    fig.suptitle(f"N = {rows[0].get('n_generated')} generated images per model, "
+                 f"{report['feature']['backbone']} features; bars: 95% bootstrap intervals", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path, plt)
+
+
+def progress_chart(report: dict, path: Path) -> Path | None:
+    """Metric against training step for every component evaluated at two or more checkpoints."""
+    series: dict[str, list[dict]] = {}
+    for row in report["results"]:
+        if row.get("step") is not None:
+            series.setdefault(row["component"], []).append(row)
+    series = {k: sorted(v, key=lambda r: r["step"]) for k, v in series.items() if len(v) >= 2}
+    keys = [k for k in CHART_METRICS if any(_value(r, k) for rows in series.values() for r in rows)]
+    if not series or not keys:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), dpi=110, squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        for i, (component, rows) in enumerate(series.items()):
+            points = [(r["step"], _value(r, key)) for r in rows if _value(r, key)]
+            if not points:
+                continue
+            steps = [p[0] for p in points]
+            ax.plot(steps, [p[1][0] for p in points], marker="o", color=f"C{i}", label=component)
+            ax.fill_between(steps, [p[1][1] for p in points], [p[1][2] for p in points], color=f"C{i}", alpha=0.15)
+        ref = _reference_line(report, key)
+        if ref:
+            ax.axhline(ref[0], color="black", linestyle="--", linewidth=1, label=ref[1])
+        ax.set_title(TITLES[key], fontsize=9)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path, plt)
+
+
+def _save(fig, path: Path, plt) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+def sample_grid(captions: list[str], columns: dict[str, list[Path | None]], path: Path,
+                max_rows: int = 6, max_columns: int = 12, cell: int = 128) -> Path:
+    """A grid: one row per caption (distinct captions only), a real photo then one column per model."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=13)
+    picks, seen = [], set()
+    for i, caption in enumerate(captions):
+        if caption not in seen:
+            seen.add(caption)
+            picks.append(i)
+        if len(picks) == max_rows:
+            break
+    names = list(columns)[:max_columns]
+    label_w, head_h = 200, 40
+    sheet = Image.new("RGB", (label_w + cell * len(names), head_h + cell * len(picks)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, name in enumerate(names):
+        draw.text((label_w + c * cell + 4, 4), "\n".join(textwrap.wrap(name, 16)[:2]), fill="black", font=font)
+        for r, i in enumerate(picks):
+            source = columns[name][i] if i < len(columns[name]) else None
+            if source is None:
+                continue
+            with Image.open(source) as im:
+                sheet.paste(im.convert("RGB").resize((cell, cell), Image.Resampling.BICUBIC),
+                            (label_w + c * cell, head_h + r * cell))
+    for r, i in enumerate(picks):
+        draw.text((4, head_h + r * cell + 4), "\n".join(textwrap.wrap(captions[i], 26)[:7]), fill="black", font=font)
+    atomic_save_image(sheet, path)
+    return path
+
+
+def load_report(out: Path) -> dict[str, Any]:
+    """Read ``report.json`` back."""
+    import json
+
+    return json.loads((Path(out) / "report.json").read_text(encoding="utf-8"))
