@@ -51,7 +51,7 @@ def encode_cached(encoder, texts: list[str], cache_dir: str | Path | None) -> to
     missing = sorted({t for t in texts if text_key(t) not in cached})
     if missing:
         vectors = encoder.encode(missing)
-        for text, vector in zip(missing, vectors):
+        for text, vector in zip(missing, vectors, strict=True):
             cached[text_key(text)] = vector.float().contiguous().clone()
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
