@@ -251,6 +251,12 @@ def test_cli_import_build_stats_and_clear_errors(tmp_path: Path, sample_images: 
     result = runner.invoke(cli, ["data", "build", str(raw), "--out", str(ds), "--size", "16", "--workers", "1"])
     assert result.exit_code == 0, result.output
     assert "44 input images" in result.output
+    result = runner.invoke(cli, ["data", "build", str(raw), "--out", str(tmp_path / "ex"), "--size", "16",
+                                 "--workers", "1", "--exclude", "^apple", "--exclude", "KEBAP"])
+    assert result.exit_code == 0, result.output
+    built = json.loads((tmp_path / "ex" / "dataset.json").read_text())
+    assert built["dropped_by_reason"] == {"excluded": 6}
+    assert not any("APPLE" in r["dish"] or "KEBAP" in r["dish"] for r in read_jsonl(tmp_path / "ex" / "train" / "metadata.jsonl"))
     result = runner.invoke(cli, ["data", "stats", str(ds), "--json"])
     stats = json.loads(result.output)
     assert stats["splits"]["train"]["images"] + stats["splits"]["test"]["images"] == 44

@@ -77,10 +77,12 @@ def import_(source: Path, out: Path, images_dir, source_name, license_):
 @click.option("--llm-base-url", default=None, help="OpenAI-compatible server URL [default: $OPENAI_BASE_URL or OpenAI].")
 @click.option("--llm-model", default=None, help="Model name on that server [default: gpt-4o-mini].")
 @click.option("--llm-concurrency", type=click.IntRange(1, 64), default=None, help="Requests in flight at once.")
+@click.option("--exclude", multiple=True, metavar="REGEX",
+              help="Leave out dishes whose name matches (case-insensitive; repeatable), e.g. 'KFC|OREO'.")
 @click.option("--workers", type=click.IntRange(1, 256), default=None, help="Image worker processes [default: all cores].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset at --out.")
 def build(raw, out, size, min_size, crop, output_format, test_fraction, seed, split_by, dedupe_threshold, captioner,
-          llm_base_url, llm_model, llm_concurrency, workers, overwrite):
+          llm_base_url, llm_model, llm_concurrency, exclude, workers, overwrite):
     """Validate, de-duplicate, crop, caption and split RAW folders into a dataset.
 
     The API key for --captioner llm is read from $OPENAI_API_KEY only (never from the command
@@ -100,7 +102,8 @@ def build(raw, out, size, min_size, crop, output_format, test_fraction, seed, sp
     options = BuildOptions(size=size, min_size=min_size, crop=crop, output_format=output_format,
                            test_fraction=test_fraction, seed=seed, split_by=split_by,
                            dedupe_threshold=dedupe_threshold, captioner=captioner,
-                           captioner_options=captioner_options, workers=workers, overwrite=overwrite)
+                           captioner_options=captioner_options, workers=workers, overwrite=overwrite,
+                           exclude=list(exclude))
     summary = build_dataset(list(raw), out, options)
     click.echo(summary_text(summary))
     if summary["dropped"]:

@@ -57,6 +57,7 @@ class BuildOptions:
     captioner_options: dict = field(default_factory=dict)
     workers: int | None = None
     overwrite: bool = False
+    exclude: list[str] = field(default_factory=list)  # regexes on the dish name (case-insensitive)
 
     def validate(self) -> None:
         if not isinstance(self.size, int) or self.size <= 0:
@@ -80,7 +81,13 @@ class _Item:
     result: ImageResult | None = None
 
 
-def _collect(raw_dirs: list[Path]) -> tuple[list[_Item], list[dict]]:
+def _collect(raw_dirs: list[Path], exclude: list[str] = ()) -> tuple[list[_Item], list[dict]]:
+    import re
+
+    try:
+        patterns = [re.compile(p, re.IGNORECASE) for p in exclude]
+    except re.error as err:
+        raise BuildError(f"--exclude pattern {err.pattern!r} is not a valid regular expression: {err}") from err
     items, dropped = [], []
     for raw in raw_dirs:
         if not raw.exists():
@@ -92,6 +99,11 @@ def _collect(raw_dirs: list[Path]) -> tuple[list[_Item], list[dict]]:
         for record in read_records(raw):
             if not record.image:
                 dropped.append({"raw": str(raw), "name": record.name, "reason": "record has no image", "kind": "no_image"})
+                continue
+            hit = next((p.pattern for p in patterns if p.search(record.name or "")), None)
+            if hit is not None:
+                dropped.append({"raw": str(raw), "image": record.image, "name": record.name,
+                                "reason": f"dish name matches --exclude {hit!r}", "kind": "excluded"})
                 continue
             items.append(_Item(raw, record))
     if not items:
@@ -206,7 +218,7 @@ def build_dataset(raw_dirs: list[str | Path], out: str | Path, options: BuildOpt
         raise BuildError(f"{str(out)!r} already exists; pass --overwrite to rebuild it, or choose another --out")
     raw_paths = [Path(r) for r in raw_dirs]
     started = time.time()
-    items, dropped = _collect(raw_paths)
+    items, dropped = _collect(raw_paths, options.exclude)
     work = out.with_name(out.name + ".partial")
     work.mkdir(parents=True, exist_ok=True)
     settings = ImageSettings(
