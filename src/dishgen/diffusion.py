@@ -82,7 +82,7 @@ def load_pipeline(location: str | Path, *, device=None, dtype=None, token: str |
     try:
         pipe = DiffusionPipeline.from_pretrained(text, token=token, **dtype_kwarg(torch_dtype))
     except Exception as err:  # hub, filesystem and config errors all come through here
-        raise DiffusionError(_explain_load_error(text, err)) from err
+        raise DiffusionError(explain_load_error(text, err)) from err
     if not hasattr(pipe, "unet") and not hasattr(pipe, "transformer"):
         raise DiffusionError(f"{text!r} is a {type(pipe).__name__}, not a text-to-image diffusion pipeline")
     pipe.set_progress_bar_config(disable=True)
@@ -96,7 +96,7 @@ def dtype_kwarg(torch_dtype) -> dict[str, Any]:
     return {"dtype": torch_dtype} if hasattr(deprecation_utils, "_resolve_dtype") else {"torch_dtype": torch_dtype}
 
 
-def _explain_load_error(location: str, err: Exception) -> str:
+def explain_load_error(location: str, err: Exception) -> str:
     name = type(err).__name__
     message = str(err).splitlines()[0] if str(err) else name
     if "Gated" in name or "gated" in message.lower() or "401" in message:

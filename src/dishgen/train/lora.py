@@ -1,0 +1,767 @@
+"""Stable Diffusion LoRA fine-tuning: one linear training script on accelerate.
+
+The story: config -> dataset (decoded once, in memory) -> base model (SD 1.x/2.x-class) -> peft
+LoRA on the UNet attention projections (and optionally the CLIP text encoder) -> optimizer, LR
+schedule -> accelerator -> loop (latents and caption embeddings cached on first use, noise, loss
+with min-SNR weighting, accumulation, clipping; log, validation images, checkpoints) -> the final
+``pytorch_lora_weights.safetensors`` in diffusers format and a model card.
+
+Run directory::
+
+    RUN/config.json                          {"family": "lora", "base": ..., every training setting}
+    RUN/log.jsonl, RUN/plots/*.png           loss (raw, EMA, 100-step mean), grad norm, learning rates
+    RUN/samples/step-<N>.png                 validation prompts, fixed seeds
+    RUN/checkpoint-<N>/                      accelerate save_state + pytorch_lora_weights.safetensors
+    RUN/pytorch_lora_weights.safetensors     the LoRA (diffusers format), loadable by any diffusers tool
+    RUN/README.md                            model card with YAML metadata
+
+The run directory and every checkpoint are model references (``dishgen generate --model RUN``).
+Generation loads only safetensors. Resuming reads accelerate's ``optimizer.bin``,
+``scheduler.bin`` (and ``scaler.pt`` for fp16), which accelerate writes with ``torch.save`` and
+reads back with ``torch.load(weights_only=True)``; the per-rank random states are stored by dishgen
+as safetensors + JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from dishgen.config import (
+    ConfigError,
+    apply_overrides,
+    config_to_dict,
+    load_config_file,
+    parse_overrides,
+    resolve_config,
+)
+from dishgen.diffusion import DEFAULT_BASE, LORA_WEIGHTS_NAME, DiffusionError
+from dishgen.train.common import RunDir, check_finite, plot_log, rolling_mean, save_image_grid
+
+FAMILY = "lora"
+UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+@dataclass
+class LoraTrainConfig:
+    """Every setting of a LoRA run (saved as the run's ``config.json``)."""
+
+    base: str = DEFAULT_BASE  # diffusers folder or hub id of an SD 1.x/2.x-class model
+    revision: str | None = None
+    variant: str | None = None  # e.g. "fp16" to download the half-precision weights
+    # data and augmentation
+    resolution: int = 512
+    crop: Literal["center", "random"] = "center"
+    random_flip: bool = True
+    caption_dropout: float = 0.0  # probability of training on the empty caption
+    # LoRA
+    lora_rank: int = 8
+    lora_alpha: float = 8.0  # the update is scaled by lora_alpha / lora_rank
+    lora_dropout: float = 0.0
+    unet_target_modules: list[str] = field(default_factory=lambda: list(UNET_TARGETS))
+    train_text_encoder: bool = False
+    text_encoder_target_modules: list[str] = field(default_factory=lambda: list(TEXT_ENCODER_TARGETS))
+    # optimisation
+    max_steps: int = 2000
+    batch_size: int = 4  # per process and micro-step
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-4
+    text_encoder_lr: float = 5e-5
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    lr_warmup_steps: int = 0
+    optimizer: Literal["adamw", "adamw8bit", "auto"] = "adamw"  # auto: 8-bit on CUDA with bitsandbytes
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0  # 0 turns clipping off (the norm is still logged)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_checkpointing: bool = False
+    attention: Literal["auto", "sdpa", "xformers"] = "auto"  # auto: xformers on CUDA when installed
+    # objective
+    snr_gamma: float | None = None  # min-SNR-gamma weighting (5.0 is the paper's choice)
+    noise_offset: float = 0.0
+    prediction_type: Literal["epsilon", "v_prediction"] | None = None  # None: the base model's
+    # caching
+    cache_latents: bool = True
+    cache_text_embeddings: bool = True  # only while the text encoder is frozen
+    # validation, logging, checkpoints
+    validation_prompts: list[str] = field(default_factory=lambda: [
+        "Sarma, cabbage rolls in a clay pot",
+        "Ćevapi with onions and kajmak on a wooden board",
+        "Gibanica, a layered cheese pie, on a white plate",
+    ])
+    validation_seed: int = 0
+    validation_steps: int = 25
+    validation_guidance_scale: float = 7.5
+    validation_scheduler: str = "dpm++"
+    sample_every: int = 250
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3  # 0 keeps all
+    seed: int = 0
+    tensorboard: bool = True  # when tensorboard is installed
+
+    def validate(self) -> None:
+        """Reject settings that cannot work, naming the fix."""
+        if self.resolution <= 0 or self.resolution % 8:
+            raise ConfigError(f"resolution={self.resolution} must be a positive multiple of 8 (e.g. 512)")
+        if not 0.0 <= self.caption_dropout < 1.0:
+            raise ConfigError(f"caption_dropout={self.caption_dropout} must be in [0, 1)")
+        if self.crop == "random" and self.cache_latents:
+            raise ConfigError("crop=random needs fresh latents every step; also set cache_latents=false "
+                              "(or keep crop=center)")
+        for key in ("lora_rank", "max_steps", "batch_size", "gradient_accumulation_steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}={getattr(self, key)} must be at least 1")
+        if self.lora_alpha <= 0 or not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError("lora_alpha must be > 0 and lora_dropout in [0, 1)")
+        from dishgen.diffusion import SCHEDULERS
+
+        if self.validation_scheduler not in SCHEDULERS:
+            raise ConfigError(f"validation_scheduler={self.validation_scheduler!r}; choose one of "
+                              f"{', '.join(SCHEDULERS)}")
+        if self.snr_gamma is not None and self.snr_gamma <= 0:
+            raise ConfigError(f"snr_gamma={self.snr_gamma} must be > 0 (or none to turn it off)")
+
+
+PRESETS: dict[str, dict] = {
+    # The settings of a tiny CPU run (tests, smoke runs): 64 px, a few steps.
+    "tiny": {"resolution": 64, "batch_size": 4, "max_steps": 20, "lora_rank": 4, "lora_alpha": 4,
+             "learning_rate": 1e-3, "sample_every": 10, "checkpoint_every": 10, "validation_steps": 4,
+             "validation_prompts": ["sarma in a clay pot", "ćevapi with onions"]},
+    # SD 1.5 on one 16 GB GPU, like the original project (batch 4 x 4 accumulation), made safer.
+    "sd15": {"resolution": 512, "batch_size": 4, "gradient_accumulation_steps": 4, "max_steps": 3000,
+             "learning_rate": 1e-4, "lr_scheduler": "cosine", "lr_warmup_steps": 100, "lora_rank": 16,
+             "lora_alpha": 16, "mixed_precision": "fp16", "gradient_checkpointing": True, "snr_gamma": 5.0,
+             "caption_dropout": 0.05, "optimizer": "auto", "checkpoint_every": 500, "sample_every": 250},
+    # SD 2.1 (768 px, v-prediction from its scheduler).
+    "sd21": {"base": "stabilityai/stable-diffusion-2-1", "resolution": 768, "batch_size": 2,
+             "gradient_accumulation_steps": 8, "max_steps": 3000, "learning_rate": 1e-4,
+             "lr_scheduler": "cosine", "lr_warmup_steps": 100, "lora_rank": 16, "lora_alpha": 16,
+             "mixed_precision": "fp16", "gradient_checkpointing": True, "snr_gamma": 5.0},
+}
+
+
+def resolve_train_config(out: str | Path, *, base=None, preset=None, config_file=None, overrides=(),
+                         resume=False) -> LoraTrainConfig:
+    """The run's config: on ``--resume`` the saved one, else defaults -> preset; then file, overrides."""
+    saved = Path(out) / "config.json"
+    if resume and saved.is_file() and not preset:
+        data = {k: v for k, v in json.loads(saved.read_text(encoding="utf-8")).items() if k != "family"}
+        config = apply_overrides(LoraTrainConfig(), data, source="saved config")
+        if config_file:
+            config = apply_overrides(config, load_config_file(config_file), source=f"config file {config_file}")
+        if overrides:
+            config = apply_overrides(config, parse_overrides(list(overrides)))
+    else:
+        config = resolve_config(LoraTrainConfig, preset=preset, presets=PRESETS, config_file=config_file,
+                                overrides=list(overrides) or None)
+    if base:
+        config = apply_overrides(config, {"base": base})
+    if Path(config.base).expanduser().is_dir():  # a local folder: store it absolute (cwd may change)
+        config = apply_overrides(config, {"base": str(Path(config.base).expanduser().resolve())})
+    return config
+
+
+# -- pure functions of the objective and the data ---------------------------------------------------
+
+
+def min_snr_weights(snr: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+    """Per-sample loss weights of min-SNR-gamma (Hang et al., 2023), shape (B,).
+
+    For epsilon prediction ``min(SNR, gamma) / SNR``; for v-prediction ``min(SNR, gamma) / (SNR + 1)``.
+    """
+    clipped = torch.clamp(snr, max=gamma)
+    if prediction_type == "v_prediction":
+        return clipped / (snr + 1)
+    return clipped / snr
+
+
+def offset_noise(noise: torch.Tensor, offset: float) -> torch.Tensor:
+    """Add a per-channel constant (Guttenberg's noise offset) to (B, C, H, W) noise."""
+    if offset <= 0:
+        return noise
+    return noise + offset * torch.randn(noise.shape[0], noise.shape[1], 1, 1, device=noise.device, dtype=noise.dtype)
+
+
+def resize_shorter_side(image, resolution: int):
+    """Resize a PIL image so that its shorter side is ``resolution`` (bilinear, as diffusers)."""
+    from PIL import Image
+
+    w, h = image.size
+    scale = resolution / min(w, h)
+    size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
+    return image.convert("RGB").resize(size, Image.Resampling.BILINEAR) if size != (w, h) else image.convert("RGB")
+
+
+def crop_flip(image_uint8: torch.Tensor, resolution: int, top: int, left: int, flip: bool) -> torch.Tensor:
+    """(3, H, W) uint8 -> (3, R, R) float in [-1, 1]: crop at (top, left), mirror if ``flip``."""
+    x = image_uint8[:, top : top + resolution, left : left + resolution].float().div(127.5).sub(1.0)
+    return x.flip(-1) if flip else x
+
+
+def micro_batch_indices(num_items: int, batch_size: int, micro_step: int, rank: int, world: int, seed: int):
+    """Dataset indices for one process's ``micro_step``-th batch.
+
+    Each epoch is a seeded permutation cut into ``world * batch_size`` blocks (the last partial
+    block is dropped); rank ``r`` takes the ``r``-th slice of each block. A pure function, so the
+    data order needs no saving to resume exactly.
+    """
+    per_epoch = num_items // (batch_size * world)
+    epoch, position = divmod(micro_step, per_epoch)
+    perm = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    start = (position * world + rank) * batch_size
+    return perm[start : start + batch_size].tolist(), epoch
+
+
+# -- LoRA weights in diffusers format --------------------------------------------------------------
+
+
+def save_lora(folder: str | Path, unet, text_encoder=None, weight_name: str = LORA_WEIGHTS_NAME) -> Path:
+    """Write the peft LoRA of ``unet`` (and ``text_encoder``) as diffusers' LoRA file.
+
+    The file is what ``StableDiffusionPipeline.save_lora_weights`` writes, with the LoRA configs
+    (rank, alpha, targets) in its metadata so that ``load_lora_weights`` restores the scale
+    ``lora_alpha / lora_rank`` even when alpha differs from rank.
+    """
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    def layers_and_metadata(model):
+        if model is None:
+            return None, None
+        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
+        return layers, model.peft_config["default"].to_dict()
+
+    unet_layers, unet_meta = layers_and_metadata(unet)
+    te_layers, te_meta = layers_and_metadata(text_encoder)
+    StableDiffusionPipeline.save_lora_weights(
+        str(folder), unet_lora_layers=unet_layers, text_encoder_lora_layers=te_layers,
+        weight_name=weight_name, safe_serialization=True,
+        unet_lora_adapter_metadata=unet_meta, text_encoder_lora_adapter_metadata=te_meta,
+    )
+    return Path(folder) / weight_name
+
+
+def load_lora_into(folder: str | Path, unet, text_encoder=None) -> None:
+    """Load a file written by :func:`save_lora` back into peft-wrapped models (exactly)."""
+    from diffusers.training_utils import _set_state_dict_into_text_encoder
+    from diffusers.utils import convert_unet_state_dict_to_peft
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    state = load_file(str(Path(folder) / LORA_WEIGHTS_NAME))
+    unet_state = convert_unet_state_dict_to_peft({k[5:]: v for k, v in state.items() if k.startswith("unet.")})
+    result = set_peft_model_state_dict(unet, unet_state, adapter_name="default")
+    if getattr(result, "unexpected_keys", None):
+        raise DiffusionError(f"{folder}: LoRA keys do not fit the UNet: {result.unexpected_keys[:3]}")
+    if text_encoder is not None:
+        _set_state_dict_into_text_encoder(state, prefix="text_encoder.", text_encoder=text_encoder)
+
+
+# -- the training script ---------------------------------------------------------------------------
+
+
+def train(config: LoraTrainConfig, data: str | Path, out: str | Path, *, resume: bool = False,
+          device: str | None = None) -> Path:
+    """Fine-tune a LoRA on a dataset's train split; write the run directory.
+
+    Args:
+        config: the resolved config.
+        data: dataset folder (``train/metadata.jsonl`` with ``text`` captions).
+        out: run directory.
+        resume: continue from the run's latest checkpoint.
+        device: ``cpu`` (default), ``cuda``, ``cuda:N`` or ``auto``. Under ``accelerate launch`` or
+            ``torchrun`` with no device given, each process takes its own GPU when there is one.
+
+    Returns:
+        The run directory.
+    """
+    from accelerate import Accelerator, DistributedType
+    from accelerate.utils import gather_object, set_seed
+    from diffusers import (
+        AutoencoderKL,
+        DDPMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import cast_training_params, compute_snr
+    from peft import LoraConfig
+    from tqdm.auto import tqdm
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from dishgen.data.dataset import DatasetError, load_split
+    from dishgen.diffusion import explain_load_error, set_scheduler
+    from dishgen.errors import DishgenError
+    from dishgen.fileio import append_jsonl, atomic_path, atomic_write_json
+    from dishgen.train.state import load_state, rng_state, save_state, set_rng_state
+
+    config.validate()
+    # -- accelerator and run dir -----------------------------------------------------------------
+    asked = _training_device(device)
+    if config.mixed_precision == "fp16" and asked.type != "cuda":
+        raise DishgenError("mixed_precision=fp16 needs a CUDA GPU; on the CPU use mixed_precision=bf16 or no")
+    log_with = "tensorboard" if config.tensorboard and _installed("tensorboard") else None
+    accelerator = Accelerator(cpu=asked.type == "cpu", mixed_precision=config.mixed_precision,
+                              log_with=log_with, project_dir=str(out))
+    if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        raise DishgenError("LoRA training runs data-parallel (DDP): its trainable weights are a few MB, so "
+                           "sharding them gains nothing; choose 'multi-GPU' (no DeepSpeed/FSDP) in accelerate config")
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    device = accelerator.device
+    run = RunDir(out, FAMILY)
+    config_dict = config_to_dict(config)
+    if main:
+        run.prepare(config_dict, resume=resume)
+    accelerator.wait_for_everyone()
+    start_step = run.latest_checkpoint() if resume else None
+
+    # -- data: decoded once, shorter side = resolution, uint8 in memory ----------------------------
+    rows = load_split(data, "train")
+    images = _load_images([r.path for r in rows], config.resolution)
+    captions = [r.text for r in rows]
+    if len(rows) < config.batch_size * world:
+        raise DatasetError(f"the train split has {len(rows)} images; batch_size={config.batch_size} x "
+                           f"{world} processes needs at least {config.batch_size * world}")
+
+    # -- base model ------------------------------------------------------------------------------
+    _check_base(config.base, config.revision)
+    load = {"revision": config.revision}
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(config.base, subfolder="tokenizer", **load)
+        text_encoder = CLIPTextModel.from_pretrained(config.base, subfolder="text_encoder", variant=config.variant, **load)
+        vae = AutoencoderKL.from_pretrained(config.base, subfolder="vae", variant=config.variant, **load)
+        unet = UNet2DConditionModel.from_pretrained(config.base, subfolder="unet", variant=config.variant, **load)
+        noise_scheduler = DDPMScheduler.from_pretrained(config.base, subfolder="scheduler", **load)
+    except Exception as err:
+        raise DiffusionError(explain_load_error(config.base, err)) from err
+    if config.prediction_type:
+        noise_scheduler.register_to_config(prediction_type=config.prediction_type)
+    prediction_type = noise_scheduler.config.prediction_type
+    weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.mixed_precision]
+    for model in (unet, vae, text_encoder):
+        model.requires_grad_(False)
+        model.to(device, dtype=weight_dtype) if weight_dtype != torch.float32 else model.to(device)
+    vae.eval()
+    text_encoder.eval()
+
+    # -- LoRA adapters (same init on every rank; DDP would broadcast rank 0's anyway) -------------
+    set_seed(config.seed)
+    lora = {"r": config.lora_rank, "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout,
+            "init_lora_weights": "gaussian"}
+    unet.add_adapter(LoraConfig(target_modules=list(config.unet_target_modules), **lora))
+    trained = [unet]
+    if config.train_text_encoder:
+        text_encoder.add_adapter(LoraConfig(target_modules=list(config.text_encoder_target_modules), **lora))
+        trained.append(text_encoder)
+    cast_training_params(trained, dtype=torch.float32)  # LoRA weights train in fp32 under autocast
+    _set_attention(unet, config.attention, device)
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        if config.train_text_encoder:
+            text_encoder.gradient_checkpointing_enable()
+
+    # -- optimizer and LR schedule ---------------------------------------------------------------
+    unet_params = [p for p in unet.parameters() if p.requires_grad]
+    groups = [{"params": unet_params, "lr": config.learning_rate}]
+    if config.train_text_encoder:
+        groups.append({"params": [p for p in text_encoder.parameters() if p.requires_grad],
+                       "lr": config.text_encoder_lr})
+    optimizer = _optimizer_class(config.optimizer, device)(
+        groups, betas=(config.adam_beta1, config.adam_beta2), weight_decay=config.adam_weight_decay,
+        eps=config.adam_epsilon)
+    schedule = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[config.lr_scheduler]
+    # accelerate steps a prepared scheduler once per process per step, hence the factor `world`.
+    lr_scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=config.lr_warmup_steps * world,
+                                 num_training_steps=config.max_steps * world)
+    if config.train_text_encoder:
+        unet, text_encoder, optimizer, lr_scheduler = accelerator.prepare(unet, text_encoder, optimizer, lr_scheduler)
+    else:
+        unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def bare(model):
+        return accelerator.unwrap_model(model)
+
+    bare_text_encoder = bare(text_encoder) if config.train_text_encoder else None
+
+    # accelerate's save_state/load_state would write the whole UNet; these hooks keep it to the LoRA.
+    def save_hook(models, weights, folder):
+        save_lora(folder, bare(unet), bare_text_encoder)
+        weights.clear()
+
+    def load_hook(models, folder):
+        models.clear()
+        load_lora_into(folder, bare(unet), bare_text_encoder)
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+    if start_step is not None:
+        folder = run.checkpoint_path(start_step)
+        accelerator.load_state(str(folder))
+        rng_file = folder / f"rng_state_{rank}"
+        if Path(str(rng_file) + ".json").is_file():
+            set_rng_state(load_state(rng_file))
+        else:  # resumed with more processes than the checkpoint had: new ranks draw fresh noise
+            set_seed(config.seed * 1_000 + start_step * 10 + rank)
+    else:
+        set_seed(config.seed, device_specific=True)  # each rank its own noise
+    if log_with and main:
+        accelerator.init_trackers("dishgen-lora", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                                                           for k, v in config_dict.items()})
+
+    # -- encoders with caches: each image and caption goes through the VAE / text encoder once ----
+    latent_cache: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+    text_cache: dict[str, torch.Tensor] = {}
+    cache_text = config.cache_text_embeddings and not config.train_text_encoder
+    scaling_factor = vae.config.scaling_factor
+
+    def latent_moments(pixels: torch.Tensor):  # (B, 3, R, R) -> mean, std of q(z|x), (B, 4, R/8, R/8)
+        with torch.no_grad():
+            dist = vae.encode(pixels.to(device, dtype=weight_dtype)).latent_dist
+        return dist.mean, dist.std
+
+    def sample_latents(indices: list[int]) -> torch.Tensor:
+        flips = (torch.rand(len(indices)) < 0.5).tolist() if config.random_flip else [False] * len(indices)
+        if not config.cache_latents:
+            pixels = torch.stack([_augment(images[i], config.resolution, config.crop, f) for i, f in zip(indices, flips, strict=True)])
+            mean, std = latent_moments(pixels)
+        else:
+            missing = [(i, f) for i, f in zip(indices, flips, strict=True) if (i, f) not in latent_cache]
+            if missing:
+                pixels = torch.stack([_augment(images[i], config.resolution, "center", f) for i, f in missing])
+                for key, m, s in zip(missing, *latent_moments(pixels), strict=True):
+                    latent_cache[key] = (m, s)
+            mean = torch.stack([latent_cache[(i, f)][0] for i, f in zip(indices, flips, strict=True)])
+            std = torch.stack([latent_cache[(i, f)][1] for i, f in zip(indices, flips, strict=True)])
+        return (mean + std * torch.randn_like(mean)) * scaling_factor
+
+    def tokenize(texts: list[str]) -> torch.Tensor:
+        return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                         return_tensors="pt").input_ids.to(device)
+
+    def text_embeddings(texts: list[str]) -> torch.Tensor:  # (B, 77, cross_attention_dim)
+        if not cache_text:
+            return text_encoder(tokenize(texts), return_dict=False)[0]
+        missing = sorted(set(texts) - set(text_cache))
+        if missing:
+            with torch.no_grad():
+                for text, hidden in zip(missing, text_encoder(tokenize(missing), return_dict=False)[0], strict=True):
+                    text_cache[text] = hidden
+        return torch.stack([text_cache[t] for t in texts])
+
+    # -- checkpoints, samples, logs ----------------------------------------------------------------
+    pending_log: list[dict] = []
+    last_flush = time.monotonic()
+
+    def flush_log():
+        nonlocal last_flush
+        if main and pending_log:
+            append_jsonl(run.path / "log.jsonl", pending_log)
+            pending_log.clear()
+        last_flush = time.monotonic()
+
+    def write_plots():
+        rows_ = run.read_log()
+        means = rolling_mean([r["loss"] for r in rows_], 100)
+        rows_ = [{**r, "loss_mean100": m} for r, m in zip(rows_, means, strict=True)]
+        plot_log(rows_, run.path / "plots", {"loss": ["loss", "loss_mean100"], "grad_norm": ["grad_norm"],
+                                             "learning_rate": ["lr_unet", "lr_text_encoder"]})
+
+    def write_checkpoint(at_step: int):
+        states = gather_object([rng_state()])  # every rank's random state, written by rank 0
+        if main:
+            flush_log()
+
+            def writer(folder: Path):
+                accelerator.save_state(str(folder), safe_serialization=True)
+                for r, state in enumerate(states):
+                    save_state(folder / f"rng_state_{r}", state)
+                atomic_write_json(folder / "config.json", {"family": FAMILY, **config_dict})
+                atomic_write_json(folder / "training_state.json", {"step": at_step, "processes": world,
+                                                                   "prediction_type": prediction_type})
+
+            run.write_checkpoint(at_step, writer, keep=config.keep_checkpoints or None)
+            write_plots()
+        accelerator.wait_for_everyone()
+
+    def write_samples(at_step: int):
+        if main:
+            pipe = StableDiffusionPipeline(
+                vae=vae, text_encoder=bare(text_encoder), tokenizer=tokenizer, unet=bare(unet),
+                scheduler=DDPMScheduler.from_config(noise_scheduler.config), safety_checker=None,
+                feature_extractor=None, requires_safety_checker=False)
+            set_scheduler(pipe, config.validation_scheduler)
+            pipe.set_progress_bar_config(disable=True)
+            for model in trained:
+                model.eval()
+            pictures = []
+            with torch.no_grad(), accelerator.autocast():
+                for i, prompt in enumerate(config.validation_prompts):
+                    pictures.append(pipe(
+                        prompt, num_inference_steps=config.validation_steps, height=config.resolution,
+                        width=config.resolution, guidance_scale=config.validation_guidance_scale, output_type="pt",
+                        generator=torch.Generator("cpu").manual_seed(config.validation_seed + i)).images[0])
+            for model in trained:
+                model.train()
+            grid = torch.stack(pictures).float().mul(2).sub(1)  # (P, 3, R, R) in [-1, 1]
+            save_image_grid(grid, run.path / "samples" / f"step-{at_step}.png", nrow=1, labels=config.validation_prompts)
+            if log_with:
+                accelerator.get_tracker("tensorboard").writer.add_images("validation", grid.add(1).div(2), at_step)
+        accelerator.wait_for_everyone()
+
+    # -- the loop ------------------------------------------------------------------------------------
+    step = start_step or 0
+    accum = config.gradient_accumulation_steps
+    for model in trained:
+        model.train()
+    progress = tqdm(initial=step, total=config.max_steps, disable=not main, desc="lora")
+    while step < config.max_steps:
+        started = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        for micro in range(accum):
+            indices, epoch = micro_batch_indices(len(rows), config.batch_size, step * accum + micro, rank, world,
+                                                 config.seed)
+            texts = ["" if config.caption_dropout and torch.rand(()) < config.caption_dropout else captions[i]
+                     for i in indices]
+            # Gradients are all-reduced only on the last micro-step of an accumulation.
+            with contextlib.ExitStack() as stack:
+                if micro < accum - 1:
+                    for model in trained:
+                        stack.enter_context(accelerator.no_sync(model))
+                with accelerator.autocast():
+                    latents = sample_latents(indices)  # (B, 4, R/8, R/8)
+                    noise = offset_noise(torch.randn_like(latents), config.noise_offset)
+                    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
+                                              device=device)
+                    noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
+                    hidden = text_embeddings(texts)
+                    if prediction_type == "v_prediction":
+                        target = noise_scheduler.get_velocity(latents, noise, timesteps)
+                    else:
+                        target = noise
+                    pred = unet(noisy_latents, timesteps, hidden, return_dict=False)[0]
+                per_sample = torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="none")
+                per_sample = per_sample.mean(dim=(1, 2, 3))  # (B,)
+                if config.snr_gamma:
+                    weights = min_snr_weights(compute_snr(noise_scheduler, timesteps), config.snr_gamma, prediction_type)
+                    per_sample = per_sample * weights.to(per_sample)
+                loss = per_sample.mean()
+                accelerator.backward(loss / accum)
+            loss_sum += loss.detach()
+        grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm if config.max_grad_norm > 0 else math.inf)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+
+        loss_value = accelerator.reduce(loss_sum / accum, "mean").item()
+        check_finite(step, {"loss": loss_value}, run)
+        seconds = time.perf_counter() - started
+        row = {"step": step, "epoch": epoch, "loss": loss_value, "grad_norm": float(grad_norm),
+               "lr_unet": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 4),
+               "images_per_second": round(config.batch_size * accum * world / seconds, 2)}
+        if config.train_text_encoder:
+            row["lr_text_encoder"] = optimizer.param_groups[1]["lr"]
+        if main:
+            pending_log.append(row)
+            if log_with:
+                accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step)
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss_value:.4f}")
+            if time.monotonic() - last_flush > 5:
+                flush_log()
+        if config.sample_every and step % config.sample_every == 0:
+            write_samples(step)
+        if step == config.max_steps or (config.checkpoint_every and step % config.checkpoint_every == 0):
+            write_checkpoint(step)
+    progress.close()
+
+    # -- the final LoRA and its model card -------------------------------------------------------
+    if main:
+        flush_log()
+        if run.latest_checkpoint() != step:
+            write_checkpoint(step)
+        with atomic_path(run.path / LORA_WEIGHTS_NAME) as tmp:
+            save_lora(run.path, bare(unet), bare_text_encoder, weight_name=tmp.name)
+        write_plots()
+        write_model_card(run.path / "README.md", config, data, step, run.read_log(), prediction_type)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return run.path
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+
+
+def _training_device(device: str | None):
+    import os
+
+    from dishgen.devices import resolve_device
+    from dishgen.errors import DishgenError
+
+    if device is None and "LOCAL_RANK" in os.environ:
+        device = "auto"  # under a launcher: one GPU per process when there are GPUs
+    try:
+        resolved = resolve_device(device)
+    except ValueError as err:
+        raise DishgenError(str(err)) from None
+    if resolved.type == "cuda" and resolved.index is not None:
+        torch.cuda.set_device(resolved.index)
+    return resolved
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _check_base(base: str, revision: str | None) -> None:
+    """Fail early, with the fix, when the base model is not an SD 1.x/2.x-class pipeline."""
+    from diffusers import DiffusionPipeline
+
+    from dishgen.diffusion import explain_load_error
+
+    if not Path(base).expanduser().is_dir() and (base.count("/") != 1 or base.startswith((".", "/", "~"))):
+        raise DiffusionError(f"base model {base!r} not found: no such folder, and not a hub id of the form owner/name")
+    try:
+        index = DiffusionPipeline.load_config(base, revision=revision)
+    except Exception as err:
+        raise DiffusionError(explain_load_error(base, err)) from err
+    needed = {"unet", "vae", "text_encoder", "tokenizer"}
+    if not needed <= set(index) or "text_encoder_2" in index:
+        raise DiffusionError(
+            f"{base!r} is a {index.get('_class_name', 'pipeline')}; this trainer fine-tunes SD 1.x/2.x-class models "
+            "(UNet + one CLIP text encoder), e.g. stable-diffusion-v1-5/stable-diffusion-v1-5 or "
+            "stabilityai/stable-diffusion-2-1"
+        )
+
+
+def _load_images(paths: list[Path], resolution: int) -> list[torch.Tensor]:
+    """Decode every image once, shorter side resized to ``resolution``: a list of (3, H, W) uint8."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    from PIL import Image
+
+    from dishgen.data.dataset import DatasetError
+
+    def load(path: Path):
+        with Image.open(path) as image:
+            if min(image.size) < resolution:
+                return path, image.size
+            array = np.asarray(resize_shorter_side(image, resolution), dtype=np.uint8)
+        return torch.from_numpy(array.copy()).permute(2, 0, 1), None
+
+    with ThreadPoolExecutor() as pool:
+        loaded = list(pool.map(load, paths))
+    small = [(p, size) for p, size in loaded if size is not None]
+    if small:
+        path, size = small[0]
+        raise DatasetError(
+            f"{len(small)} of {len(paths)} training images are smaller than resolution={resolution} "
+            f"(e.g. {str(path)!r} is {size[0]}x{size[1]}); train at a lower resolution (resolution="
+            f"{(min(min(s) for _, s in small) // 8) * 8}) or rebuild the dataset with larger images"
+        )
+    return [image for image, _ in loaded]
+
+
+def _augment(image: torch.Tensor, resolution: int, crop: str, flip: bool) -> torch.Tensor:
+    _, h, w = image.shape
+    if crop == "random":
+        top = int(torch.randint(0, h - resolution + 1, ()))
+        left = int(torch.randint(0, w - resolution + 1, ()))
+    else:
+        top, left = (h - resolution) // 2, (w - resolution) // 2
+    return crop_flip(image, resolution, top, left, flip)
+
+
+def _set_attention(unet, choice: str, device) -> None:
+    from dishgen.errors import DishgenError
+
+    has_xformers = _installed("xformers")
+    if choice == "xformers" and not has_xformers:
+        raise DishgenError("attention=xformers but xformers is not installed; pip install xformers, "
+                           "or use attention=sdpa")
+    if choice == "xformers" or (choice == "auto" and has_xformers and device.type == "cuda"):
+        unet.enable_xformers_memory_efficient_attention()
+    # otherwise diffusers' default processor, torch's scaled_dot_product_attention (SDPA)
+
+
+def _optimizer_class(name: str, device):
+    if name == "adamw8bit" or (name == "auto" and _installed("bitsandbytes") and device.type == "cuda"):
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            from dishgen.errors import DishgenError
+
+            raise DishgenError("optimizer=adamw8bit needs bitsandbytes (pip install bitsandbytes, on a CUDA "
+                               "machine); or use optimizer=adamw") from None
+        return bnb.optim.AdamW8bit
+    return torch.optim.AdamW
+
+
+def write_model_card(path: Path, config: LoraTrainConfig, data: str | Path, step: int, log: list[dict],
+                     prediction_type: str = "epsilon") -> None:
+    """README.md with YAML metadata (base model, dataset, training settings) and how to use it."""
+    import yaml
+
+    from dishgen.fileio import atomic_write_text
+
+    last = [r["loss"] for r in log[-100:] if "loss" in r]
+    metadata = {
+        "base_model": config.base,
+        "library_name": "diffusers",
+        "pipeline_tag": "text-to-image",
+        "tags": ["stable-diffusion", "text-to-image", "diffusers", "lora", "dishgen", "food"],
+        "dataset": str(data),
+        "training": {
+            "steps": step, "resolution": config.resolution, "batch_size": config.batch_size,
+            "gradient_accumulation_steps": config.gradient_accumulation_steps,
+            "learning_rate": config.learning_rate, "lr_scheduler": config.lr_scheduler,
+            "lora_rank": config.lora_rank, "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout,
+            "train_text_encoder": config.train_text_encoder, "mixed_precision": config.mixed_precision,
+            "prediction_type": prediction_type, "snr_gamma": config.snr_gamma, "noise_offset": config.noise_offset,
+            "caption_dropout": config.caption_dropout, "seed": config.seed,
+        },
+    }
+    loss_line = f"Mean training loss over the last {len(last)} steps: {sum(last) / len(last):.4f}." if last else ""
+    text = f"""---
+{yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True).strip()}
+---
+
+# LoRA: Serbian dishes on {config.base}
+
+A LoRA (rank {config.lora_rank}, alpha {config.lora_alpha}) fine-tuned with `dishgen train lora` for
+{step} steps at {config.resolution} px on the dataset `{data}`{" (UNet and text encoder)" if config.train_text_encoder else " (UNet only)"}.
+{loss_line}
+
+## Use
+
+```bash
+dishgen generate "Sarma, cabbage rolls in a clay pot" --model {path.parent} --steps 30 --seed 0
+```
+
+```python
+from diffusers import StableDiffusionPipeline
+pipe = StableDiffusionPipeline.from_pretrained("{config.base}")
+pipe.load_lora_weights("{path.parent}")   # reads {LORA_WEIGHTS_NAME}
+image = pipe("Sarma, cabbage rolls in a clay pot").images[0]
+```
+
+Validation images for fixed prompts and seeds are in `samples/`, training curves in `plots/`,
+the full configuration in `config.json`.
+"""
+    atomic_write_text(path, text)
