@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 
 from dishgen.config import (
+    ConfigError,
     apply_overrides,
     config_to_dict,
     load_config_file,
@@ -87,6 +88,12 @@ class CGANTrainConfig:
     sample_per_prompt: int = 4
 
     def validate(self) -> None:
+        try:
+            self._validate()
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
+    def _validate(self) -> None:
         self.model_config(c_dim=1).validate()
         parse_policy(self.augment)
         positive = ("batch_size", "n_disc", "max_steps", "log_every", "sample_every", "checkpoint_every",
