@@ -1,0 +1,131 @@
+"""The conditional VAE network and its objective (no files, no training script)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dishgen.models import cvae as M
+
+
+def tiny(resolution: int = 64, **kw) -> M.CVAEModelConfig:
+    return M.CVAEModelConfig(resolution=resolution, z_dim=8, c_dim=6, cond_dim=8, base_channels=4,
+                             max_channels=16, **kw)
+
+
+class FakeEncoder:
+    """A frozen text encoder stand-in: a fixed vector per distinct caption."""
+
+    id = "fake"
+    dim = 6
+
+    def encode(self, texts):
+        return torch.stack([torch.sin(torch.arange(6.0) * (1 + sum(map(ord, t)) % 7)) for t in texts])
+
+
+@pytest.mark.parametrize("resolution, levels", [(64, 4), (128, 5), (256, 6)])
+def test_all_sizes_build_and_run(resolution, levels):
+    torch.manual_seed(0)
+    config = tiny(resolution)
+    model = M.CVAE(config)
+    assert config.sizes[0] == resolution // 2 and config.sizes[-1] == 4 and len(config.sizes) == levels
+    assert len(model.decoder.blocks) == levels  # depth follows the size
+    x = torch.rand(2, 3, resolution, resolution) * 2 - 1
+    x_hat, mu, logvar = model(x, torch.randn(2, 6), torch.randn(2, 8))
+    assert x_hat.shape == x.shape and mu.shape == logvar.shape == (2, 8)
+    assert torch.isfinite(x_hat).all()
+    x_hat.mean().backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if "film" not in n)
+
+
+def test_unsupported_resolution_is_refused():
+    with pytest.raises(ValueError, match="resolution=96"):
+        M.CVAE(tiny(96))
+
+
+def test_condition_changes_the_output():
+    torch.manual_seed(0)
+    model = M.CVAE(tiny()).eval()
+    for film in (m for m in model.modules() if isinstance(m, M.FiLM)):
+        torch.nn.init.normal_(film.proj.weight, std=0.5)  # FiLM starts as the identity
+    z = torch.randn(1, 8)
+    a = model.decoder(z, model.condition(torch.ones(1, 6)))
+    b = model.decoder(z, model.condition(-torch.ones(1, 6)))
+    assert (a - b).abs().mean() > 1e-3
+
+
+def test_loss_falls_on_a_fixed_batch(sample_images):
+    from dishgen.images_tensor import load_images_uint8
+
+    torch.manual_seed(0)
+    model = M.CVAE(tiny())
+    x = load_images_uint8(sorted(sample_images.glob("*/*.jpg"))[:4], 64).float() / 127.5 - 1  # real photos
+    c, eps = torch.randn(4, 6), torch.randn(4, 8)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        x_hat, mu, logvar = model(x, c, eps)
+        loss = (M.reconstruction_error(x, x_hat).mean() + M.kl_penalty(M.kl_divergence(mu, logvar))) / x[0].numel()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_kl_and_free_bits_and_active_units():
+    mu, logvar = torch.zeros(3, 4), torch.zeros(3, 4)
+    assert torch.equal(M.kl_divergence(mu, logvar), torch.zeros(3, 4))
+    mu[:, 0] = 2.0  # KL = mu^2 / 2 = 2 nats in dimension 0
+    torch.testing.assert_close(M.kl_divergence(mu, logvar)[:, 0], torch.full((3,), 2.0))
+    kl = M.kl_divergence(mu, logvar)
+    assert M.kl_penalty(kl).item() == pytest.approx(2.0)
+    # free bits: the three unused dimensions cost 0.5 each, the used one its own 2.0
+    assert M.kl_penalty(kl, free_bits=0.5).item() == pytest.approx(3.5)
+    kl.requires_grad_(True)
+    M.kl_penalty(kl, free_bits=0.5).backward()
+    assert kl.grad[:, 1:].abs().sum() == 0 and kl.grad[:, 0].abs().sum() > 0
+    varied = torch.zeros(10, 4)
+    varied[:, 2] = torch.linspace(-1, 1, 10)
+    assert M.active_units(varied) == 1
+    assert M.reconstruction_error(torch.zeros(1, 3, 2, 2), torch.ones(1, 3, 2, 2), "l1").item() == 12.0
+    with pytest.raises(ValueError, match="unknown reconstruction loss"):
+        M.reconstruction_error(torch.zeros(1), torch.zeros(1), "ssim")
+
+
+def test_generate_uses_no_image_and_is_repeatable():
+    torch.manual_seed(0)
+    model = M.CVAE(tiny()).eval()
+    model.attach_text_encoder(FakeEncoder())
+
+    def no_images(*args, **kwargs):
+        raise AssertionError("generation must not run the image encoder")
+
+    model.encoder.forward = no_images
+    a = model.generate(["sarma", "burek"], num_samples=3, seed=7)
+    assert a.shape == (6, 3, 64, 64) and a.min() >= -1 and a.max() <= 1
+    b = model.generate(["sarma", "burek"], num_samples=3, seed=7, batch_size=2)
+    torch.testing.assert_close(a, b)  # the seed fixes the images whatever the batch size
+    assert not torch.allclose(a, model.generate(["sarma", "burek"], num_samples=3, seed=8))
+    cold = model.generate(["sarma"], num_samples=2, seed=1, temperature=0.0)
+    torch.testing.assert_close(cold[0], cold[1])  # temperature 0: the prior mean, one image per caption
+
+
+def test_reconstruct_uses_posterior_mean():
+    torch.manual_seed(0)
+    model = M.CVAE(tiny()).eval()
+    model.attach_text_encoder(FakeEncoder())
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    r1 = model.reconstruct(x, ["sarma", "burek"])
+    r2 = model.reconstruct(x, ["sarma", "burek"])
+    assert r1.shape == x.shape and torch.equal(r1, r2)
+
+
+def test_text_encoder_must_match():
+    model = M.CVAE(tiny())
+    with pytest.raises(ValueError, match="no text encoder attached"):
+        model.generate(["sarma"])
+    wrong = FakeEncoder()
+    wrong.dim = 5
+    with pytest.raises(ValueError, match="5-d vectors"):
+        model.attach_text_encoder(wrong)
