@@ -49,11 +49,19 @@ def _preprocess(images: torch.Tensor, size: int, mean, std) -> torch.Tensor:
 
 
 def _processor_settings(location: str, default_size: int, default_mean, default_std):
-    """Input size and normalisation from a local folder's ``preprocessor_config.json``, if any."""
-    path = Path(location) / "preprocessor_config.json"
-    if not path.is_file():
+    """Input size and normalisation from a local folder's processor config, if it has one.
+
+    Reads ``preprocessor_config.json`` (the hub's CLIP and DINOv2 folders) or the
+    ``image_processor`` part of ``processor_config.json`` (what transformers 5 saves).
+    """
+    folder = Path(location)
+    config = None
+    if (folder / "preprocessor_config.json").is_file():
+        config = json.loads((folder / "preprocessor_config.json").read_text(encoding="utf-8"))
+    elif (folder / "processor_config.json").is_file():
+        config = json.loads((folder / "processor_config.json").read_text(encoding="utf-8")).get("image_processor")
+    if not config:
         return default_size, default_mean, default_std
-    config = json.loads(path.read_text(encoding="utf-8"))
     size = config.get("crop_size") or config.get("size") or default_size
     if isinstance(size, dict):
         size = size.get("height") or size.get("shortest_edge") or default_size

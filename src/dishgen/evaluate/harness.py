@@ -163,8 +163,12 @@ def plan_entries(config: EvaluationConfig) -> list[Entry]:
         component = path.parent.name if is_checkpoint else path.name
         if str(ref) == "default":
             component = "default"
-        if config.checkpoints and not is_checkpoint and family != "diffusion":
-            for step, ckpt in select_checkpoints(RunDir(path, family).checkpoints(), config.checkpoints, path):
+        found = RunDir(path, family).checkpoints() if config.checkpoints and not is_checkpoint else []
+        if config.checkpoints in ("all", "latest") and not is_checkpoint and not found:
+            log.warning("--checkpoints %s: %s has no complete checkpoint; its final model is evaluated",
+                        config.checkpoints, path)
+        if found or (config.checkpoints and not is_checkpoint and config.checkpoints not in ("all", "latest")):
+            for step, ckpt in select_checkpoints(found, config.checkpoints, path):
                 entries.append(Entry(component, "model", step, resolve_model(ckpt)[0], str(ckpt)))
         else:
             entries.append(Entry(component, "model", _step_of(path), family, str(path)))
@@ -251,7 +255,7 @@ def score(
     r, f = real.features, fake.features
     if "fid" in metrics:
         value = M.fid(r, f)
-        low, high = M.bootstrap_ci(M.frechet_distance, [r, f], n_resamples=bootstrap, seed=seed, method="basic")
+        low, high = M.bootstrap_ci(M.frechet_distance, [r, f], n_resamples=bootstrap, seed=seed, method="centred")
         out["fid"] = {"value": value, "ci": _interval(max(low, 0.0), high)}
     if "kid" in metrics:
         size = M.kid_subset_size(len(r), len(f))
@@ -260,7 +264,7 @@ def score(
         def kid_stat(a, b, cap=2000):  # the unbiased MMD on (at most 2000 of) each resample
             return M.mmd_poly_unbiased(a[:cap], b[:cap])
 
-        low, high = M.bootstrap_ci(kid_stat, [r, f], n_resamples=bootstrap, seed=seed, method="basic")
+        low, high = M.bootstrap_ci(kid_stat, [r, f], n_resamples=bootstrap, seed=seed, method="centred")
         out["kid"] = {"value": mean, "std": std, "subset_size": size, "ci": _interval(low, high)}
     if fake.clip_image is not None and any(m in metrics for m in CLIP_METRICS):
         cosine = M.clip_cosine(fake.clip_image, fake.clip_text).double()

@@ -16,6 +16,7 @@ knows about files, models or the CLI, so each can be checked in isolation.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -113,7 +114,9 @@ def kid(
     if real.shape[0] < 2 or fake.shape[0] < 2:
         raise ValueError(f"KID needs at least 2 images per set, got {real.shape[0]} real and {fake.shape[0]} generated")
     size = subset_size or kid_subset_size(real.shape[0], fake.shape[0])
-    metric = KernelInceptionDistance(feature=FeatureIdentity(real.shape[1]), subsets=subsets, subset_size=size)
+    with warnings.catch_warnings():  # "will save all extracted features": that is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        metric = KernelInceptionDistance(feature=FeatureIdentity(real.shape[1]), subsets=subsets, subset_size=size)
     metric.update(real, real=True)
     metric.update(fake, real=False)
     with torch.random.fork_rng(devices=[]):
@@ -204,9 +207,10 @@ def bootstrap_ci(
         n_resamples: bootstrap replicates.
         confidence: the interval's coverage.
         seed: seeds the resampling.
-        method: ``percentile``, or ``basic`` (``2*theta - quantiles``), which corrects a
-            statistic that resampling with replacement biases, such as FID and KID: duplicates
-            make a resampled set look less diverse.
+        method: ``percentile``, or ``centred``: the percentile interval shifted so that the
+            bootstrap median sits on the point estimate. Use ``centred`` for a statistic that
+            resampling with replacement biases, such as FID and KID: duplicated images make a
+            resample look less diverse, which moves every replicate up by about the same amount.
 
     Returns:
         ``(low, high)``; ``(nan, nan)`` when ``n_resamples`` is 0.
@@ -224,27 +228,27 @@ def bootstrap_ci(
         return float("nan"), float("nan")
     alpha = (1 - confidence) / 2
     low, high = (float(v) for v in torch.quantile(values_t, torch.tensor([alpha, 1 - alpha], dtype=torch.float64)))
-    if method == "basic":
-        point = statistic(*samples)
-        return 2 * point - high, 2 * point - low
+    if method == "centred":
+        shift = float(values_t.median()) - statistic(*samples)
+        return low - shift, high - shift
     if method != "percentile":
-        raise ValueError(f"unknown bootstrap method {method!r}; use 'percentile' or 'basic'")
+        raise ValueError(f"unknown bootstrap method {method!r}; use 'percentile' or 'centred'")
     return low, high
 
 
 def sample_size_warnings(n_real: int, n_fake: int, feature_dim: int) -> list[str]:
     """Warnings for set sizes that make FID unstable or its covariances rank-deficient."""
-    warnings = []
+    found = []
     n = min(n_real, n_fake)
     if n < MIN_STABLE_FID_N:
-        warnings.append(
+        found.append(
             f"only {n} images in the smaller set (real {n_real}, generated {n_fake}): FID is biased upward "
             f"and noisy below ~{MIN_STABLE_FID_N} (50,000 is the standard); compare models only at equal N "
             "and read the bootstrap intervals"
         )
     if n <= feature_dim:
-        warnings.append(
+        found.append(
             f"N = {n} is not above the feature dimension {feature_dim}: the covariance matrices are "
             "rank-deficient, so FID mostly measures the mean and the spread within N directions"
         )
-    return warnings
+    return found

@@ -247,6 +247,8 @@ def progress_chart(report: dict, path: Path) -> Path | None:
             steps = [p[0] for p in points]
             ax.plot(steps, [p[1][0] for p in points], marker="o", color=f"C{i}", label=component)
             ax.fill_between(steps, [p[1][1] for p in points], [p[1][2] for p in points], color=f"C{i}", alpha=0.15)
+        if key == "memorization" and all(v[1] > 0 for rows in series.values() for r in rows if (v := _value(r, key))):
+            ax.set_yscale("log")  # a ratio: 0.1 and 10 are equally far from 1
         ref = _reference_line(report, key)
         if ref:
             ax.axhline(ref[0], color="black", linestyle="--", linewidth=1, label=ref[1])
