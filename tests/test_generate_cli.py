@@ -1,0 +1,115 @@
+"""``dishgen generate``: prompts, prompt files, interactive input, grids, knobs, errors.
+
+Runs the shared command on a tiny exported cGAN (random weights, MiniLM text encoder).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from dishgen.cli import cli, main
+from dishgen.families.cgan import save_model
+from dishgen.models.cgan import CGANConfig, Generator
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    """A tiny exported cGAN at 32 px (random seeded weights)."""
+    torch.manual_seed(0)
+    config = CGANConfig(resolution=32, z_dim=16, c_dim=384, cond_dim=16, base_channels=8, max_channel_mult=4)
+    G = Generator(config).eval()
+    return save_model(tmp_path_factory.mktemp("cgan") / "model", G, config, {"id": "minilm", "dim": 384}, step=0)
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(cli, ["generate", *map(str, args)], input=input)
+
+
+def pngs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.png") if not p.name.startswith("grid-"))
+
+
+def test_prompts_write_one_png_each_and_a_grid(model, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("Sarma, cabbage rolls", "ćevapi with onions", "-n", 2, "--seed", 0, "--model", model, "--out", out)
+    assert result.exit_code == 0, result.output
+    files = pngs(out)
+    assert len(files) == 4 and all(Image.open(f).size == (32, 32) for f in files)
+    assert files[0].name.startswith("cevapi-with-onions") or files[0].name.startswith("sarma")
+    grids = list(out.glob("grid-*.png"))
+    assert len(grids) == 1 and Image.open(grids[0]).size == (2 * 32, 2 * 32)  # prompts x images
+    assert str(files[0]) in result.output
+
+
+def test_grid_flags(model, tmp_path):
+    result = invoke("burek", "-n", 3, "--no-grid", "--model", model, "--out", tmp_path / "a")
+    assert result.exit_code == 0 and not list((tmp_path / "a").glob("grid-*")) and len(pngs(tmp_path / "a")) == 3
+    result = invoke("burek", "--grid", "--model", model, "--out", tmp_path / "b")
+    assert result.exit_code == 0 and len(list((tmp_path / "b").glob("grid-*"))) == 1
+
+
+def test_seed_makes_results_repeatable_and_knobs_reach_the_model(model, tmp_path):
+    for name in ("a", "b"):
+        assert invoke("ajvar", "-n", 2, "--seed", 5, "--model", model, "--out", tmp_path / name).exit_code == 0
+    a, b = pngs(tmp_path / "a"), pngs(tmp_path / "b")
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+    result = invoke("ajvar", "-n", 2, "--seed", 5, "--truncation", 0, "--batch-size", 1, "--model", model,
+                    "--out", tmp_path / "c")
+    assert result.exit_code == 0, result.output
+    c = pngs(tmp_path / "c")
+    assert c[0].read_bytes() == c[1].read_bytes() != a[0].read_bytes()  # zero noise: identical images
+
+
+def test_prompts_file(model, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# dishes\nsarma\n\n  gibanica  \nproja\n", encoding="utf-8")
+    result = invoke("--prompts-file", prompts, "--model", model, "--out", tmp_path / "out", "--no-grid")
+    assert result.exit_code == 0, result.output
+    assert [p.name.split("-")[0] for p in pngs(tmp_path / "out")] == ["gibanica", "proja", "sarma"]
+
+
+@pytest.mark.parametrize("content, message", [(b"# only a comment\n\n", "holds no prompts"),
+                                              (b"sarma\n\xff\xfe kupus\n", "is not UTF-8")])
+def test_bad_prompts_files(model, tmp_path, content, message):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_bytes(content)
+    result = invoke("--prompts-file", prompts, "--model", model, "--out", tmp_path / "out")
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_interactive_reads_prompts_until_an_empty_line(model, tmp_path):
+    result = invoke("--interactive", "--model", model, "--out", tmp_path / "out", "--seed", 1,
+                    input="pljeskavica\nkajmak\n\nnever read\n")
+    assert result.exit_code == 0, result.output
+    names = [p.name.split("-")[0] for p in pngs(tmp_path / "out")]
+    assert sorted(names) == ["kajmak", "pljeskavica"]
+
+
+def test_no_prompt_is_a_usage_error(model):
+    result = invoke("--model", model)
+    assert result.exit_code == 2 and "give a prompt" in result.output
+
+
+def run_main(monkeypatch, capsys, *args) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["dishgen", "generate", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_unknown_knob_and_option_are_one_line_errors(model, tmp_path, monkeypatch, capsys):
+    code, err = run_main(monkeypatch, capsys, "sarma", "--temperature", 0.7, "--model", model, "--out", tmp_path)
+    assert code == 2
+    assert err.strip() == "Error: the cgan family does not take temperature; it takes: truncation, batch_size"
+    code, err = run_main(monkeypatch, capsys, "sarma", "--lora", "x.safetensors", "--model", model)
+    assert code == 2 and "takes no loader options" in err and "Traceback" not in err
+    assert not pngs(tmp_path)
