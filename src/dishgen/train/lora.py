@@ -239,7 +239,7 @@ def save_lora(folder: str | Path, unet, text_encoder=None, weight_name: str = LO
     def layers_and_metadata(model):
         if model is None:
             return None, None
-        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
+        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(model, save_embedding_layers=False))
         return layers, model.peft_config["default"].to_dict()
 
     unet_layers, unet_meta = layers_and_metadata(unet)
@@ -286,7 +286,28 @@ def train(config: LoraTrainConfig, data: str | Path, out: str | Path, *, resume:
     Returns:
         The run directory.
     """
-    from accelerate import Accelerator, DistributedType
+    from accelerate import Accelerator
+
+    from dishgen.errors import DishgenError
+
+    config.validate()
+    # -- accelerator and run dir -----------------------------------------------------------------
+    asked = _training_device(device)
+    if config.mixed_precision == "fp16" and asked.type != "cuda":
+        raise DishgenError("mixed_precision=fp16 needs a CUDA GPU; on the CPU use mixed_precision=bf16 or no")
+    log_with = "tensorboard" if config.tensorboard and _installed("tensorboard") else None
+    _reset_accelerate_state()  # a second run in the same process may ask for other precision/device
+    accelerator = Accelerator(cpu=asked.type == "cpu", mixed_precision=config.mixed_precision,
+                              log_with=log_with, project_dir=str(out))
+    try:
+        return _train(config, data, out, resume, accelerator, asked, log_with)
+    finally:
+        accelerator.end_training()
+        _reset_accelerate_state()
+
+
+def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, asked, log_with) -> Path:
+    from accelerate import DistributedType
     from accelerate.utils import gather_object, set_seed
     from diffusers import (
         AutoencoderKL,
@@ -306,14 +327,6 @@ def train(config: LoraTrainConfig, data: str | Path, out: str | Path, *, resume:
     from dishgen.fileio import append_jsonl, atomic_path, atomic_write_json
     from dishgen.train.state import load_state, rng_state, save_state, set_rng_state
 
-    config.validate()
-    # -- accelerator and run dir -----------------------------------------------------------------
-    asked = _training_device(device)
-    if config.mixed_precision == "fp16" and asked.type != "cuda":
-        raise DishgenError("mixed_precision=fp16 needs a CUDA GPU; on the CPU use mixed_precision=bf16 or no")
-    log_with = "tensorboard" if config.tensorboard and _installed("tensorboard") else None
-    accelerator = Accelerator(cpu=asked.type == "cpu", mixed_precision=config.mixed_precision,
-                              log_with=log_with, project_dir=str(out))
     if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
         raise DishgenError("LoRA training runs data-parallel (DDP): its trainable weights are a few MB, so "
                            "sharding them gains nothing; choose 'multi-GPU' (no DeepSpeed/FSDP) in accelerate config")
@@ -598,11 +611,20 @@ def train(config: LoraTrainConfig, data: str | Path, out: str | Path, *, resume:
         write_plots()
         write_model_card(run.path / "README.md", config, data, step, run.read_log(), prediction_type)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
     return run.path
 
 
 # -- helpers -----------------------------------------------------------------------------------------
+
+
+def _reset_accelerate_state() -> None:
+    """Forget accelerate's process-wide state between runs in one process (never under a launcher)."""
+    import torch.distributed as dist
+    from accelerate.state import AcceleratorState, GradientState
+
+    if not (dist.is_available() and dist.is_initialized()):
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
 
 
 def _training_device(device: str | None):
