@@ -87,3 +87,73 @@ def scrape(site, out, base_url, max_recipes, delay, urls_file, discover, max_pag
             f"warning: no recipe URLs found for {site}; check --base-url, the site's robots.txt "
             "and sitemaps, or pass --urls FILE", err=True,
         )
+
+
+@click.command("caption")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--captioner", "captioner_name", type=click.Choice(["llm", "llm-vision", "template"]),
+              default="llm", show_default=True,
+              help="llm: from the recipe text; llm-vision: from the photo; template: offline.")
+@click.option("--base-url", default=None,
+              help="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1 [default: "
+                   "OPENAI_BASE_URL, else OpenAI].")
+@click.option("--model", default=None, help="Model name on that server [default: gpt-4o-mini].")
+@click.option("--api-key", default=None,
+              help="API key [default: OPENAI_API_KEY; local servers need none]. Prefer the "
+                   "environment variable: options can show up in shell history.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Caption cache [default: ~/.cache/dishgen/captions].")
+@click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
+              help="LLM requests in flight at once.")
+@click.option("--max-retries", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Retries of a failed request and of a malformed answer.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+              help="Seconds per LLM request.")
+@click.option("--clip-tokenizer", default=None,
+              help="CLIP tokenizer folder or bpe_simple_vocab_16e6.txt.gz, to count caption "
+                   "tokens exactly [default: DISHGEN_CLIP_TOKENIZER or a cached one, else an "
+                   "estimate].")
+@click.option("--split", "splits", multiple=True,
+              help="Split(s) to re-caption (repeatable) [default: all].")
+@click.option("--raw", "raw_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None,
+              help="Raw folder the dataset was built from: its ingredients and preparation are "
+                   "given to the LLM (rows are matched by url, then id).")
+@click.option("--force", is_flag=True,
+              help="Re-caption rows already captioned by this captioner and model.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Rows captioned between two (atomic) saves of metadata.jsonl.")
+def caption(dataset, captioner_name, base_url, model, api_key, cache_dir, concurrency, max_retries,
+            timeout, clip_tokenizer, splits, raw_dir, force, batch_size):
+    """Re-caption an existing DATASET's metadata.jsonl rows, atomically and resumably.
+
+    \b
+    Each split's metadata.jsonl is rewritten atomically after every batch; rows already
+    captioned by the same captioner and model are skipped on a re-run, and LLM captions are
+    cached on disk, so an interrupted run continues where it stopped. A row that cannot be
+    captioned keeps its previous caption and gets a `caption_error` column.
+
+    \b
+    Examples:
+      dishgen data caption dataset/ --base-url http://127.0.0.1:11434/v1 --model qwen2.5:7b
+      OPENAI_API_KEY=... dishgen data caption dataset/ --raw raw/
+      dishgen data caption photos-dataset/ --captioner llm-vision --model gpt-4o-mini
+    """
+    from dishgen.data.caption import get_captioner
+    from dishgen.data.recaption import recaption
+
+    options = {}
+    if captioner_name != "template":
+        options = dict(base_url=base_url, model=model, api_key=api_key, cache_dir=cache_dir,
+                       concurrency=concurrency, max_retries=max_retries, timeout=timeout,
+                       clip_tokenizer=clip_tokenizer)
+    captioner = get_captioner(captioner_name, **options)  # checks the server before any work
+    report = recaption(dataset, captioner, splits=list(splits) or None, raw_dir=raw_dir,
+                       force=force, batch_size=batch_size)
+    for line in report.lines():
+        click.echo(line)
+    if report.failed:
+        raise click.ClickException(
+            f"{report.failed} row(s) could not be captioned and kept their previous caption "
+            "(see caption_error in metadata.jsonl); run the command again to retry them"
+        )

@@ -1,0 +1,297 @@
+"""The LLM captioners against a loopback OpenAI-compatible server that answers, rambles and fails."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dishgen.data.caption import CaptionInput, get_captioner
+from dishgen.data.llm import (
+    ClipTokenCounter,
+    LLMCaptioner,
+    LLMError,
+    VisionCaptioner,
+    estimate_clip_tokens,
+    parse_caption,
+)
+
+SECRET = "sk-test-5ecret-DO-NOT-LEAK-1234567890"
+CLIP_BPE = Path(__file__).parent / "data" / "clip_bpe" / "bpe_simple_vocab_16e6.txt.gz"
+
+
+def good_answer(request: dict) -> str:
+    user = request["messages"][-1]["content"]
+    if isinstance(user, list):  # vision: text hint + image
+        assert user[1]["image_url"]["url"].startswith("data:image/jpeg;base64,")
+        return json.dumps({"caption": "A golden dish seen from above on a white plate."})
+    text = "\n".join(m["content"] for m in request["messages"] if isinstance(m["content"], str))
+    found = re.search(r"Name: (.*)", text)
+    if found is None:  # the preflight's tiny request
+        return "OK"
+    name = found.group(1)
+    return json.dumps({"caption": f"{name}, glistening and browned, served in a clay pot."})
+
+
+class FakeLLM:
+    """A loopback OpenAI-compatible API (``/v1/models``, ``/v1/chat/completions``).
+
+    ``script`` is a list of answers used in turn before ``good_answer``: a string is returned as
+    the message content, an int as an HTTP error status.
+    """
+
+    def __init__(self, key: str = SECRET, models: bool = True):
+        self.key, self.models = key, models
+        self.script: list = []
+        self.chats: list[dict] = []
+        self.in_flight = self.max_in_flight = 0
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def reply(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("retry-after-ms", "5")  # keeps the client's retries fast
+                self.end_headers()
+                self.wfile.write(data)
+
+            def authorised(self) -> bool:
+                if self.headers.get("Authorization") == f"Bearer {fake.key}":
+                    return True
+                self.reply(401, {"error": {"message": "Incorrect API key provided"}})
+                return False
+
+            def do_GET(self):  # noqa: N802
+                if not self.authorised():
+                    return
+                if self.path == "/v1/models" and fake.models:
+                    self.reply(200, {"object": "list", "data": [{"id": "tiny-chef", "object": "model"}]})
+                else:
+                    self.reply(404, {"error": {"message": "not found"}})
+
+            def do_POST(self):  # noqa: N802
+                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if not self.authorised():
+                    return
+                with fake.lock:
+                    fake.chats.append(request)
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                    step = fake.script.pop(0) if fake.script else None
+                try:
+                    threading.Event().wait(0.02)  # long enough for requests to overlap
+                    if isinstance(step, int):
+                        self.reply(step, {"error": {"message": f"boom {step}"}})
+                        return
+                    content = step if isinstance(step, str) else good_answer(request)
+                    self.reply(200, {
+                        "id": "x", "object": "chat.completion", "created": 0, "model": request["model"],
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": content}}],
+                    })
+                finally:
+                    with fake.lock:
+                        fake.in_flight -= 1
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def llm():
+    server = FakeLLM()
+    yield server
+    server.close()
+
+
+def make(llm: FakeLLM, tmp_path: Path, **options) -> LLMCaptioner:
+    options = {"base_url": llm.base_url, "model": "tiny-chef", "api_key": SECRET,
+               "cache_dir": tmp_path / "cache", "max_retries": 1, **options}
+    return LLMCaptioner(**options)
+
+
+SARMA = CaptionInput("Sarma", ["1 kiseli kupus", "500 g mesa"], ["Umotati meso u kupus.", "Kuvati."])
+
+
+def test_captions_are_written_cached_and_concurrent(llm, tmp_path):
+    captioner = make(llm, tmp_path, concurrency=3)
+    items = [CaptionInput(f"Jelo {i}", ["sastojak"], ["korak"]) for i in range(6)] + [SARMA]
+    results = captioner.caption_many(items)
+    assert [r.text for r in results] == [
+        f"{item.name}, glistening and browned, served in a clay pot." for item in items
+    ]
+    assert len(llm.chats) == 7 and 1 < llm.max_in_flight <= 3  # bounded, but concurrent
+    prompt = llm.chats[-1]["messages"]
+    assert "English" in prompt[0]["content"] and "Do not list the ingredients" in prompt[0]["content"]
+    assert "500 g mesa" in prompt[1]["content"] and "Umotati meso u kupus." in prompt[1]["content"]
+    assert llm.chats[-1]["response_format"] == {"type": "json_object"}
+    # A second captioner with the same cache asks the server nothing.
+    again = make(llm, tmp_path).caption_many(items)
+    assert [r.text for r in again] == [r.text for r in results] and len(llm.chats) == 7
+    # A different recipe text is a different cache entry.
+    make(llm, tmp_path).caption_many([CaptionInput("Sarma", ["kupus"], [])])
+    assert len(llm.chats) == 8
+
+
+def test_malformed_answers_are_retried_then_recorded(llm, tmp_path):
+    llm.script = ["Sure! Here is a caption: sarma in a pot",  # not JSON: asked again
+                  "```json\n{\"caption\": \"Sarma, cabbage rolls in a clay pot.\"}\n```"]
+    captioner = make(llm, tmp_path, concurrency=1)
+    assert captioner.caption_many([SARMA])[0].text == "Sarma, cabbage rolls in a clay pot."
+    assert "not usable" in llm.chats[-1]["messages"][-1]["content"]  # it was told what was wrong
+
+    llm.script = ['{"caption": "Sarma with 500 g of minced meat."}', '{"text": "no caption key"}']
+    result = make(llm, tmp_path, concurrency=1).caption_many([CaptionInput("Punjene paprike")])[0]
+    assert result.text is None
+    assert result.error == "malformed LLM answer after 2 attempts: JSON without a non-empty 'caption' string"
+    assert not any("500 g" in p.read_text() for p in (tmp_path / "cache").rglob("*.json"))
+
+
+def test_server_errors_are_retried_then_recorded(llm, tmp_path):
+    llm.script = [500]  # one 500, then an answer: the openai client retries it
+    assert make(llm, tmp_path).caption_many([SARMA])[0].text.startswith("Sarma")
+    llm.script = [500, 500, 500, 500]
+    result = make(llm, tmp_path, max_retries=1).caption_many([CaptionInput("Gibanica")])[0]
+    assert result.text is None and result.error.startswith("LLM request failed (HTTP 500)")
+
+
+def test_preflight_fails_once_and_clearly(llm, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(LLMError, match="no API key .* set OPENAI_API_KEY"):
+        LLMCaptioner(cache_dir=tmp_path)  # the default server (OpenAI) needs a key
+    with pytest.raises(LLMError, match="rejected the API key") as info:
+        make(llm, tmp_path, api_key="sk-wrong-key-abcdef")
+    assert "sk-wrong" not in str(info.value)
+    llm.server.shutdown()
+    llm.server.server_close()
+    with pytest.raises(LLMError, match="cannot reach the LLM server at http://127.0.0.1"):
+        make(llm, tmp_path)
+    assert llm.chats == []  # no captioning work was attempted
+
+
+def test_environment_variables_and_servers_without_models(tmp_path, monkeypatch):
+    server = FakeLLM(models=False)  # /v1/models is 404: preflight falls back to a tiny chat
+    try:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+        captioner = get_captioner("llm", model="tiny-chef", cache_dir=tmp_path)
+        assert captioner.base_url == server.base_url
+        assert len(server.chats) == 1 and server.chats[0]["max_tokens"] == 1
+        assert captioner.caption_many([SARMA])[0].text.startswith("Sarma")
+        # An explicit option overrides the environment.
+        with pytest.raises(LLMError, match="rejected the API key"):
+            get_captioner("llm", api_key="sk-other", cache_dir=tmp_path)
+    finally:
+        server.close()
+
+
+def test_vision_captioner_sends_the_photo(llm, tmp_path, sample_images):
+    photo = next(sample_images.glob("SARMALE*/*.jpg"))
+    captioner = make(llm, tmp_path, model="tiny-chef")
+    vision = VisionCaptioner(base_url=llm.base_url, model="tiny-chef", api_key=SECRET,
+                             cache_dir=tmp_path / "cache")
+    results = vision.caption_many([CaptionInput("", image_path=photo), CaptionInput("Sarma")])
+    assert results[0].text == "A golden dish seen from above on a white plate."
+    assert results[1].text is None and results[1].error == "no photo to caption from"
+    assert len(llm.chats) == 1 and captioner.name == "llm" and vision.name == "llm-vision"
+
+
+@pytest.mark.parametrize("answer, reason", [
+    ("", "empty answer"),
+    ("not json at all", "not JSON"),
+    ('{"caption": 3}', "JSON without"),
+    ('{"caption": "Sarma."}', "too short"),
+    ('{"caption": "Bake for 40 minutes until golden brown on top."}', "quantity"),
+    ('{"caption": "One dish. Two plates. Three forks on the table."}', "3 sentences"),
+])
+def test_parse_caption_rejects(answer, reason):
+    caption, problem = parse_caption(answer)
+    assert caption is None and reason in problem
+
+
+def test_captions_are_cut_to_77_clip_tokens(llm, tmp_path, caplog):
+    long = "A very long caption " + " ".join(["with golden crispy layers"] * 30)
+    llm.script = [json.dumps({"caption": long.replace(". ", ", ")})]
+    caplog.set_level(logging.WARNING, logger="dishgen.data.llm")
+    captioner = make(llm, tmp_path)
+    text = captioner.caption_many([SARMA])[0].text
+    assert captioner.tokens.count(text) <= 77 and long.startswith(text)
+    assert "cut to 77" in caplog.text and captioner.tokens.method in caplog.text
+
+
+def test_word_estimate_never_undercounts_the_real_tokenizer():
+    if not CLIP_BPE.is_file():
+        pytest.skip("the CLIP BPE file is not in tests/data/clip_bpe")
+    exact = ClipTokenCounter.load(CLIP_BPE)
+    assert exact.count("a photo of a cat") == 7  # <start> a photo of a cat <end>
+    from dishgen.data.caption import GLOSSARY
+
+    texts = [*GLOSSARY, *GLOSSARY.values(),
+             "Ćevapi, small grilled minced-meat sausages, piled on a wooden board.",
+             "Karađorđeva šnicla, a rolled breaded steak filled with kajmak.",
+             "Meso iseći na kocke i pržiti sa lukom.", "400 g mlevene junetine"]
+    for text in texts:
+        assert 2 + estimate_clip_tokens(text) >= exact.count(text), text
+    cut, total = exact.truncate("food " * 100)
+    assert total == 102 and exact.count(cut) == 77
+
+
+def test_key_never_in_logs_or_output_files(llm, tmp_path, caplog, monkeypatch, tiny_dataset):
+    import shutil
+
+    from dishgen.cli.data_scrape import caption as caption_command
+
+    dataset = tmp_path / "dataset"
+    shutil.copytree(tiny_dataset, dataset)
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    caplog.set_level(logging.DEBUG)  # every logger, openai's and httpx's included
+    llm.script = [500, "not json", "still not json"]
+    args = ["caption", str(dataset), "--base-url", llm.base_url, "--model", "tiny-chef",
+            "--cache-dir", str(tmp_path / "cache"), "--max-retries", "1", "--concurrency", "1"]
+    def rows():
+        return [json.loads(line) for split in ("test", "train")
+                for line in (dataset / split / "metadata.jsonl").read_text().splitlines()]
+
+    dishes = {row["dish"] for row in rows()}
+    first = CliRunner().invoke(caption_command, args[1:])
+    failed = [row for row in rows() if "caption_error" in row]
+    assert first.exit_code == 1 and f"{len(failed)} row(s) could not be captioned" in first.output
+    assert {row["dish"] for row in failed} == {rows()[0]["dish"]}  # the first dish asked about
+    assert failed[0]["caption_error"].startswith("malformed LLM answer after 2 attempts")
+    assert len(llm.chats) == len(dishes) + 2  # one per dish (photos share a recipe), 2 retries
+    second = CliRunner().invoke(caption_command, args[1:])  # resumes: only the failed rows
+    assert second.exit_code == 0, second.output
+    assert len(llm.chats) == len(dishes) + 3
+    assert all(row["text"] == f"{row['dish']}, glistening and browned, served in a clay pot."
+               for row in rows())
+    assert all("caption_error" not in row and row["captioner"].startswith("llm:tiny-chef@")
+               for row in rows())
+    n_test = len((dataset / "test" / "metadata.jsonl").read_text().splitlines())
+    assert f"test: {len(failed)} captioned, {n_test - len(failed)} already done" in second.output
+    assert "train: 0 captioned" in second.output
+
+    assert any(r.name.startswith(("openai", "httpx")) for r in caplog.records)
+    texts = [caplog.text, first.output, second.output]
+    texts += [p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file()
+              and p.suffix in (".json", ".jsonl", ".txt", ".log")]
+    assert all(SECRET not in text for text in texts)
