@@ -137,12 +137,21 @@ def select_checkpoints(found: list[tuple[int, Path]], which: str, run: Path) -> 
 
 
 def _step_of(path: Path) -> int | None:
+    """The training step of a model folder: its checkpoint name, its config, or its run's log."""
+    import json
+
     from dishgen.fileio import read_jsonl
     from dishgen.train.common import CHECKPOINT_RE
 
     match = CHECKPOINT_RE.match(path.name)
     if match:
         return int(match.group(1))
+    try:
+        step = json.loads((path / "config.json").read_text(encoding="utf-8")).get("step")
+    except (OSError, ValueError):
+        step = None
+    if isinstance(step, int):
+        return step
     steps = [r["step"] for r in read_jsonl(path / "log.jsonl") if isinstance(r.get("step"), int)]
     return max(steps) if steps else None
 
@@ -160,7 +169,9 @@ def plan_entries(config: EvaluationConfig) -> list[Entry]:
             entries.append(Entry(str(ref), "model", None, family, str(ref)))
             continue
         is_checkpoint = bool(CHECKPOINT_RE.match(path.name))
-        component = path.parent.name if is_checkpoint else path.name
+        # runs/gan/checkpoint-500 and runs/gan/model (the export) both belong to "gan".
+        inside_run = is_checkpoint or (path.name == "model" and (path.parent / "config.json").is_file())
+        component = path.parent.name if inside_run else path.name
         if str(ref) == "default":
             component = "default"
         found = RunDir(path, family).checkpoints() if config.checkpoints and not is_checkpoint else []

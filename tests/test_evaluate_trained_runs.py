@@ -1,0 +1,60 @@
+"""The comparison report for real (tiny) trained runs on the repository's sample photos."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from test_evaluate_harness import _numbers, _table_rows
+
+from dishgen.cli import cli
+from dishgen.evaluate.report import COLUMNS
+
+TINY_CGAN = dict(resolution=32, base_channels=8, max_channel_mult=4, z_dim=16, cond_dim=16, batch_size=4,
+                 r1_every=2, log_every=1, sample_every=100, checkpoint_every=3, keep_checkpoints=0, max_steps=6)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tiny_dataset, tmp_path_factory):
+    """Two different tiny cGAN runs (different seeds and noise sizes), checkpoints at steps 3 and 6."""
+    from dishgen.config import resolve_config
+    from dishgen.train.cgan import CGANTrainConfig, train
+
+    root = tmp_path_factory.mktemp("runs")
+    run_a = train(resolve_config(CGANTrainConfig, overrides={**TINY_CGAN, "seed": 0}), tiny_dataset, root / "gan-a")
+    run_b = train(resolve_config(CGANTrainConfig, overrides={**TINY_CGAN, "seed": 1, "z_dim": 8}), tiny_dataset,
+                  root / "gan-b")
+    return run_a, run_b
+
+
+def test_report_of_two_trained_runs_equals_its_json(two_runs, tiny_dataset, tiny_clip_dir, tmp_path):
+    run_a, run_b = two_runs
+    out = tmp_path / "report"
+    args = ["evaluate", "--model", str(run_a), "--model", str(run_b), "--checkpoints", "all",
+            "--data", str(tiny_dataset), "--out", str(out), "--clip-model", str(tiny_clip_dir),
+            "--feature-backbone", "clip", "--seed", "0", "--bootstrap", "25", "--no-progress"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    rows = report["results"]
+    assert [(r["component"], r["step"], r["family"]) for r in rows] == [
+        ("gan-a", 3, "cgan"), ("gan-a", 6, "cgan"), ("gan-b", 3, "cgan"), ("gan-b", 6, "cgan")]
+    assert all(r["n_generated"] == 9 and r["image_sizes"] == [[32, 32]] for r in rows)
+    fids = [r["metrics"]["fid"]["value"] for r in rows]
+    assert len(set(fids)) == 4 and all(f > 0 for f in fids)  # four different models, four numbers
+    table = _table_rows((out / "report.md").read_text(), "Results")
+    for cells, row in zip(table, rows, strict=True):
+        assert cells[:2] == [row["component"], str(row["step"])]
+        for cell, (key, _, scale, _, _) in zip(cells[2:-1], COLUMNS, strict=True):
+            metric = row["metrics"][key]
+            shown = _numbers(cell)
+            decimals = len(cell.split()[0].split(".")[1])
+            for number, exact in zip(shown, [metric["value"], *metric["ci"]], strict=True):
+                assert number == pytest.approx(exact * scale, abs=0.51 * 10**-decimals)
+    # A re-run finds every image on disk and reproduces the report's numbers exactly.
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")}
+    again = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert again.exit_code == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")} == stamps
+    assert json.loads((out / "report.json").read_text())["results"] == rows
