@@ -250,6 +250,7 @@ def train(config: CGANTrainConfig, data: str | Path, out: str | Path, *, resume:
             print(f"resumed from {run.checkpoint_path(start_step)} at step {step}")
 
     def write_checkpoint(at_step: int) -> None:
+        _check_in_sync(accelerator, at_step, G, D)
         if not accelerator.is_main_process:
             return
         meta = _meta(model_config, encoder_info, "checkpoint", at_step, config)
@@ -275,7 +276,7 @@ def train(config: CGANTrainConfig, data: str | Path, out: str | Path, *, resume:
     # -- the loop ---------------------------------------------------------------------------------------
     num_items, policy = len(images), config.augment
     log_sums: dict[str, float] = {}
-    r1_value = float("nan")
+    r1_value = None  # logged as null until the first lazy R1 step
     tick = time.perf_counter()
     steps_since_log = 0
     progress = _progress(step, config.max_steps, accelerator.is_main_process)
@@ -409,6 +410,18 @@ def _reduce_and_clip(net, optimizer, scaler, accelerator, grad_clip: float) -> f
     scaler.unscale_(optimizer)
     norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
     return float(norm)
+
+
+def _check_in_sync(accelerator, step: int, *nets) -> None:
+    """Fail loudly if the processes' weights drifted apart (they must stay identical)."""
+    if accelerator.num_processes == 1:
+        return
+    checksum = torch.stack([torch.cat([p.detach().flatten().double() for p in net.parameters()]).sum()
+                            for net in nets])
+    gathered = accelerator.gather(checksum[None].to(accelerator.device)).view(accelerator.num_processes, -1)
+    if not torch.allclose(gathered, gathered[:1], rtol=1e-9, atol=0):
+        raise DishgenError(f"step {step}: the weights differ between processes ({gathered.tolist()}); "
+                           "this is a bug, please report it")
 
 
 def _progress(initial: int, total: int, enabled: bool):
