@@ -1,0 +1,490 @@
+"""Train the conditional VAE: one linear story, config -> data -> model -> loop -> export.
+
+    dishgen train cvae --data DATASET --out RUN --preset cpu
+    dishgen train cvae --data DATASET --out RUN --resume
+
+The run directory gets the resolved config, ``log.jsonl`` (step, recon, kl, total, active_units,
+images_per_s, lr, grad_norm; and once per epoch val_recon / train_eval_recon / val_kl), loss
+curves in ``plots/``, reconstruction grids (original | reconstruction) and generation grids for
+fixed prompts in ``samples/``, ``checkpoint-<step>/`` folders with every state needed to resume
+bit-exactly, and the final ``model/`` export.
+
+Exact resume: the data order of epoch ``e`` is a permutation seeded by ``(seed, e)`` and the
+augmentation and reparameterisation noise of step ``s`` come from a generator seeded by
+``(seed, s, rank)``, so a resumed run draws exactly what an uninterrupted one would.
+It runs under ``accelerate launch`` / ``torchrun`` too: each process takes its share of every
+global batch (``batch_size`` is per process) and only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dishgen.config import config_to_dict
+from dishgen.errors import DishgenError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PROMPTS = [
+    "A photo of sarma, cabbage rolls stuffed with minced meat and rice, on a white plate.",
+    "A photo of ćevapi-style grilled minced-meat rolls, served on a wooden board.",
+    "A photo of baklava, layered filo pastry with nuts soaked in syrup, in a close-up food photograph.",
+    "A photo of assorted salad, plated as a home-cooked meal.",
+]
+
+
+@dataclass
+class CVAEConfig:
+    """Everything a cvae run needs; saved as the run's ``config.json``.
+
+    Attributes are grouped as model, text, objective, optimisation, augmentation and bookkeeping.
+    ``text_encoder`` is ``minilm`` (default, offline), ``clip:<hub id or folder>`` or ``lstm``
+    (a word tokenizer + bidirectional LSTM trained with the model).
+    """
+
+    # model
+    resolution: int = 64
+    z_dim: int = 128
+    base_channels: int = 32
+    max_channels: int = 256
+    cond_dim: int = 256
+    res_blocks: int = 1
+    res_block_resolution: int = 16
+    # text
+    text_encoder: str = "minilm"
+    lstm_embed_dim: int = 128
+    lstm_hidden_dim: int = 128
+    lstm_out_dim: int = 256
+    lstm_max_length: int = 32
+    lstm_min_freq: int = 1
+    # objective: recon + kl_weight * KL (+ perceptual_weight * feature distance)
+    recon_loss: Literal["mse", "l1"] = "mse"
+    beta: float = 1.0
+    kl_warmup_epochs: float = 10.0
+    free_bits: float = 0.0
+    perceptual_weight: float = 0.0
+    perceptual_backbone: str = "vgg16"
+    # optimisation
+    batch_size: int = 32
+    max_steps: int = 3000
+    lr: float = 2e-4
+    weight_decay: float = 1e-5
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    lr_warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    # augmentation, applied to training images only
+    augment: bool = True
+    hflip: bool = True
+    translate: float = 0.0625
+    # bookkeeping
+    seed: int = 0
+    log_every: int = 10
+    validate_every_epochs: int = 1
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    sample_prompts: list[str] = field(default_factory=lambda: list(DEFAULT_PROMPTS))
+    samples_per_prompt: int = 6
+    num_recon_images: int = 8
+
+    def validate(self) -> None:
+        from dishgen.models.cvae import RESOLUTIONS
+
+        if self.resolution not in RESOLUTIONS:
+            raise ValueError(f"resolution={self.resolution} is not supported; choose one of {RESOLUTIONS}")
+        for name in ("z_dim", "batch_size", "max_steps", "log_every", "sample_every", "checkpoint_every",
+                     "validate_every_epochs", "samples_per_prompt"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
+        for name in ("beta", "kl_warmup_epochs", "free_bits", "perceptual_weight", "lr", "weight_decay",
+                     "grad_clip", "translate"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative; got {getattr(self, name)}")
+        if not self.sample_prompts:
+            raise ValueError("sample_prompts must hold at least one caption")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The original project's setting: 64 px, latent 128, beta 0.5 warmed up over 10 epochs,
+    # AdamW lr 2e-4 / wd 1e-5, batch 64, CLIP ViT-B/32 text vectors (512-d).
+    "paper": {
+        "resolution": 64, "z_dim": 128, "beta": 0.5, "kl_warmup_epochs": 10, "lr": 2e-4,
+        "weight_decay": 1e-5, "batch_size": 64, "text_encoder": "clip:openai/clip-vit-base-patch32",
+        "lr_schedule": "constant", "lr_warmup_steps": 0, "max_steps": 5000,
+    },
+    # Trains a useful 64 px model on the full FFML set in well under an hour on 2 CPU cores.
+    "cpu": {
+        "resolution": 64, "z_dim": 128, "base_channels": 32, "res_blocks": 1, "res_block_resolution": 8,
+        "text_encoder": "minilm", "beta": 1.0, "kl_warmup_epochs": 10, "free_bits": 0.05,
+        "batch_size": 32, "max_steps": 4000, "lr": 1e-3, "lr_schedule": "cosine", "lr_warmup_steps": 200,
+        "weight_decay": 1e-5, "grad_clip": 1.0, "sample_every": 500, "checkpoint_every": 500,
+    },
+}
+
+
+class CVAETrainingError(DishgenError):
+    """A cvae run that cannot start (bad dataset, missing backbone, unusable text encoder)."""
+
+
+# -- pure schedule and augmentation functions ---------------------------------------------------
+
+
+def lr_factor(step: int, *, warmup_steps: int, max_steps: int, schedule: str, min_ratio: float) -> float:
+    """Learning-rate multiplier at ``step``: linear warm-up, then constant or cosine to ``min_ratio``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def kl_weight_at(step: int, beta: float, warmup_steps: float) -> float:
+    """KL annealing: the KL weight grows linearly from 0 to ``beta`` over ``warmup_steps``."""
+    if warmup_steps <= 0:
+        return beta
+    return beta * min(1.0, step / warmup_steps)
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """The random stream of one step on one process, a function of (seed, step, rank) only."""
+    state = np.random.SeedSequence([seed, step, rank]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def epoch_order(num_items: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled order of the training images in ``epoch``."""
+    state = np.random.SeedSequence([seed, epoch, 7]).generate_state(2, dtype=np.uint32)
+    return torch.randperm(num_items, generator=torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1])))
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, *, hflip: bool, translate: float) -> torch.Tensor:
+    """Random horizontal flips and small shifts (edge pixels repeated) of a (B, 3, H, W) batch."""
+    b, _, h, w = x.shape
+    if hflip:
+        flip = torch.rand(b, generator=generator) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    pad = int(round(translate * h))
+    if pad > 0:
+        shifts = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator)
+        padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+        x = torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(shifts.tolist())])
+    return x
+
+
+def load_perceptual_backbone(name: str):
+    """A frozen feature network for the perceptual term. ``vgg16``: torchvision's ImageNet VGG16 up to relu3_3."""
+    if name != "vgg16":
+        raise CVAETrainingError(f"unknown perceptual_backbone {name!r}; only vgg16 is supported")
+    try:
+        import torchvision
+    except ImportError as err:
+        raise CVAETrainingError(
+            "perceptual_weight > 0 needs torchvision and the ImageNet VGG16 weights "
+            "(pip install torchvision; the weights download once into the torch hub cache); "
+            "or train without it: perceptual_weight=0"
+        ) from err
+    vgg = torchvision.models.vgg16(weights=torchvision.models.VGG16_Weights.IMAGENET1K_V1).features[:16]
+    return vgg.eval().requires_grad_(False)
+
+
+def perceptual_distance(features, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Per-image mean squared distance between ``features`` of two [-1, 1] batches (ImageNet-normalised). (B,)"""
+    mean = x.new_tensor([0.485, 0.456, 0.406])[None, :, None, None]
+    std = x.new_tensor([0.229, 0.224, 0.225])[None, :, None, None]
+    f_x = features(((x + 1) / 2 - mean) / std)
+    f_hat = features(((x_hat + 1) / 2 - mean) / std)
+    return (f_x - f_hat).pow(2).flatten(1).mean(1)
+
+
+# -- the training script ------------------------------------------------------------------------
+
+
+def train(config: CVAEConfig, data: str | Path, out: str | Path, *, resume: bool = False,
+          device: str | None = None) -> Path:
+    """Train a conditional VAE.
+
+    Args:
+        config: the resolved config.
+        data: dataset folder (imagefolder with ``train/`` and ``test/``).
+        out: run directory to create, or to continue with ``resume``.
+        resume: continue from the run directory's latest checkpoint.
+        device: ``cpu`` (default), ``cuda``, ``auto``.
+
+    Returns:
+        The exported model folder (``RUN/model``).
+    """
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+
+    from dishgen.data.dataset import list_splits, load_split
+    from dishgen.devices import resolve_device
+    from dishgen.families.cvae import save_model
+    from dishgen.fileio import atomic_directory, atomic_write_json, atomic_write_text
+    from dishgen.images_tensor import load_images_uint8
+    from dishgen.models.cvae import (
+        CVAE,
+        CVAEModelConfig,
+        active_units,
+        kl_divergence,
+        kl_penalty,
+        reconstruction_error,
+    )
+    from dishgen.train.common import RunDir, check_finite, plot_log, save_image_grid
+    from dishgen.train.state import load_state, rng_state, save_state, set_rng_state
+
+    config.validate()
+    torch_device = resolve_device(device)
+    accelerator = Accelerator(cpu=torch_device.type == "cpu", mixed_precision=config.mixed_precision)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    is_main = accelerator.is_main_process
+    run = RunDir(out, "cvae")
+    config_dict = config_to_dict(config)
+
+    # -- run directory -------------------------------------------------------------------------
+    if is_main:
+        start_step = run.prepare(config_dict, resume=resume) or 0
+    accelerator.wait_for_everyone()
+    if not is_main:
+        start_step = (run.latest_checkpoint() or 0) if resume else 0
+
+    # -- data: every image decoded once and kept in memory as uint8 ------------------------------
+    train_rows = load_split(data, "train")
+    test_rows = load_split(data, "test") if "test" in list_splits(data) else []
+    if not test_rows and is_main:
+        logger.warning("dataset %s has no test split: held-out validation is skipped", data)
+    train_images = load_images_uint8([r.path for r in train_rows], config.resolution)  # (N, 3, R, R)
+    test_images = load_images_uint8([r.path for r in test_rows], config.resolution)
+    train_captions = [r.text for r in train_rows]
+    test_captions = [r.text for r in test_rows]
+
+    # -- text: a frozen encoder's vectors are computed once (cached per dataset) -----------------
+    checkpoint = run.checkpoint_path(start_step) if start_step else None
+    if config.text_encoder == "lstm":
+        from dishgen.text.lstm import LSTMConfig, LSTMTextEncoder, WordTokenizer
+
+        tokenizer = (WordTokenizer.load(checkpoint) if checkpoint is not None
+                     else WordTokenizer.build(train_captions, min_freq=config.lstm_min_freq))
+        lstm_config = LSTMConfig(vocab_size=len(tokenizer), embed_dim=config.lstm_embed_dim,
+                                 hidden_dim=config.lstm_hidden_dim, out_dim=config.lstm_out_dim,
+                                 max_length=config.lstm_max_length)
+        c_dim = lstm_config.out_dim
+
+        def text_inputs(captions: list[str]) -> torch.Tensor:
+            return tokenizer.encode(captions, config.lstm_max_length)  # (B, T) ids, padded per call
+    else:
+        from dishgen.text import load_text_encoder
+        from dishgen.text.cache import encode_cached
+
+        encoder = load_text_encoder(config.text_encoder)
+        c_dim = encoder.dim
+        cache_dir = Path(data) / ".cache"
+        if not os.access(Path(data), os.W_OK):
+            logger.warning("dataset %s is read-only: caption vectors are not cached", data)
+            cache_dir = None
+
+        def text_inputs(captions: list[str]) -> torch.Tensor:
+            return encode_cached(encoder, captions, cache_dir)  # (B, c_dim)
+    # LSTM ids are padded to the longest caption of the whole split, so any batch can be indexed.
+    train_text = text_inputs(train_captions)
+    test_text = text_inputs(test_captions) if test_rows else None
+    prompt_text = text_inputs(list(config.sample_prompts))
+
+    # -- model, optimiser, schedule ---------------------------------------------------------------
+    model_config = CVAEModelConfig(
+        resolution=config.resolution, z_dim=config.z_dim, c_dim=c_dim, cond_dim=config.cond_dim,
+        base_channels=config.base_channels, max_channels=config.max_channels,
+        res_blocks=config.res_blocks, res_block_resolution=config.res_block_resolution)
+    torch.manual_seed(config.seed)  # the initial weights depend on the seed only
+    text_model = LSTMTextEncoder(lstm_config, tokenizer) if config.text_encoder == "lstm" else None
+    model = CVAE(model_config, text_model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                  betas=(config.adam_beta1, config.adam_beta2))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
+        step, warmup_steps=config.lr_warmup_steps, max_steps=config.max_steps,
+        schedule=config.lr_schedule, min_ratio=config.min_lr_ratio))
+    if checkpoint is not None:
+        model.load_state_dict(load_file(str(checkpoint / "model.safetensors")))
+        optimizer.load_state_dict(load_state(checkpoint / "optimizer"))
+        scheduler.load_state_dict(load_state(checkpoint / "scheduler"))
+        set_rng_state(load_state(checkpoint / "rng"))
+        if is_main:
+            logger.info("resumed from %s", checkpoint)
+    perceptual = load_perceptual_backbone(config.perceptual_backbone) if config.perceptual_weight > 0 else None
+    # The scheduler is stepped by hand once per step (accelerate would step it once per process).
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    if perceptual is not None:
+        perceptual.to(accelerator.device)
+
+    num_train = len(train_images)
+    global_batch = config.batch_size * world
+    steps_per_epoch = max(1, num_train // global_batch)
+    kl_warmup_steps = config.kl_warmup_epochs * steps_per_epoch
+    num_pixels = 3 * config.resolution**2
+
+    # Fixed inputs for the grids, the same at every step and after a resume.
+    recon_source = test_images if len(test_images) else train_images
+    recon_text = test_text if len(test_images) else train_text
+    recon_x = recon_source[: config.num_recon_images].float() / 127.5 - 1
+    recon_t = recon_text[: config.num_recon_images]
+    sample_text = prompt_text.repeat_interleave(config.samples_per_prompt, dim=0)
+    sample_z = torch.randn(len(sample_text), config.z_dim, generator=torch.Generator().manual_seed(config.seed))
+
+    def to_device(t: torch.Tensor) -> torch.Tensor:
+        return t.to(accelerator.device)
+
+    @torch.no_grad()
+    def evaluate(images_u8: torch.Tensor, text: torch.Tensor) -> dict[str, float]:
+        """Mean per-pixel reconstruction error (posterior mean), KL and active units over a split."""
+        model.eval()
+        errors, kls, mus = [], [], []
+        for start in range(0, len(images_u8), 64):
+            x = to_device(images_u8[start : start + 64].float() / 127.5 - 1)
+            with accelerator.autocast():
+                cond = unwrapped.condition(to_device(text[start : start + 64]))
+                mu, logvar = unwrapped.encoder(x, cond)
+                x_hat = unwrapped.decoder(mu, cond)
+            errors.append(reconstruction_error(x, x_hat, config.recon_loss) / num_pixels)
+            kls.append(kl_divergence(mu, logvar).sum(1))
+            mus.append(mu.float())
+        model.train()
+        return {"recon": float(torch.cat(errors).mean()), "kl": float(torch.cat(kls).mean()),
+                "active_units": active_units(torch.cat(mus))}
+
+    @torch.no_grad()
+    def write_grids(step: int) -> None:
+        model.eval()
+        recon = unwrapped.reconstruct(to_device(recon_x), to_device(recon_t)).float().cpu()
+        pairs = torch.stack([recon_x, recon], dim=1).flatten(0, 1)  # original, reconstruction, ...
+        save_image_grid(pairs, run.path / "samples" / f"recon-{step:06d}.png", nrow=8)
+        with accelerator.autocast():
+            cond = unwrapped.condition(to_device(sample_text))
+            samples = unwrapped.decoder(to_device(sample_z), cond).clamp(-1, 1).float().cpu()
+        save_image_grid(samples, run.path / "samples" / f"step-{step:06d}.png",
+                        nrow=config.samples_per_prompt, labels=list(config.sample_prompts))
+        model.train()
+
+    def write_checkpoint(step: int) -> None:
+        def writer(folder: Path) -> None:
+            save_model(folder, unwrapped, text_encoder_id=config.text_encoder, training=config_dict)
+            save_state(folder / "optimizer", optimizer.state_dict())
+            save_state(folder / "scheduler", scheduler.state_dict())
+            save_state(folder / "rng", rng_state())
+            atomic_write_json(folder / "trainer_state.json", {"step": step, "epoch": step / steps_per_epoch})
+        run.write_checkpoint(step, writer, keep=config.keep_checkpoints)
+
+    def plot() -> None:
+        plot_log(run.read_log(), run.path / "plots", {
+            "reconstruction": ["recon", "train_eval_recon", "val_recon"],
+            "kl": ["kl", "val_kl"], "total": ["total"], "active_units": ["active_units", "val_active_units"],
+            "lr": ["lr"], "grad_norm": ["grad_norm"], "images_per_s": ["images_per_s"]})
+
+    # -- the loop ---------------------------------------------------------------------------------
+    model.train()
+    step = start_step
+    window: dict[str, float] = {}
+    window_steps, window_time = 0, 0.0
+    while step < config.max_steps:
+        tic = time.perf_counter()
+        epoch, index = divmod(step, steps_per_epoch)
+        order = epoch_order(num_train, config.seed, epoch)
+        batch = order[index * global_batch : (index + 1) * global_batch][rank::world]
+        generator = step_generator(config.seed, step, rank)
+        x = train_images[batch].float() / 127.5 - 1  # (B, 3, R, R) in [-1, 1]
+        if config.augment:
+            x = augment(x, generator, hflip=config.hflip, translate=config.translate)
+        eps = torch.randn(len(batch), config.z_dim, generator=generator)
+        x, text, eps = to_device(x), to_device(train_text[batch]), to_device(eps)
+
+        with accelerator.autocast():
+            x_hat, mu, logvar = model(x, text, eps)
+            recon = reconstruction_error(x, x_hat, config.recon_loss).mean()  # per image, summed over pixels
+            kl = kl_divergence(mu, logvar)  # (B, z_dim)
+            kl_weight = kl_weight_at(step, config.beta, kl_warmup_steps)
+            loss = recon + kl_weight * kl_penalty(kl, config.free_bits)
+            if perceptual is not None:
+                loss = loss + config.perceptual_weight * num_pixels * perceptual_distance(perceptual, x, x_hat).mean()
+            # The negative ELBO per image, divided by the pixel count: the same optimum, but
+            # gradients of order 1 whatever the resolution, so lr and grad_clip carry over.
+            loss = loss / num_pixels
+        check_finite(step + 1, {"loss": loss.item()}, run)
+        accelerator.backward(loss)
+        if config.grad_clip > 0:
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+        else:
+            grad_norm = torch.linalg.vector_norm(torch.stack(
+                [p.grad.norm() for p in model.parameters() if p.grad is not None]))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+
+        metrics = torch.tensor([recon.item() / num_pixels, kl.sum(1).mean().item(), loss.item(),
+                                active_units(mu.detach()), float(grad_norm)], device=accelerator.device)
+        metrics = accelerator.reduce(metrics, reduction="mean").tolist()
+        for key, value in zip(("recon", "kl", "total", "active_units", "grad_norm"), metrics, strict=True):
+            window[key] = window.get(key, 0.0) + value
+        window_steps += 1
+        window_time += time.perf_counter() - tic
+
+        if step % config.log_every == 0 or step == config.max_steps:
+            row = {"step": step, "epoch": round(step / steps_per_epoch, 3),
+                   **{k: v / window_steps for k, v in window.items()},
+                   "kl_weight": kl_weight, "lr": scheduler.get_last_lr()[0],
+                   "images_per_s": window_steps * global_batch / window_time}
+            if is_main:
+                run.log(row)
+                logger.info("step %d recon %.4f kl %.1f", step, row["recon"], row["kl"])
+            window, window_steps, window_time = {}, 0, 0.0
+        if step % (steps_per_epoch * config.validate_every_epochs) == 0 and test_rows and is_main:
+            val = evaluate(test_images, test_text)
+            subset = torch.arange(min(len(test_images), num_train))  # same count, no augmentation
+            train_eval = evaluate(train_images[subset], train_text[subset])
+            run.log({"step": step, "epoch": round(step / steps_per_epoch, 3), "val_recon": val["recon"],
+                     "val_kl": val["kl"], "val_active_units": val["active_units"],
+                     "train_eval_recon": train_eval["recon"]})
+        if is_main and (step % config.sample_every == 0 or step == config.max_steps):
+            write_grids(step)
+        if is_main and (step % config.checkpoint_every == 0 or step == config.max_steps):
+            write_checkpoint(step)
+            plot()
+
+    # -- export -----------------------------------------------------------------------------------
+    export = run.path / "model"
+    if is_main:
+        if test_rows:
+            val, train_eval = evaluate(test_images, test_text), evaluate(train_images, train_text)
+        with atomic_directory(export) as tmp:
+            save_model(tmp, unwrapped, text_encoder_id=config.text_encoder, training=config_dict)
+            card = [f"# dishgen cvae ({config.resolution} px, text encoder {config.text_encoder})", "",
+                    f"Trained for {step} steps ({step / steps_per_epoch:.1f} epochs) on {num_train} images "
+                    f"from `{data}`.", ""]
+            if test_rows:
+                card += [f"Reconstruction error per pixel ({config.recon_loss}, posterior mean): "
+                         f"train {train_eval['recon']:.4f}, held-out test {val['recon']:.4f}.",
+                         f"KL on the test split: {val['kl']:.1f} nats; active units {val['active_units']}"
+                         f"/{config.z_dim}.", ""]
+            card += ["Load with `dishgen generate --model <this folder> \"A photo of sarma\"`."]
+            atomic_write_text(tmp / "README.md", "\n".join(card) + "\n")
+            if test_rows:
+                atomic_write_json(tmp / "metrics.json", {"step": step, "train": train_eval, "test": val,
+                                                         "model": asdict(model_config)})
+        plot()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return export
