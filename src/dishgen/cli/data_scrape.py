@@ -98,9 +98,6 @@ def scrape(site, out, base_url, max_recipes, delay, urls_file, discover, max_pag
               help="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1 [default: "
                    "OPENAI_BASE_URL, else OpenAI].")
 @click.option("--model", default=None, help="Model name on that server [default: gpt-4o-mini].")
-@click.option("--api-key", default=None,
-              help="API key [default: OPENAI_API_KEY; local servers need none]. Prefer the "
-                   "environment variable: options can show up in shell history.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Caption cache [default: ~/.cache/dishgen/captions].")
 @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
@@ -123,8 +120,8 @@ def scrape(site, out, base_url, max_recipes, delay, urls_file, discover, max_pag
               help="Re-caption rows already captioned by this captioner and model.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Rows captioned between two (atomic) saves of metadata.jsonl.")
-def caption(dataset, captioner_name, base_url, model, api_key, cache_dir, concurrency, max_retries,
-            timeout, clip_tokenizer, splits, raw_dir, force, batch_size):
+def caption(dataset, captioner_name, base_url, model, cache_dir, concurrency, max_retries, timeout,
+            clip_tokenizer, splits, raw_dir, force, batch_size):
     """Re-caption an existing DATASET's metadata.jsonl rows, atomically and resumably.
 
     \b
@@ -134,17 +131,25 @@ def caption(dataset, captioner_name, base_url, model, api_key, cache_dir, concur
     captioned keeps its previous caption and gets a `caption_error` column.
 
     \b
+    The API key is read from $OPENAI_API_KEY only (never from the command line, where it would
+    show in the shell history and the process list); a local server needs none.
+
+    \b
     Examples:
       dishgen data caption dataset/ --base-url http://127.0.0.1:11434/v1 --model qwen2.5:7b
       OPENAI_API_KEY=... dishgen data caption dataset/ --raw raw/
       dishgen data caption photos-dataset/ --captioner llm-vision --model gpt-4o-mini
     """
     from dishgen.data.caption import get_captioner
+    from dishgen.data.dataset import DatasetError, list_splits
     from dishgen.data.recaption import recaption
 
+    if not list_splits(dataset):  # checked before the captioner contacts any server
+        raise DatasetError(f"{str(dataset)!r} has no <split>/metadata.jsonl; is it a dishgen "
+                           "dataset? Build one with `dishgen data build`")
     options = {}
     if captioner_name != "template":
-        options = dict(base_url=base_url, model=model, api_key=api_key, cache_dir=cache_dir,
+        options = dict(base_url=base_url, model=model, cache_dir=cache_dir,
                        concurrency=concurrency, max_retries=max_retries, timeout=timeout,
                        clip_tokenizer=clip_tokenizer)
     captioner = get_captioner(captioner_name, **options)  # checks the server before any work

@@ -124,9 +124,9 @@ class LLMCaptioner:
         if api_key is None:
             if not _is_local(where):
                 raise LLMError(
-                    f"no API key for the LLM server at {where}: set OPENAI_API_KEY or pass "
-                    "--api-key (a local server such as vLLM, Ollama or llama.cpp needs none: "
-                    "point --base-url at it)"
+                    f"no API key for the LLM server at {where}: set OPENAI_API_KEY (a server on "
+                    "this machine or a private network, such as vLLM, Ollama or llama.cpp, needs "
+                    "none: point the base URL at it)"
                 )
             api_key = "no-key-needed"  # local servers ignore it; the client wants a value
         self._secret = api_key
@@ -176,7 +176,7 @@ class LLMCaptioner:
         except openai.AuthenticationError:
             raise LLMError(
                 f"the LLM server at {self.where} rejected the API key (HTTP 401); check "
-                "OPENAI_API_KEY or --api-key"
+                "OPENAI_API_KEY"
             ) from None
         except openai.APIConnectionError as err:
             raise LLMError(
