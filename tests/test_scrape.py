@@ -344,3 +344,13 @@ def test_check_image_rejects_non_images_and_thumbnails():
     assert check_image(full, 64) == ("JPEG", 96, 80)
     with pytest.raises(PhotoError, match="not an image"):
         check_image(full[: len(full) // 2], 64)  # a truncated download
+
+
+def test_page_text_follows_the_declared_charset():
+    from dishgen.data.scrape.http import Page
+
+    body = "Ćevapi u lepinji".encode("cp1250")
+    assert Page("u", 200, body, "text/html; charset=windows-1250").text == "Ćevapi u lepinji"
+    meta = b'<meta charset="windows-1250">' + body
+    assert Page("u", 200, meta, "text/html").text.endswith("Ćevapi u lepinji")
+    assert Page("u", 200, "Ćevapi".encode(), "text/html").text == "Ćevapi"

@@ -11,6 +11,7 @@ import email.utils
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 import urllib.robotparser
@@ -64,7 +65,16 @@ class Page:
 
     @property
     def text(self) -> str:
-        return self.content.decode("utf-8", errors="replace")
+        """The body decoded with the charset of the Content-Type header or of a ``<meta>`` tag
+        (older Balkan sites still serve windows-1250), else UTF-8."""
+        found = re.search(r"charset=[\"']?([\w.:-]+)", self.content_type, re.IGNORECASE) or re.search(
+            rb"<meta[^>]+charset=[\"']?([\w.:-]+)", self.content[:4096], re.IGNORECASE)
+        charset = found.group(1) if found else "utf-8"
+        charset = charset.decode("ascii") if isinstance(charset, bytes) else charset
+        try:
+            return self.content.decode(charset, errors="replace")
+        except LookupError:  # an unknown charset name
+            return self.content.decode("utf-8", errors="replace")
 
 
 @dataclass
