@@ -16,6 +16,7 @@ take only the ``flow-match`` scheduler.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "ddpm": ("DDPMScheduler", {}),
     "ddim": ("DDIMScheduler", {}),
-    "pndm": ("PNDMScheduler", {}),
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),  # PLMS, as Stable Diffusion ships it
     "euler": ("EulerDiscreteScheduler", {}),
     "euler-a": ("EulerAncestralDiscreteScheduler", {}),
     "dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
@@ -254,10 +255,11 @@ def load_loras(pipe, loras: list[str | Path], scales: list[float] | None = None)
         state = load_file(str(source)) if isinstance(source, Path) else None
         before = _adapter_count(pipe)
         try:
-            if state is not None:
-                pipe.load_lora_weights(dict(state), adapter_name=name)
-            else:
-                pipe.load_lora_weights(source, adapter_name=name)
+            with _quiet_diffusers():  # "no LoRA keys for the text encoder" is normal; we check below
+                if state is not None:
+                    pipe.load_lora_weights(dict(state), adapter_name=name)
+                else:
+                    pipe.load_lora_weights(source, adapter_name=name)
         except Exception as err:
             what = describe_lora(state) if state is not None else "this LoRA"
             raise DiffusionError(
@@ -274,6 +276,18 @@ def load_loras(pipe, loras: list[str | Path], scales: list[float] | None = None)
     if names:
         pipe.set_adapters(names, adapter_weights=scales)
     return names
+
+
+@contextlib.contextmanager
+def _quiet_diffusers():
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
 
 
 def _adapter_count(pipe) -> int:
