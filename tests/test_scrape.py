@@ -281,6 +281,11 @@ def test_rerun_reparses_from_the_http_cache(coolinarika, tmp_path):
     assert summary.written == 3
     refetched = [p for _, p, _ in coolinarika.requests[before:]]
     assert not any(p.startswith(("/recept/", "/sitemap")) for p in refetched), refetched
+    # Sitemaps older than discovery_max_age are fetched again (to find new recipes); recipes not.
+    before = len(coolinarika.requests)
+    scrape("coolinarika", raw, base_url=coolinarika.base, discovery_max_age=0, **FAST)
+    refetched = [p for _, p, _ in coolinarika.requests[before:]]
+    assert "/sitemap_index.xml" in refetched and not any(p.startswith("/recept/") for p in refetched)
 
 
 def test_url_file_and_off_site_redirect(recepti, tmp_path):

@@ -28,6 +28,8 @@ import click
               help="Where to find recipe URLs: sitemaps, listing pages, or sitemaps then listings.")
 @click.option("--max-pages", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="Most listing pages to walk.")
+@click.option("--discovery-max-age", type=click.FloatRange(min=0), default=24.0, show_default=True,
+              help="Hours a cached sitemap or listing page is reused before it is fetched again.")
 @click.option("--timeout", type=click.FloatRange(min=0.01), default=20.0, show_default=True,
               help="Seconds to connect and for each read.")
 @click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True,
@@ -41,8 +43,9 @@ import click
               help="User-Agent header (add a contact address for a large crawl).")
 @click.option("--min-image-side", type=click.IntRange(min=1), default=256, show_default=True,
               help="Smallest accepted shorter side of a photo, in pixels (smaller: a thumbnail).")
-def scrape(site, out, base_url, max_recipes, delay, urls_file, discover, max_pages, timeout,
-           retries, backoff, cache_dir, refresh, user_agent, min_image_side):
+def scrape(site, out, base_url, max_recipes, delay, urls_file, discover, max_pages,
+           discovery_max_age, timeout, retries, backoff, cache_dir, refresh, user_agent,
+           min_image_side):
     """Scrape SITE (recepti or coolinarika) into a raw folder, politely and resumably.
 
     \b
@@ -73,7 +76,8 @@ def scrape(site, out, base_url, max_recipes, delay, urls_file, discover, max_pag
     try:
         summary = run_scrape(
             site, out, base_url=base_url, urls_file=urls_file, discover=discover,
-            max_recipes=max_recipes, max_pages=max_pages, delay=delay, timeout=timeout,
+            max_recipes=max_recipes, max_pages=max_pages,
+            discovery_max_age=discovery_max_age * 3600, delay=delay, timeout=timeout,
             retries=retries, backoff=backoff, cache_dir=cache_dir, refresh=refresh,
             user_agent=user_agent or DEFAULT_USER_AGENT, min_image_side=min_image_side,
             on_progress=on_progress,

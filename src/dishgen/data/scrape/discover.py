@@ -25,11 +25,14 @@ def recipe_path_of(url: str) -> str:
     return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
-def sitemap_urls(client: PoliteClient, site: Site, base_url: str) -> Iterator[str]:
+def sitemap_urls(
+    client: PoliteClient, site: Site, base_url: str, *, max_age: float | None = None
+) -> Iterator[str]:
     """Recipe URLs from the sitemaps named in robots.txt (``/sitemap.xml`` if none are).
 
     Sitemap indexes are followed, gzip sitemaps decompressed, and only URLs on the same site
-    whose path matches ``site.recipe_path`` are yielded, each once.
+    whose path matches ``site.recipe_path`` are yielded, each once. Cached sitemaps older than
+    ``max_age`` seconds are fetched again.
     """
     named = client.sitemaps(base_url + "/")
     queue = named or [base_url + "/sitemap.xml"]  # the conventional place, when robots names none
@@ -41,7 +44,7 @@ def sitemap_urls(client: PoliteClient, site: Site, base_url: str) -> Iterator[st
             continue
         seen_maps.add(sitemap)
         try:
-            page = client.get(sitemap)
+            page = client.get(sitemap, max_age=max_age)
         except FetchError as err:
             (log.warning if named else log.info)("sitemap %s skipped: %s", sitemap, err.reason)
             continue
@@ -66,12 +69,14 @@ def sitemap_urls(client: PoliteClient, site: Site, base_url: str) -> Iterator[st
 
 
 def listing_urls(
-    client: PoliteClient, site: Site, base_url: str, *, max_pages: int = 10_000
+    client: PoliteClient, site: Site, base_url: str, *, max_pages: int = 10_000,
+    max_age: float | None = None,
 ) -> Iterator[tuple[str, str | None]]:
     """``(recipe URL, listing thumbnail URL)`` pairs from the site's paginated listing pages.
 
     The offset of the next page advances by the number of items on the current one; the walk
-    stops at an empty page, a page with nothing new, an error, or ``max_pages``.
+    stops at an empty page, a page with nothing new, an error, or ``max_pages``. Cached pages
+    older than ``max_age`` seconds are fetched again.
     """
     if not site.listing_path:
         return
@@ -79,7 +84,7 @@ def listing_urls(
     for _ in range(max_pages):
         url = base_url + site.listing_path.format(offset=offset)
         try:
-            page = client.get(url)
+            page = client.get(url, max_age=max_age)
         except FetchError as err:
             if offset == 0:
                 log.warning("listing page %s: %s", url, err.reason)

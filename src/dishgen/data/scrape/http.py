@@ -188,13 +188,18 @@ class PoliteClient:
 
     # -- fetching ---------------------------------------------------------------------------
 
-    def get(self, url: str, *, use_cache: bool = True, offsite_redirects: bool = False) -> Page:
+    def get(
+        self, url: str, *, use_cache: bool = True, max_age: float | None = None,
+        offsite_redirects: bool = False,
+    ) -> Page:
         """Fetch ``url`` politely (robots, delay, retries, redirects, cache).
 
         Args:
             url: the URL.
             use_cache: read and write the on-disk cache (pages yes, photos no: they are stored
                 under their content hash anyway).
+            max_age: seconds a cached copy stays usable (``None``: forever). Sitemaps and
+                listing pages change, recipe pages hardly do.
             offsite_redirects: follow redirects to another host (e.g. a photo CDN).
 
         Raises:
@@ -202,14 +207,18 @@ class PoliteClient:
                 often, the server answered an error status, or every attempt failed.
         """
         return self._get(
-            url, use_cache=use_cache, check_robots=True, offsite_redirects=offsite_redirects
+            url, use_cache=use_cache, check_robots=True, offsite_redirects=offsite_redirects,
+            max_age=max_age,
         )
 
     def _get(
-        self, url: str, *, use_cache: bool, check_robots: bool, offsite_redirects: bool = False
+        self, url: str, *, use_cache: bool, check_robots: bool, offsite_redirects: bool = False,
+        max_age: float | None = None,
     ) -> Page:
         if use_cache and not self.refresh:
             cached = self._cache_read(url)
+            if cached is not None and max_age is not None and time.time() - cached.fetched_at > max_age:
+                cached = None
             if cached is not None:
                 self.stats.cache_hits += 1
                 return cached

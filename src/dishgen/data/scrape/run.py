@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ def scrape(
     discover: str = "auto",
     max_recipes: int | None = None,
     max_pages: int = 10_000,
+    discovery_max_age: float = 24 * 3600,
     delay: float = 1.0,
     timeout: float = 20.0,
     retries: int = 3,
@@ -91,6 +93,8 @@ def scrape(
             ``sitemap`` or ``listing``.
         max_recipes: stop once RAW holds this many records of the site (a re-run continues).
         max_pages: most listing pages walked.
+        discovery_max_age: seconds a cached sitemap or listing page is reused before it is
+            fetched again (recipe pages are reused until ``refresh``).
         delay: seconds between requests to a site (robots.txt ``Crawl-delay`` wins if larger).
         timeout: seconds per connect/read.
         retries: extra attempts on timeouts, 429 and 5xx.
@@ -141,7 +145,8 @@ def scrape(
         if max_recipes is not None and total >= max_recipes:
             summary.reached_max = True
             return summary
-        for url, thumb in _discover(client, site, base, discover, urls_file, max_pages):
+        found = _discover(client, site, base, discover, urls_file, max_pages, discovery_max_age)
+        for url, thumb in found:
             summary.discovered += 1
             if url in done:
                 summary.already_done += 1
@@ -177,18 +182,18 @@ def scrape(
 
 
 def _discover(
-    client: PoliteClient, site, base: str, mode: str, urls_file, max_pages: int
+    client: PoliteClient, site, base: str, mode: str, urls_file, max_pages: int, max_age: float
 ) -> Iterator[tuple[str, str | None]]:
     if urls_file is not None:
         yield from ((url, None) for url in file_urls(urls_file, base))
         return
     found = False
     if mode in ("auto", "sitemap"):
-        for url in sitemap_urls(client, site, base):
+        for url in sitemap_urls(client, site, base, max_age=max_age):
             found = True
             yield url, None
     if mode == "listing" or (mode == "auto" and not found):
-        yield from listing_urls(client, site, base, max_pages=max_pages)
+        yield from listing_urls(client, site, base, max_pages=max_pages, max_age=max_age)
 
 
 def _scrape_one(
@@ -223,8 +228,8 @@ def _scrape_one(
 
 def _reason_kind(reason: str) -> str:
     """A reason without its URLs and details, to group the summary."""
-    head = reason.split(" (", 1)[0].split(": http", 1)[0]
-    return head[:80]
+    head = re.sub(r"\s*https?://\S+?(:\s|\s|$)", " ", reason).split(" (", 1)[0]
+    return re.sub(r"\s+", " ", head).replace(" :", ":").strip(" :;").removesuffix(" to")[:80]
 
 
 def _now() -> str:
