@@ -48,6 +48,7 @@ class FakeLLM:
 
     def __init__(self, key: str = SECRET, models: bool = True):
         self.key, self.models = key, models
+        self.reject_json_mode = False  # answer 400 to response_format, like some local servers
         self.script: list = []
         self.chats: list[dict] = []
         self.in_flight = self.max_in_flight = 0
@@ -81,6 +82,9 @@ class FakeLLM:
             def do_POST(self):  # noqa: N802
                 request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if not self.authorised():
+                    return
+                if fake.reject_json_mode and "response_format" in request:
+                    self.reply(400, {"error": {"message": "response_format is not supported"}})
                     return
                 with fake.lock:
                     fake.chats.append(request)
@@ -295,3 +299,11 @@ def test_key_never_in_logs_or_output_files(llm, tmp_path, caplog, monkeypatch, t
     texts += [p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file()
               and p.suffix in (".json", ".jsonl", ".txt", ".log")]
     assert all(SECRET not in text for text in texts)
+
+
+def test_servers_without_json_mode_are_asked_without_it(llm, tmp_path, caplog):
+    llm.reject_json_mode = True
+    captioner = make(llm, tmp_path)
+    assert captioner.caption_many([SARMA])[0].text.startswith("Sarma")
+    assert "response_format" not in llm.chats[-1] and captioner.json_mode is False
+    assert "does not take response_format" in caplog.text
