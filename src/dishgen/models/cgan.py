@@ -100,11 +100,13 @@ class Discriminator(nn.Module):
         super().__init__()
         config.validate()
         self.config = config
-        sizes = [config.resolution // 2**i for i in range(config.num_blocks + 1)]  # R, R/2, ..., 4
-        blocks = [DownBlock(3, config.channels(sizes[1]), first=True)]
-        blocks += [DownBlock(config.channels(s), config.channels(s // 2)) for s in sizes[1:-1]]
+        # As in BigGAN's D: the block from size s to s/2 outputs the generator's channels at s,
+        # so D is lighter than a mirror of G (it runs three times per step, G once).
+        sizes = [config.resolution // 2**i for i in range(config.num_blocks)]  # R, R/2, ..., 8
+        blocks = [DownBlock(3, config.channels(sizes[0]), first=True)]
+        blocks += [DownBlock(config.channels(2 * s), config.channels(s)) for s in sizes[1:]]
         self.blocks = nn.ModuleList(blocks)
-        features = config.channels(4)
+        features = config.channels(8)
         self.out = sn_linear(features, 1)
         self.embed = sn_linear(config.c_dim, features, bias=False)
 
