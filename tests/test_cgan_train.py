@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from dishgen.config import ConfigError, resolve_config
+from dishgen.errors import DishgenError
 from dishgen.families import cgan as family
 from dishgen.generate import ModelReferenceError, load_generator
 from dishgen.models import cgan
@@ -269,3 +270,16 @@ def test_cli_trains_with_overrides(tiny_dataset, tmp_path):
     assert result.exit_code == 0, result.output
     assert (out / "model" / "model.safetensors").is_file()
     assert json.loads((out / "config.json").read_text())["max_steps"] == 2
+
+
+def test_bf16_autocast_trains_close_to_fp32(run_a, tiny_dataset, tmp_path):
+    run = train(tiny(precision="bf16", channels_last=False, max_steps=2, checkpoint_every=2), tiny_dataset,
+                tmp_path / "bf16")
+    bf16 = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    fp32 = [json.loads(line) for line in (run_a / "log.jsonl").read_text().splitlines()]
+    # Step 1 starts from the same weights and batch: only bf16 rounding differs.
+    for key in ("loss_D", "loss_G", "logits_real", "logits_fake"):
+        assert bf16[0][key] == pytest.approx(fp32[0][key], rel=0.05, abs=0.02), key
+    assert all(v == v for r in bf16 for v in r.values() if isinstance(v, float))
+    with pytest.raises(DishgenError, match="fp16 needs a CUDA device"):
+        train(tiny(precision="fp16"), tiny_dataset, tmp_path / "fp16")
