@@ -191,7 +191,7 @@ def test_report_for_a_sweep_and_two_runs_matches_its_json(tiny_dataset, tmp_path
     assert mem[100] < 0.5 < 2 < mem[20]
     ref = {r["component"]: r for r in saved["references"]}
     assert ref["real train photos"]["metrics"]["fid"]["value"] < saved["results"][0]["metrics"]["fid"]["value"]
-    for name in ("charts/metrics.png", "charts/progress.png", "samples.png"):
+    for name in ("charts/metrics.png", "charts/progress.png", "samples.png", "memorization.png"):
         with Image.open(out / name) as im:
             assert im.format == "PNG" and im.size[0] > 300
         assert f"]({name})" in md

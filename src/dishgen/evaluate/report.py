@@ -81,7 +81,7 @@ def write_json(report: dict, out: Path) -> Path:
     return path
 
 
-def markdown(report: dict, charts: list[Path], grid: Path | None) -> str:
+def markdown(report: dict, charts: list[Path], grid: Path | None, pairs: Path | None = None) -> str:
     """``report.md`` text."""
     feature, data = report["feature"], report["dataset"]
     lines = [
@@ -123,6 +123,9 @@ def markdown(report: dict, charts: list[Path], grid: Path | None) -> str:
                          f"{m['near_copy_rate']:.3f} (≈0.05 expected) | "
                          f"{m['generated_median_distance']:.4f} / {m['real_median_distance']:.4f} |")
         lines.append("")
+        if pairs:
+            lines += ["Each model's generated images closest to a training photo, beside that photo:", "",
+                      f"![closest pairs]({pairs.name})", ""]
     if charts or grid:
         lines += ["## Charts and samples", ""]
         lines += [f"![{p.stem}]({p.relative_to(p.parents[1]).as_posix()})" for p in charts]
@@ -152,11 +155,11 @@ def write_report(report: dict, out: Path, *, captions: list[str] | None = None,
     grid = None
     if captions and grid_columns:
         grid = sample_grid(captions, grid_columns, out / "samples.png")
+    pairs = closest_pairs(report, out / "memorization.png")
     md = out / "report.md"
-    atomic_write_text(md, markdown(report, charts, grid))
+    atomic_write_text(md, markdown(report, charts, grid, pairs))
     written.update({"markdown": md, **{p.stem: p for p in charts}})
-    if grid:
-        written["samples"] = grid
+    written.update({k: v for k, v in (("samples", grid), ("memorization", pairs)) if v})
     return written
 
 
@@ -296,6 +299,36 @@ def sample_grid(captions: list[str], columns: dict[str, list[Path | None]], path
                             (label_w + c * cell, head_h + r * cell))
     for r, i in enumerate(picks):
         draw.text((4, head_h + r * cell + 4), "\n".join(textwrap.wrap(captions[i], 26)[:7]), fill="black", font=font)
+    atomic_save_image(sheet, path)
+    return path
+
+
+def closest_pairs(report: dict, path: Path, pairs: int = 4, cell: int = 96) -> Path | None:
+    """For each model (a sweep's last step), its generated images closest to a training image,
+    each beside that training image: what memorization looks like, if it happens."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    latest: dict[str, dict] = {}
+    for row in report["results"]:
+        if row["metrics"].get("memorization", {}).get("closest"):
+            latest[row["component"]] = row
+    if not latest:
+        return None
+    font = ImageFont.load_default(size=12)
+    label_w, gap = 150, 8
+    width = label_w + pairs * (2 * cell + gap)
+    sheet = Image.new("RGB", (width, 20 + len(latest) * (cell + 18)), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((label_w, 2), "generated | nearest training photo (cosine distance)", fill="black", font=font)
+    for r, row in enumerate(latest.values()):
+        top = 20 + r * (cell + 18)
+        draw.text((4, top + 4), "\n".join(textwrap.wrap(row_label(row), 18)[:3]), fill="black", font=font)
+        for c, item in enumerate(row["metrics"]["memorization"]["closest"][:pairs]):
+            left = label_w + c * (2 * cell + gap)
+            for k, source in enumerate((item["image"], item["train_image"])):
+                with Image.open(source) as im:
+                    sheet.paste(im.convert("RGB").resize((cell, cell), Image.Resampling.BICUBIC), (left + k * cell, top))
+            draw.text((left, top + cell + 2), f"d = {item['distance']:.3g}", fill="black", font=font)
     atomic_save_image(sheet, path)
     return path
 
