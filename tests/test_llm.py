@@ -307,3 +307,18 @@ def test_servers_without_json_mode_are_asked_without_it(llm, tmp_path, caplog):
     assert captioner.caption_many([SARMA])[0].text.startswith("Sarma")
     assert "response_format" not in llm.chats[-1] and captioner.json_mode is False
     assert "does not take response_format" in caplog.text
+
+
+def test_clip_tokenizer_sources_are_checked(tmp_path):
+    with pytest.raises(LLMError, match="is not a CLIP tokenizer"):
+        ClipTokenCounter.load(tmp_path)  # transformers would build a 2-token tokenizer here
+    with pytest.raises(LLMError, match="does not exist"):
+        ClipTokenCounter.load(tmp_path / "missing.txt.gz")
+    if not CLIP_BPE.is_file():
+        pytest.skip("the CLIP BPE file is not in tests/data/clip_bpe")
+    exact = ClipTokenCounter.load(CLIP_BPE)
+    exact.tokenizer.save_pretrained(tmp_path / "clip")
+    folder = ClipTokenCounter.load(tmp_path / "clip")
+    text = "Ćevapi and sarma, cabbage rolls in a clay pot."
+    assert folder.count(text) == exact.count(text) == 17
+    assert str(tmp_path / "clip") in folder.method

@@ -460,23 +460,11 @@ class ClipTokenCounter:
         if source:
             return cls(_load_clip_tokenizer(Path(source).expanduser()),
                        f"CLIP BPE tokenizer ({source})")
-        try:
-            from transformers import CLIPTokenizer
-        except ImportError:
-            CLIPTokenizer = None  # noqa: N806
-        if CLIPTokenizer is not None:
-            for repo, subfolder in (("openai/clip-vit-large-patch14", ""),
-                                    ("openai/clip-vit-base-patch32", ""),
-                                    ("stable-diffusion-v1-5/stable-diffusion-v1-5", "tokenizer")):
-                try:
-                    tokenizer = CLIPTokenizer.from_pretrained(
-                        repo, subfolder=subfolder, local_files_only=True, model_max_length=77)
-                except Exception:  # not in the cache: try the next one
-                    continue
-                return cls(tokenizer, f"CLIP BPE tokenizer ({repo}, from the local cache)")
-            bpe = _open_clip_bpe()
-            if bpe is not None:
-                return cls(_load_clip_tokenizer(bpe), f"CLIP BPE tokenizer ({bpe})")
+        for folder, where in _cached_clip_tokenizers():
+            try:
+                return cls(_load_clip_tokenizer(folder), f"CLIP BPE tokenizer ({where})")
+            except (LLMError, ImportError, OSError, ValueError) as err:
+                log.debug("CLIP tokenizer in %s not usable: %s", folder, err)
         log.info("no CLIP tokenizer found on this machine; caption lengths use a conservative "
                  "word-based estimate (set DISHGEN_CLIP_TOKENIZER to a tokenizer to count exactly)")
         return cls()
@@ -522,15 +510,58 @@ def estimate_clip_tokens(text: str) -> int:
     return count
 
 
-def _load_clip_tokenizer(source: Path):
-    """A transformers CLIPTokenizer from a tokenizer folder or OpenAI's BPE merges file."""
-    from transformers import CLIPTokenizer
+def _cached_clip_tokenizers():
+    """(folder, description) of CLIP tokenizers already on this machine; nothing is downloaded."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        try_to_load_from_cache = None
+    if try_to_load_from_cache is not None:
+        for repo, subfolder in (("openai/clip-vit-large-patch14", ""),
+                                ("openai/clip-vit-base-patch32", ""),
+                                ("stable-diffusion-v1-5/stable-diffusion-v1-5", "tokenizer/"),
+                                ("runwayml/stable-diffusion-v1-5", "tokenizer/")):
+            files = [try_to_load_from_cache(repo, subfolder + name)
+                     for name in ("vocab.json", "merges.txt")]
+            if all(isinstance(f, str) for f in files):
+                yield Path(files[0]).parent, f"{repo}, from the Hugging Face cache"
+    bpe = _open_clip_bpe()
+    if bpe is not None:
+        yield bpe, str(bpe)
 
+
+def _load_clip_tokenizer(source: Path):
+    """A transformers CLIPTokenizer from a tokenizer folder or OpenAI's BPE merges file.
+
+    Raises:
+        LLMError: the path does not exist or does not hold CLIP's 49,408-token vocabulary
+            (transformers builds a useless 2-token tokenizer from a folder without its files).
+    """
     if source.is_dir():
-        return CLIPTokenizer.from_pretrained(source, model_max_length=77)
+        from transformers import CLIPTokenizer
+
+        try:
+            tokenizer = CLIPTokenizer.from_pretrained(source, model_max_length=77)
+        except (OSError, ValueError) as err:
+            raise LLMError(f"cannot load a CLIP tokenizer from {str(source)!r}: {err}") from None
+        return _checked(tokenizer, source)
     if not source.is_file():
         raise LLMError(f"CLIP tokenizer {str(source)!r} does not exist; pass a tokenizer folder "
                        "or the bpe_simple_vocab_16e6.txt.gz file")
+    return _checked(_tokenizer_from_bpe(source), source)
+
+
+def _checked(tokenizer, source: Path):
+    ids = tokenizer("a photo of a cat")["input_ids"]
+    if ids != [49406, 320, 1125, 539, 320, 2368, 49407]:
+        raise LLMError(f"{str(source)!r} is not a CLIP tokenizer (it read 'a photo of a cat' as "
+                       f"{ids[:8]}); pass a CLIP tokenizer folder or bpe_simple_vocab_16e6.txt.gz")
+    return tokenizer
+
+
+def _tokenizer_from_bpe(source: Path):
+    from transformers import CLIPTokenizer
+
     # OpenAI's file: a header line, then 48,894 merges used by CLIP (49,408-token vocabulary).
     merges = gzip.open(source).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
     byte_chars = list(_bytes_to_unicode().values())
