@@ -292,15 +292,24 @@ def test_url_file_and_off_site_redirect(recepti, tmp_path):
     recepti.faults["/kuvar/glavna-jela/120-seli-se"] = [
         {"status": 302, "headers": {"Location": "http://example.invalid/sarma"}}
     ]
+    recepti.faults["/kuvar/glavna-jela/121-pada"] = [{"status": 500, "sticky": True}]
     urls = tmp_path / "urls.txt"
-    urls.write_text("# two recipes\n/kuvar/glavna-jela/101-sarma\n\n"
-                    f"{recepti.base}/kuvar/glavna-jela/120-seli-se\n/kuvar/glavna-jela/101-sarma\n")
+    urls.write_text("# three recipes\n/kuvar/glavna-jela/101-sarma\n\n"
+                    f"{recepti.base}/kuvar/glavna-jela/120-seli-se\n/kuvar/glavna-jela/101-sarma\n"
+                    "/kuvar/glavna-jela/121-pada\n")
     raw = tmp_path / "raw"
     summary = scrape("recepti", raw, base_url=recepti.base, urls_file=urls, **FAST)
-    assert summary.written == 1 and summary.discovered == 2
+    assert summary.written == 1 and summary.discovered == 3
     assert [r.name for r in read_records(raw)] == ["Sarma"]
-    assert "redirected off-site to http://example.invalid/sarma" in skipped_reasons(raw)[
+    reasons = skipped_reasons(raw)
+    assert "redirected off-site to http://example.invalid/sarma" in reasons[
         "kuvar/glavna-jela/120-seli-se"]
+    assert reasons["kuvar/glavna-jela/121-pada"] == "HTTP 500 after 2 attempts"
+    # A re-run tries the server error again (retryable), but not the off-site redirect.
+    before = len(recepti.requests)
+    scrape("recepti", raw, base_url=recepti.base, urls_file=urls, **FAST)
+    again = [p for _, p, _ in recepti.requests[before:]]
+    assert again.count("/kuvar/glavna-jela/121-pada") == 2 and "/kuvar/glavna-jela/120-seli-se" not in again
     assert not any(p.startswith("/kuvar/glavna-jela/0") for p in recepti.paths())  # no discovery
 
 
