@@ -419,7 +419,9 @@ def evaluate(
 def _generate(entry: Entry, real: ImageSet, real_rows: list[int], config: EvaluationConfig) -> ImageSet:
     from dishgen.generate import load_generator
 
-    generator = load_generator(entry.model, device=config.device, dtype=config.dtype, **config.model_options)
+    # Loader options (LoRA files, scheduler...) belong to diffusion models only.
+    options = config.model_options if entry.family in ("diffusion", "lora") else {}
+    generator = load_generator(entry.model, device=config.device, dtype=config.dtype, **options)
     knobs = {k: v for k, v in config.knobs.items() if k in generator.knobs}
     ignored = sorted(set(config.knobs) - set(knobs))
     if ignored:
