@@ -86,6 +86,7 @@ class CVAEConfig:
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    channels_last: bool = True
     # augmentation, applied to training images only
     augment: bool = True
     hflip: bool = True
@@ -129,7 +130,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Trains a useful 64 px model on the full FFML set in well under an hour on 2 CPU cores.
     "cpu": {
         "resolution": 64, "z_dim": 128, "base_channels": 32, "res_blocks": 1, "res_block_resolution": 8,
-        "text_encoder": "minilm", "beta": 1.0, "kl_warmup_epochs": 10, "free_bits": 0.05,
+        "text_encoder": "minilm", "beta": 0.5, "kl_warmup_epochs": 10, "free_bits": 0.0,
         "batch_size": 32, "max_steps": 4000, "lr": 1e-3, "lr_schedule": "cosine", "lr_warmup_steps": 200,
         "weight_decay": 1e-5, "grad_clip": 1.0, "sample_every": 500, "checkpoint_every": 500,
     },
@@ -326,6 +327,8 @@ def train(config: CVAEConfig, data: str | Path, out: str | Path, *, resume: bool
             logger.info("resumed from %s", checkpoint)
     perceptual = load_perceptual_backbone(config.perceptual_backbone) if config.perceptual_weight > 0 else None
     # The scheduler is stepped by hand once per step (accelerate would step it once per process).
+    if config.channels_last:  # ~15% faster convolutions on CPU (oneDNN), same values
+        model.to(memory_format=torch.channels_last)
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     if perceptual is not None:
@@ -346,6 +349,8 @@ def train(config: CVAEConfig, data: str | Path, out: str | Path, *, resume: bool
     sample_z = torch.randn(len(sample_text), config.z_dim, generator=torch.Generator().manual_seed(config.seed))
 
     def to_device(t: torch.Tensor) -> torch.Tensor:
+        if config.channels_last and t.ndim == 4:
+            return t.to(accelerator.device, memory_format=torch.channels_last)
         return t.to(accelerator.device)
 
     @torch.no_grad()
