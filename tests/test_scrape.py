@@ -34,8 +34,9 @@ class FixtureSite:
     fault with ``"sticky": True`` is never consumed.
     """
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, page_base: str | None = None):
         self.root = root
+        self.page_base = page_base  # what {base} becomes (default: this server, see below)
         self.faults: dict[str, list[dict]] = {}
         self.requests: list[tuple[float, str, str]] = []  # (server time, path, User-Agent)
         self.in_flight = 0
@@ -120,7 +121,7 @@ class FixtureSite:
             return None
         data = file.read_bytes()
         if file.suffix in TEXT_TYPES:
-            data = data.replace(b"{base}", self.base.encode())
+            data = data.replace(b"{base}", (self.page_base or self.base).encode())
         if gzipped:
             return gzip.compress(data), "application/gzip"
         return data, TEXT_TYPES.get(file.suffix, "image/jpeg")
@@ -368,3 +369,13 @@ def test_page_text_follows_the_declared_charset():
     meta = b'<meta charset="windows-1250">' + body
     assert Page("u", 200, meta, "text/html").text.endswith("Ćevapi u lepinji")
     assert Page("u", 200, "Ćevapi".encode(), "text/html").text == "Ćevapi"
+
+
+def test_a_mirror_whose_pages_name_the_real_site(tmp_path):
+    # robots.txt, sitemaps and JSON-LD images all say https://www.coolinarika.com/...
+    with FixtureSite(FIXTURES / "coolinarika", page_base="https://www.coolinarika.com") as mirror:
+        summary = scrape("coolinarika", tmp_path / "raw", base_url=mirror.base, **FAST)
+        assert summary.written == 3
+        assert "/sitemaps/recepti-1.xml.gz" in mirror.paths()
+        assert "/images/gibanica-full.webp" in mirror.paths()
+    assert all(r.url.startswith(mirror.base) for r in read_records(tmp_path / "raw"))

@@ -20,6 +20,19 @@ log = logging.getLogger(__name__)
 MAX_SITEMAPS = 500  # a bound on sitemap-index recursion, against loops and giant indexes
 
 
+def rebase(url: str, site: Site, base_url: str) -> str:
+    """``url`` moved onto ``base_url`` when it points at the real site and a mirror is in use.
+
+    A mirror serves the site's own robots.txt, sitemaps and pages, which name the real host.
+    """
+    real = urlsplit(site.base_url)
+    parts = urlsplit(url)
+    if base_url.rstrip("/") == site.base_url or parts.netloc.removeprefix("www.") != \
+            real.netloc.removeprefix("www."):
+        return url
+    return base_url.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+
+
 def recipe_path_of(url: str) -> str:
     parts = urlsplit(url)
     return parts.path + (f"?{parts.query}" if parts.query else "")
@@ -34,7 +47,7 @@ def sitemap_urls(
     whose path matches ``site.recipe_path`` are yielded, each once. Cached sitemaps older than
     ``max_age`` seconds are fetched again.
     """
-    named = client.sitemaps(base_url + "/")
+    named = [rebase(url, site, base_url) for url in client.sitemaps(base_url + "/")]
     queue = named or [base_url + "/sitemap.xml"]  # the conventional place, when robots names none
     seen_maps: set[str] = set()
     seen: set[str] = set()
@@ -57,10 +70,10 @@ def sitemap_urls(
         kind = etree.QName(root).localname
         locs = [loc.text.strip() for loc in root.iter("{*}loc") if loc.text and loc.text.strip()]
         if kind == "sitemapindex":
-            queue.extend(urljoin(sitemap, loc) for loc in locs)
+            queue.extend(rebase(urljoin(sitemap, loc), site, base_url) for loc in locs)
             continue
         for loc in locs:
-            url = urljoin(sitemap, loc)
+            url = rebase(urljoin(sitemap, loc), site, base_url)
             if urlsplit(url).netloc != urlsplit(base_url).netloc:
                 continue
             if site.is_recipe_path(recipe_path_of(url)) and url not in seen:
@@ -97,6 +110,8 @@ def listing_urls(
             return
         for link, thumb in new:
             seen.add(link)
+            link = rebase(link, site, base_url)
+            thumb = rebase(thumb, site, base_url) if thumb else None
             if site.is_recipe_path(recipe_path_of(link)):
                 yield link, thumb
         offset += len(items)

@@ -17,11 +17,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dishgen.data.records import RECORDS_FILE, RawRecord
-from dishgen.data.scrape.discover import file_urls, listing_urls, sitemap_urls
+from dishgen.data.scrape.discover import file_urls, listing_urls, rebase, sitemap_urls
 from dishgen.data.scrape.http import DEFAULT_USER_AGENT, FetchError, PoliteClient
 from dishgen.data.scrape.parse import ParseError, parse_recipe
 from dishgen.data.scrape.photos import PhotoError, fetch_photo
-from dishgen.data.scrape.sites import get_site
+from dishgen.data.scrape.sites import Site, get_site
 from dishgen.errors import DishgenError
 from dishgen.fileio import append_jsonl, read_jsonl, repair_jsonl
 
@@ -154,7 +154,7 @@ def scrape(
                 continue
             done.add(url)
             try:
-                record = _scrape_one(client, site.name, url, thumb, out, min_image_side)
+                record = _scrape_one(client, site, base, url, thumb, out, min_image_side)
             except (FetchError, ParseError, PhotoError) as err:
                 reason = getattr(err, "reason", None) or str(err)
                 retryable = getattr(err, "retryable", False)
@@ -185,7 +185,7 @@ def _discover(
     client: PoliteClient, site, base: str, mode: str, urls_file, max_pages: int, max_age: float
 ) -> Iterator[tuple[str, str | None]]:
     if urls_file is not None:
-        yield from ((url, None) for url in file_urls(urls_file, base))
+        yield from ((rebase(url, site, base), None) for url in file_urls(urls_file, base))
         return
     found = False
     if mode in ("auto", "sitemap"):
@@ -197,7 +197,8 @@ def _discover(
 
 
 def _scrape_one(
-    client: PoliteClient, source: str, url: str, thumb: str | None, out: Path, min_side: int
+    client: PoliteClient, site: Site, base: str, url: str, thumb: str | None, out: Path,
+    min_side: int,
 ) -> RawRecord:
     page = client.get(url)
     try:
@@ -206,9 +207,8 @@ def _scrape_one(
         if page.redirected_from:
             raise ParseError(f"{err} (redirected to {page.url})") from err
         raise
-    photo = fetch_photo(
-        client, recipe.images, out, min_side=min_side, exclude={thumb} if thumb else None
-    )
+    images = [rebase(image, site, base) for image in recipe.images]
+    photo = fetch_photo(client, images, out, min_side=min_side, exclude={thumb} if thumb else None)
     extra = {"image_url": photo.url, "width": photo.width, "height": photo.height}
     if page.url != url:
         extra["final_url"] = page.url
@@ -218,7 +218,7 @@ def _scrape_one(
         id=hashlib.sha256(url.encode("utf-8")).hexdigest()[:16],
         ingredients=recipe.ingredients,
         preparation=recipe.preparation,
-        source=source,
+        source=site.name,
         url=url,
         fetched_at=datetime.fromtimestamp(page.fetched_at, timezone.utc).isoformat(
             timespec="seconds"),
