@@ -94,7 +94,7 @@ class PoliteClient:
     ``delay`` seconds apart (or the site's robots.txt ``Crawl-delay``, when larger).
 
     Args:
-        delay: seconds between the start of two requests to the same host.
+        delay: seconds from the end of one response to the next request to the same host.
         timeout: seconds for connecting and for each read.
         retries: extra attempts after a timeout, a connection error, 429 or 5xx.
         backoff: base of the exponential backoff (``backoff * 2**attempt`` seconds) used when the
@@ -155,8 +155,9 @@ class PoliteClient:
     def robots(self, url: str) -> urllib.robotparser.RobotFileParser:
         """The parsed robots.txt of ``url``'s site (fetched once, never from the cache).
 
-        A missing robots.txt (4xx) allows everything; 401/403 and 5xx disallow everything, as the
-        robots exclusion standard (RFC 9309) asks.
+        A missing robots.txt (404 and other 4xx) allows everything; a robots.txt that cannot be
+        reached (5xx, timeouts: RFC 9309) or is forbidden (401/403, the cautious reading that
+        Python's robotparser takes) disallows everything.
         """
         origin = _origin(url)
         with self._guard:
