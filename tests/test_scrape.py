@@ -294,18 +294,21 @@ def test_url_file_and_off_site_redirect(recepti, tmp_path):
         {"status": 302, "headers": {"Location": "http://example.invalid/sarma"}}
     ]
     recepti.faults["/kuvar/glavna-jela/121-pada"] = [{"status": 500, "sticky": True}]
+    recepti.faults["/kuvar/glavna-jela/122-sarma-stara"] = [
+        {"status": 301, "headers": {"Location": "/kuvar/glavna-jela/101-sarma"}}]
     urls = tmp_path / "urls.txt"
     urls.write_text("# three recipes\n/kuvar/glavna-jela/101-sarma\n\n"
                     f"{recepti.base}/kuvar/glavna-jela/120-seli-se\n/kuvar/glavna-jela/101-sarma\n"
-                    "/kuvar/glavna-jela/121-pada\n")
+                    "/kuvar/glavna-jela/121-pada\n/kuvar/glavna-jela/122-sarma-stara\n")
     raw = tmp_path / "raw"
     summary = scrape("recepti", raw, base_url=recepti.base, urls_file=urls, **FAST)
-    assert summary.written == 1 and summary.discovered == 3
-    assert [r.name for r in read_records(raw)] == ["Sarma"]
+    assert summary.written == 1 and summary.discovered == 4
+    assert [r.name for r in read_records(raw)] == ["Sarma"]  # the redirect to it is no duplicate
     reasons = skipped_reasons(raw)
     assert "redirected off-site to http://example.invalid/sarma" in reasons[
         "kuvar/glavna-jela/120-seli-se"]
     assert reasons["kuvar/glavna-jela/121-pada"] == "HTTP 500 after 2 attempts"
+    assert reasons["kuvar/glavna-jela/122-sarma-stara"].endswith("a recipe already recorded")
     # A re-run tries the server error again (retryable), but not the off-site redirect.
     before = len(recepti.requests)
     scrape("recepti", raw, base_url=recepti.base, urls_file=urls, **FAST)

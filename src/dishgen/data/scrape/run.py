@@ -155,6 +155,9 @@ def scrape(
             done.add(url)
             try:
                 record = _scrape_one(client, site, base, url, thumb, out, min_image_side)
+                final = record.extra.get("final_url")
+                if final in done:
+                    raise ParseError(f"redirects to {final}, a recipe already recorded")
             except (FetchError, ParseError, PhotoError) as err:
                 reason = getattr(err, "reason", None) or str(err)
                 retryable = getattr(err, "retryable", False)
