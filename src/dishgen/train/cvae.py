@@ -427,7 +427,11 @@ def train(config: CVAEConfig, data: str | Path, out: str | Path, *, resume: bool
             # The negative ELBO per image, divided by the pixel count: the same optimum, but
             # gradients of order 1 whatever the resolution, so lr and grad_clip carry over.
             loss = loss / num_pixels
-        check_finite(step + 1, {"loss": loss.item()}, run)
+        # Averaged over processes before the update, so a NaN on any one stops them all together.
+        metrics = torch.tensor([recon.item() / num_pixels, kl.sum(1).mean().item(), loss.item(),
+                                active_units(mu.detach())], device=accelerator.device)
+        metrics = accelerator.reduce(metrics, reduction="mean").tolist()
+        check_finite(step + 1, {"total": metrics[2]}, run)
         accelerator.backward(loss)
         if config.grad_clip > 0:
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -439,10 +443,8 @@ def train(config: CVAEConfig, data: str | Path, out: str | Path, *, resume: bool
         optimizer.zero_grad(set_to_none=True)
         step += 1
 
-        metrics = torch.tensor([recon.item() / num_pixels, kl.sum(1).mean().item(), loss.item(),
-                                active_units(mu.detach()), float(grad_norm)], device=accelerator.device)
-        metrics = accelerator.reduce(metrics, reduction="mean").tolist()
-        for key, value in zip(("recon", "kl", "total", "active_units", "grad_norm"), metrics, strict=True):
+        for key, value in zip(("recon", "kl", "total", "active_units", "grad_norm"),
+                              [*metrics, float(grad_norm)], strict=True):
             window[key] = window.get(key, 0.0) + value
         window_steps += 1
         window_time += time.perf_counter() - tic
