@@ -382,3 +382,30 @@ def test_a_mirror_whose_pages_name_the_real_site(tmp_path):
         assert "/sitemaps/recepti-1.xml.gz" in mirror.paths()
         assert "/images/gibanica-full.webp" in mirror.paths()
     assert all(r.url.startswith(mirror.base) for r in read_records(tmp_path / "raw"))
+
+
+def test_scrape_killed_with_sigkill_then_rerun(coolinarika, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    raw = tmp_path / "raw"
+    args = ["data", "scrape", "coolinarika", "--out", str(raw), "--base-url", coolinarika.base,
+            "--delay", "0.15", "--min-image-side", "64"]
+    code = "import sys; from dishgen.cli import main; sys.argv[0] = 'dishgen'; main()"
+    process = subprocess.Popen([sys.executable, "-c", code, *args],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records = raw / "recipes.jsonl"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (records.is_file() and records.read_bytes().count(b"\n")):
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)  # no cleanup, no finally: blocks
+    process.wait()
+    written_before = records.read_bytes().count(b"\n")
+    assert 1 <= written_before < 3
+
+    summary = scrape("coolinarika", raw, base_url=coolinarika.base, **FAST)
+    rows = [json.loads(line) for line in records.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == len({row["url"] for row in rows}) == 3
+    assert summary.written == 3 - written_before
