@@ -78,7 +78,11 @@ def _unavailable(what: str, location: str, err: Exception, option: str) -> Backb
             + (" and HF_HUB_OFFLINE=1 forbids downloads" if offline else ", which could not be reached")
             + f"; on a connected machine run `hf download {location} --local-dir DIR` and pass {option} DIR"
         )
-    return BackboneUnavailable(f"cannot load the {what} model: {hint} ({type(err).__name__}: {err})")
+    return BackboneUnavailable(f"cannot load the {what} model: {hint} ({type(err).__name__}: {_first_line(err)})")
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [""])[0]
 
 
 class ClipImageFeatures(nn.Module):
@@ -225,7 +229,7 @@ def load_inception(weights_path: str | Path | None = None, device=None) -> Incep
                                      feature_extractor_weights_path=None if weights_path is None else str(weights_path))
     except Exception as err:  # torch-fidelity raises whatever its downloader raised
         raise BackboneUnavailable(
-            f"cannot load the Inception weights ({type(err).__name__}: {err}); download "
+            f"cannot load the Inception weights ({type(err).__name__}: {_first_line(err)}); download "
             f"{INCEPTION_WEIGHTS_URL} on a connected machine and pass --feature-model PATH_TO_PTH"
         ) from err
     return InceptionFeatures(network).to(device or "cpu")

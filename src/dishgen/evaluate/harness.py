@@ -374,7 +374,8 @@ def evaluate(
             train_f = set_features(train_set, feature_network, None, size, config.batch_size, text_cache, config.progress)
     report: dict[str, Any] = R.new_report(
         config=_flat(asdict(config)), metrics=metrics,
-        feature={"backbone": "custom" if custom_network else config.feature_backbone, "model": None if custom_network else config.feature_model or default_feature_model(config),
+        feature={"backbone": "custom" if custom_network else config.feature_backbone,
+                 "model": None if custom_network else config.feature_model or default_feature_model(config),
                  "network": type(feature_network).__name__, "dim": dim, "image_size": size},
         clip_model=clip.name if use_clip is not None else None,
         dataset={"path": str(config.data), "split": config.split, "rows": len(rows), "n_real": len(real),
