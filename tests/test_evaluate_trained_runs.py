@@ -58,3 +58,17 @@ def test_report_of_two_trained_runs_equals_its_json(two_runs, tiny_dataset, tiny
     assert again.exit_code == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")} == stamps
     assert json.loads((out / "report.json").read_text())["results"] == rows
+
+
+def test_a_diffusion_pipeline_goes_through_the_same_harness(tiny_sd_dir, tiny_dataset, tiny_clip_dir, tmp_path):
+    out = tmp_path / "report"
+    args = ["evaluate", "--model", str(tiny_sd_dir), "--data", str(tiny_dataset), "--out", str(out),
+            "--clip-model", str(tiny_clip_dir), "--num-samples", "4", "--knob", "num_inference_steps=2",
+            "--knob", "truncation=0.5", "--metrics", "fid,clip-score", "--bootstrap", "10", "--no-progress"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads((out / "report.json").read_text())["results"]
+    assert row["family"] == "diffusion" and row["n_generated"] == 4 and row["image_sizes"] == [[64, 64]]
+    settings = json.loads((next((out / "images").iterdir()) / "generation.json").read_text())
+    assert settings["knobs"] == {"num_inference_steps": 2}  # truncation is a cGAN knob
+    assert row["metrics"]["fid"]["value"] > 0 and 0 <= row["metrics"]["clip_score"]["value"] <= 100
