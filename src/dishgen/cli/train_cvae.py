@@ -21,6 +21,7 @@ def cvae(data, out, config_file, preset, resume, device, overrides):
     With --resume the saved config of OUT is used; overrides (max_steps=N to train longer) apply on top.
     """
     import json
+    import os
     from pathlib import Path
 
     from dishgen.config import config_from_dict, parse_overrides, resolve_config
@@ -35,4 +36,5 @@ def cvae(data, out, config_file, preset, resume, device, overrides):
         config = resolve_config(CVAEConfig, preset=preset, presets=PRESETS, config_file=config_file,
                                 overrides=list(overrides))
     export = train(config, data, out, resume=resume, device=device)
-    click.echo(f"model written to {export}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once
+        click.echo(f"model written to {export}")

@@ -3,8 +3,9 @@
     dishgen train cvae --data DATASET --out RUN --preset cpu
     dishgen train cvae --data DATASET --out RUN --resume
 
-The run directory gets the resolved config, ``log.jsonl`` (step, recon, kl, total, active_units,
-images_per_s, lr, grad_norm; and once per epoch val_recon / train_eval_recon / val_kl), loss
+The run directory gets the resolved config, ``log.jsonl`` (step, recon = mean per-pixel error,
+kl = nats per image, total = the minimised loss per pixel, active_units, images_per_s, lr,
+grad_norm; and once per epoch val_recon / train_eval_recon / val_kl on the test split), loss
 curves in ``plots/``, reconstruction grids (original | reconstruction) and generation grids for
 fixed prompts in ``samples/``, ``checkpoint-<step>/`` folders with every state needed to resume
 bit-exactly, and the final ``model/`` export.
