@@ -13,34 +13,37 @@ from dishgen.evaluate.report import COLUMNS
 
 TINY_CGAN = dict(resolution=32, base_channels=8, max_channel_mult=4, z_dim=16, cond_dim=16, batch_size=4,
                  r1_every=2, log_every=1, sample_every=100, checkpoint_every=3, keep_checkpoints=0, max_steps=6)
+TINY_CVAE = dict(base_channels=8, max_channels=32, z_dim=16, cond_dim=32, batch_size=8, lr=2e-3, lr_warmup_steps=2,
+                 log_every=2, samples_per_prompt=2, num_recon_images=4, sample_every=100, checkpoint_every=2,
+                 max_steps=4)
 
 
 @pytest.fixture(scope="module")
-def two_runs(tiny_dataset, tmp_path_factory):
-    """Two different tiny cGAN runs (different seeds and noise sizes), checkpoints at steps 3 and 6."""
+def two_runs(tiny_dataset_64, tmp_path_factory):
+    """A tiny cGAN run (32 px, checkpoints at steps 3 and 6) and a tiny cVAE run (64 px, steps 2 and 4)."""
     from dishgen.config import resolve_config
-    from dishgen.train.cgan import CGANTrainConfig, train
+    from dishgen.train import cgan, cvae
 
     root = tmp_path_factory.mktemp("runs")
-    run_a = train(resolve_config(CGANTrainConfig, overrides={**TINY_CGAN, "seed": 0}), tiny_dataset, root / "gan-a")
-    run_b = train(resolve_config(CGANTrainConfig, overrides={**TINY_CGAN, "seed": 1, "z_dim": 8}), tiny_dataset,
-                  root / "gan-b")
-    return run_a, run_b
+    gan = cgan.train(resolve_config(cgan.CGANTrainConfig, overrides=TINY_CGAN), tiny_dataset_64, root / "gan")
+    vae = cvae.train(resolve_config(cvae.CVAEConfig, overrides=TINY_CVAE), tiny_dataset_64, root / "vae")
+    return gan, vae
 
 
-def test_report_of_two_trained_runs_equals_its_json(two_runs, tiny_dataset, tiny_clip_dir, tmp_path):
+def test_report_of_two_trained_runs_equals_its_json(two_runs, tiny_dataset_64, tiny_clip_dir, tmp_path):
     run_a, run_b = two_runs
     out = tmp_path / "report"
     args = ["evaluate", "--model", str(run_a), "--model", str(run_b), "--checkpoints", "all",
-            "--data", str(tiny_dataset), "--out", str(out), "--clip-model", str(tiny_clip_dir),
+            "--data", str(tiny_dataset_64), "--out", str(out), "--clip-model", str(tiny_clip_dir),
             "--feature-backbone", "clip", "--seed", "0", "--bootstrap", "25", "--no-progress"]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     rows = report["results"]
     assert [(r["component"], r["step"], r["family"]) for r in rows] == [
-        ("gan-a", 3, "cgan"), ("gan-a", 6, "cgan"), ("gan-b", 3, "cgan"), ("gan-b", 6, "cgan")]
-    assert all(r["n_generated"] == 9 and r["image_sizes"] == [[32, 32]] for r in rows)
+        ("gan", 3, "cgan"), ("gan", 6, "cgan"), ("vae", 2, "cvae"), ("vae", 4, "cvae")]
+    assert [r["image_sizes"] for r in rows] == [[[32, 32]]] * 2 + [[[64, 64]]] * 2
+    assert all(r["n_generated"] == 9 for r in rows)
     fids = [r["metrics"]["fid"]["value"] for r in rows]
     assert len(set(fids)) == 4 and all(f > 0 for f in fids)  # four different models, four numbers
     table = _table_rows((out / "report.md").read_text(), "Results")

@@ -174,12 +174,13 @@ def plan_entries(config: EvaluationConfig) -> list[Entry]:
         component = path.parent.name if inside_run else path.name
         if str(ref) == "default":
             component = "default"
-        found = RunDir(path, family).checkpoints() if config.checkpoints and not is_checkpoint else []
+        run_dir = path.parent if inside_run else path  # --checkpoints on RUN/model sweeps RUN
+        found = RunDir(run_dir, family).checkpoints() if config.checkpoints and not is_checkpoint else []
         if config.checkpoints in ("all", "latest") and not is_checkpoint and not found:
             log.warning("--checkpoints %s: %s has no complete checkpoint; its final model is evaluated",
                         config.checkpoints, path)
         if found or (config.checkpoints and not is_checkpoint and config.checkpoints not in ("all", "latest")):
-            for step, ckpt in select_checkpoints(found, config.checkpoints, path):
+            for step, ckpt in select_checkpoints(found, config.checkpoints, run_dir):
                 entries.append(Entry(component, "model", step, resolve_model(ckpt)[0], str(ckpt)))
         else:
             entries.append(Entry(component, "model", _step_of(path), family, str(path)))

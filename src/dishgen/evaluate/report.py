@@ -214,7 +214,8 @@ def bar_chart(report: dict, path: Path) -> Path | None:
         y = range(len(rows))
         ax.barh(list(y), values, xerr=errors, color=[f"C{i}" for i in y], alpha=0.85, capsize=3)
         for i, value in enumerate(values):
-            ax.text(value + errors[1][i], i, f"  {value:.3g}", va="center", ha="left", fontsize=8)
+            ax.text(value + errors[1][i], i, f"  {value:.0f}" if abs(value) >= 100 else f"  {value:.3g}",
+                    va="center", ha="left", fontsize=8)
         ref = _reference_line(report, key)
         if ref:
             ax.axvline(ref[0], color="black", linestyle="--", linewidth=1, label=ref[1])
