@@ -78,10 +78,10 @@ def evaluate(models, images, data, split, out, num_samples, images_per_caption, 
     Examples:
       dishgen evaluate --model runs/gan --model runs/vae --data dataset --out reports/cmp
       dishgen evaluate --model runs/gan --checkpoints all --data dataset --out reports/gan-sweep
-      dishgen evaluate --images outputs/sd --data dataset --out reports/sd --metrics fid,kid,clip-score
-      dishgen evaluate --model stable-diffusion-v1-5/stable-diffusion-v1-5 --lora runs/lora \\
+      dishgen evaluate --images reports/cmp/images/gan --data dataset --out reports/again
+      dishgen evaluate --model runs/lora --model stable-diffusion-v1-5/stable-diffusion-v1-5 \\
           --knob num_inference_steps=30 --knob guidance_scale=7.5 -k 4 --device cuda --dtype fp16 \\
-          --data dataset --out reports/lora
+          --data dataset --out reports/lora-vs-base
     """
     from dishgen.evaluate import EvaluationConfig
     from dishgen.evaluate import evaluate as run_evaluation
