@@ -308,3 +308,32 @@ def test_dinov2_backbone_from_a_local_folder(tmp_path):
     assert torch.isfinite(features).all() and not torch.allclose(features[0], features[1])
     with pytest.raises(BackboneUnavailable, match="not a saved DINOv2 model folder"):
         load_feature_network("dinov2", tmp_path)
+
+
+def test_one_resize_path_centre_crops_and_subsets_nest(tmp_path, tiny_dataset):
+    from dishgen.data.dataset import load_split
+    from dishgen.evaluate.imagesets import real_set
+
+    wide = np.zeros((20, 60, 3), dtype=np.uint8)
+    wide[:, 20:40] = (200, 30, 30)  # the centre square is red, the sides black
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    batch = load_batch([tmp_path / "wide.png"], 16)
+    assert batch.shape == (1, 3, 16, 16) and batch.dtype == torch.uint8
+    assert batch[0, 0].float().mean() > 190 and batch[0, 1:].float().mean() < 40
+    rows = load_split(tiny_dataset, "test")
+    small, small_rows = real_set(rows, "test", num_samples=4, seed=3)
+    large, large_rows = real_set(rows, "test", num_samples=7, seed=3)
+    assert len(small) == 4 and set(small_rows) < set(large_rows)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fid_is_symmetric_and_fast_form_agrees_on_random_shapes(seed):
+    from dishgen.evaluate import metrics as M
+
+    g = torch.Generator().manual_seed(seed)
+    n_real, n_fake, dim = (int(x) for x in torch.randint(3, 40, (3,), generator=g))
+    real = torch.randn(n_real, dim, generator=g) * 2
+    fake = torch.randn(n_fake, dim, generator=g) + torch.rand(dim, generator=g)
+    forward, backward = M.fid(real, fake), M.fid(fake, real)
+    assert forward == pytest.approx(backward, rel=1e-6) and forward > 0
+    assert M.frechet_distance(real, fake) == pytest.approx(forward, rel=1e-5)
