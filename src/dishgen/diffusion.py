@@ -403,3 +403,72 @@ def load_generator(
         pipe=pipe, family=family, defaults=model_defaults(pipe, base), location=str(location),
         loras=[str(x) for x in loras],
     )
+
+
+# -- the "shape-only" SD 1.5 (real architecture, random weights, no download) -------------------
+
+SD15_UNET_CONFIG = {
+    "sample_size": 64, "in_channels": 4, "out_channels": 4, "center_input_sample": False,
+    "flip_sin_to_cos": True, "freq_shift": 0,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "block_out_channels": [320, 640, 1280, 1280], "layers_per_block": 2, "downsample_padding": 1,
+    "mid_block_scale_factor": 1, "act_fn": "silu", "norm_num_groups": 32, "norm_eps": 1e-5,
+    "cross_attention_dim": 768, "attention_head_dim": 8,
+}
+SD15_VAE_CONFIG = {
+    "in_channels": 3, "out_channels": 3, "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4, "block_out_channels": [128, 256, 512, 512],
+    "layers_per_block": 2, "act_fn": "silu", "latent_channels": 4, "norm_num_groups": 32, "sample_size": 512,
+    "scaling_factor": 0.18215,
+}
+SD15_TEXT_ENCODER_CONFIG = {  # openai/clip-vit-large-patch14's text tower, as SD 1.5 ships it
+    "vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+    "num_attention_heads": 12, "max_position_embeddings": 77, "hidden_act": "quick_gelu",
+    "layer_norm_eps": 1e-5, "projection_dim": 768, "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1,
+}
+SD15_SCHEDULER_CONFIG = {
+    "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
+    "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "clip_sample": False,
+}
+
+
+def build_shape_only_sd15(path: str | Path, tokenizer, seed: int = 0, dtype=None) -> Path:
+    """Save a Stable Diffusion 1.5 pipeline with the real shapes and random weights.
+
+    The UNet (860 M parameters), VAE (84 M) and CLIP text encoder (123 M) use SD 1.5's published
+    configs, so a training step or an image costs what it costs with the real model: a benchmark
+    without a download. The images it makes are noise.
+
+    Args:
+        path: output folder (about 4.3 GB in fp32, half in fp16).
+        tokenizer: a ``CLIPTokenizer`` (the weights do not depend on it).
+        seed: torch seed for the random weights.
+        dtype: save in this torch dtype (default float32).
+
+    Returns:
+        The folder, loadable with ``StableDiffusionPipeline.from_pretrained`` and usable as
+        ``--base`` for ``dishgen train lora``.
+    """
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    pipe = StableDiffusionPipeline(
+        unet=UNet2DConditionModel(**SD15_UNET_CONFIG),
+        vae=AutoencoderKL(**SD15_VAE_CONFIG),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**SD15_TEXT_ENCODER_CONFIG)),
+        tokenizer=tokenizer,
+        scheduler=PNDMScheduler(**SD15_SCHEDULER_CONFIG),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    if dtype is not None:
+        pipe.to(dtype=dtype)
+    pipe.save_pretrained(str(path), safe_serialization=True)
+    return Path(path)
