@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 from test_evaluate_harness import _write_images, fake_models  # noqa: F401  (fixture)
 
@@ -26,6 +27,12 @@ def test_cli_scores_a_folder_with_tiny_clip_features(tiny_dataset, tiny_clip_dir
     assert set(row["metrics"]) == {"fid", "kid", "clip_score", "clip_cosine", "clip_score_rescaled", "memorization"}
     assert "sd-images" in result.output and f"report: {out / 'report.md'}" in result.output
     assert (out / "report.md").is_file() and (out / "charts" / "metrics.png").is_file()
+    listing = [json.loads(line) for line in open(row["per_image"], encoding="utf-8")]
+    assert len(listing) == 6 and all(r["text"] == "a photo of baclava" for r in listing)
+    cosines = [r["clip_cosine"] for r in listing]
+    assert cosines == sorted(cosines)  # worst first
+    assert sum(cosines) / 6 == pytest.approx(row["metrics"]["clip_cosine"]["value"], abs=1e-5)
+    assert all((tiny_dataset / "train").as_posix() in r["nearest_train_image"] for r in listing)
 
 
 def test_cli_passes_knobs_and_sweeps_checkpoints(tiny_dataset, tiny_clip_dir, tmp_path, fake_models):  # noqa: F811

@@ -297,8 +297,9 @@ def evaluate(
             warnings.append("no captions (no metadata.jsonl with 'text'): CLIP metrics skipped")
         for text in warnings:
             log.warning("%s: %s", entry.component, text)
+        per_image: dict[str, torch.Tensor] = {}
         result = score(real_f, fake_f, metrics, train=None if train_f is None or "memorization" not in metrics
-                       else train_f.features, bootstrap=config.bootstrap, seed=config.seed)
+                       else train_f.features, bootstrap=config.bootstrap, seed=config.seed, per_image=per_image)
         if "memorization" in result:
             for item in result["memorization"]["closest"]:
                 item["image"] = str(image_set.paths[item["index"]])
@@ -308,6 +309,10 @@ def evaluate(
             "model": entry.model, "images": str(entry.folder), "n_generated": len(image_set),
             "image_sizes": [list(s) for s in image_set.sizes], "metrics": result, "warnings": warnings,
         })
+        if write:
+            report["results"][-1]["per_image"] = R.write_per_image(
+                config.out / "per_image" / f"{_slug(R.row_label(report['results'][-1]))}.jsonl",
+                image_set, per_image, train_set)
         per_row = image_set.paths[:: config.images_per_caption] if entry.kind == "model" else _by_caption(image_set, real)
         grid_columns[R.row_label(report["results"][-1])] = per_row
         if write:

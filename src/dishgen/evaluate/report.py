@@ -74,6 +74,32 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def write_per_image(path: Path, image_set, per_image: dict, train_set=None) -> str:
+    """One JSON line per scored image: file, caption, CLIP cosine, nearest training photo.
+
+    Sorted by CLIP cosine (worst first) when there is one, so the captions a model fails on
+    come first.
+
+    Returns:
+        The path written, as a string (recorded in the report).
+    """
+    import json
+
+    rows = []
+    for i, image in enumerate(image_set.paths):
+        row = {"image": str(image), "text": image_set.captions[i] if image_set.captions else None}
+        if "clip_cosine" in per_image:
+            row["clip_cosine"] = round(float(per_image["clip_cosine"][i]), 6)
+        if "nearest_train_distance" in per_image and train_set is not None:
+            row["nearest_train_distance"] = round(float(per_image["nearest_train_distance"][i]), 6)
+            row["nearest_train_image"] = str(train_set.paths[int(per_image["nearest_train_index"][i])])
+        rows.append(row)
+    if "clip_cosine" in per_image:
+        rows.sort(key=lambda r: r["clip_cosine"])
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return str(path)
+
+
 def write_json(report: dict, out: Path) -> Path:
     """Write ``report.json`` (atomically; also called after every model, so a long run shows progress)."""
     path = Path(out) / "report.json"

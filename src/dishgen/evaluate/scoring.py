@@ -60,7 +60,7 @@ def _interval(low: float, high: float) -> list[float] | None:
 
 def score(
     real: SetFeatures, fake: SetFeatures, metrics: list[str], *, train: torch.Tensor | None = None,
-    bootstrap: int = 200, seed: int = 0,
+    bootstrap: int = 200, seed: int = 0, per_image: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Every requested metric of ``fake`` against ``real``, each with a bootstrap interval.
 
@@ -71,6 +71,8 @@ def score(
         train: ``(N_train, D)`` training features, for memorization.
         bootstrap: resamples per interval.
         seed: seeds KID subsets and the resampling.
+        per_image: if given, filled with per-image values (``clip_cosine``,
+            ``nearest_train_distance``, ``nearest_train_index``) for a per-image listing.
 
     Returns:
         ``{metric: {"value": ..., "ci": [low, high] | None, ...}}``.
@@ -92,18 +94,22 @@ def score(
         out["kid"] = {"value": mean, "std": std, "subset_size": size, "ci": _interval(low, high)}
     if fake.clip_image is not None and any(m in metrics for m in CLIP_METRICS):
         cosine = M.clip_cosine(fake.clip_image, fake.clip_text).double()
-        per_image = {"clip_cosine": cosine}
+        if per_image is not None:
+            per_image["clip_cosine"] = cosine
+        values_by_name = {"clip_cosine": cosine}
         if "clip-score" in metrics:
-            per_image["clip_score"] = M.clip_score(cosine)
-            per_image["clip_score_rescaled"] = M.clip_score_rescaled(cosine)
+            values_by_name["clip_score"] = M.clip_score(cosine)
+            values_by_name["clip_score_rescaled"] = M.clip_score_rescaled(cosine)
         if "clip-cosine" not in metrics:
-            per_image.pop("clip_cosine")
-        for name, values in per_image.items():
+            values_by_name.pop("clip_cosine")
+        for name, values in values_by_name.items():
             low, high = M.bootstrap_ci(lambda v: float(v.mean()), [values], n_resamples=bootstrap, seed=seed)
             out[name] = {"value": float(values.mean()), "ci": _interval(low, high)}
     if "memorization" in metrics and train is not None:
         gen_d, gen_idx = M.nearest_distances(f, train)
         real_d, _ = M.nearest_distances(r, train)
+        if per_image is not None:
+            per_image.update(nearest_train_distance=gen_d, nearest_train_index=gen_idx)
         low, high = M.bootstrap_ci(M.memorization_ratio, [gen_d, real_d], n_resamples=bootstrap, seed=seed)
         threshold = float(torch.quantile(real_d.double(), 0.05))
         order = torch.argsort(gen_d)[:5].tolist()
