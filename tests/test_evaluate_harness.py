@@ -291,7 +291,7 @@ def test_bad_input_fails_clearly_before_any_generation(case, tiny_dataset, tmp_p
     assert not (tmp_path / "out" / "images").exists()
 
 
-def test_dinov2_backbone_from_a_local_folder(tmp_path):
+def test_dinov2_backbone_from_a_local_folder(tmp_path, tiny_clip_dir):
     from transformers import Dinov2Config, Dinov2Model
 
     from dishgen.evaluate.features import BackboneUnavailable, load_feature_network
@@ -308,6 +308,10 @@ def test_dinov2_backbone_from_a_local_folder(tmp_path):
     assert torch.isfinite(features).all() and not torch.allclose(features[0], features[1])
     with pytest.raises(BackboneUnavailable, match="not a saved DINOv2 model folder"):
         load_feature_network("dinov2", tmp_path)
+    with pytest.raises(BackboneUnavailable, match="holds a 'dinov2' model, not CLIP"):
+        load_feature_network("clip", tmp_path / "dino")
+    with pytest.raises(BackboneUnavailable, match="holds a 'clip' model, not DINOv2"):
+        load_feature_network("dinov2", tiny_clip_dir)
 
 
 def test_one_resize_path_centre_crops_and_subsets_nest(tmp_path, tiny_dataset):

@@ -171,10 +171,13 @@ def load_clip(model: str | Path = DEFAULT_CLIP_MODEL, device=None) -> ClipEmbedd
     Raises:
         BackboneUnavailable: the model cannot be loaded (offline, missing folder, not CLIP).
     """
-    from transformers import AutoTokenizer, CLIPModel
+    from transformers import AutoConfig, AutoTokenizer, CLIPModel
 
     location = str(model)
     try:
+        model_type = AutoConfig.from_pretrained(location).model_type
+        if model_type != "clip":  # from_pretrained would load random weights with a warning
+            raise BackboneUnavailable(f"{location!r} holds a {model_type!r} model, not CLIP (for --clip-model)")
         clip = CLIPModel.from_pretrained(location)
         tokenizer = AutoTokenizer.from_pretrained(location)
     except (OSError, ValueError, KeyError) as err:
@@ -190,15 +193,16 @@ def load_dinov2(model: str | Path = DEFAULT_DINOV2_MODEL, device=None) -> Dinov2
     Raises:
         BackboneUnavailable: the model cannot be loaded.
     """
-    from transformers import AutoModel
+    from transformers import AutoConfig, AutoModel
 
     location = str(model)
     try:
+        model_type = AutoConfig.from_pretrained(location).model_type
+        if model_type != "dinov2":
+            raise BackboneUnavailable(f"{location!r} holds a {model_type!r} model, not DINOv2 (for --feature-model)")
         network = AutoModel.from_pretrained(location)
     except (OSError, ValueError, KeyError) as err:
         raise _unavailable("DINOv2", location, err, "--feature-model") from err
-    if not hasattr(network, "config") or getattr(network.config, "model_type", "") != "dinov2":
-        raise BackboneUnavailable(f"{location!r} holds a {getattr(network.config, 'model_type', '?')!r} model, not DINOv2")
     size, mean, std = _processor_settings(location, 224, IMAGENET_MEAN, IMAGENET_STD)
     return Dinov2Features(network.to(device or "cpu"), size, mean, std)
 

@@ -114,7 +114,7 @@ def markdown(report: dict, charts: list[Path], grid: Path | None, pairs: Path | 
         "# dishgen evaluation report", "",
         f"- data: `{data['path']}`, split `{data['split']}`: {data['n_real']} real images"
         + (f" (a seeded subset of {data['rows']})" if data["n_real"] != data["rows"] else "")
-        + (f"; {data['n_train']} training images for memorization" if data.get("n_train") else ""),
+        + (f"; {data['n_train']} training images (memorization, reference row)" if data.get("n_train") else ""),
         f"- features for FID, KID and memorization: **{feature['backbone']}**"
         + (f" (`{feature['model']}`)" if feature.get("model") else f" ({feature['network']})")
         + f", {feature['dim']}-d, images resized to {feature['image_size']} px",
