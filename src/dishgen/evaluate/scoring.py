@@ -41,8 +41,9 @@ def set_features(
     for start in tqdm(starts, desc=f"features {image_set.name}", unit="batch", disable=not progress):
         images = load_batch(image_set.paths[start : start + batch_size], size)  # (B, 3, S, S) uint8
         feats.append(extract_features(network, images, batch_size))
-        if clip is not None:
-            clip_feats.append(extract_features(clip.image_features, images, batch_size))
+        if clip is not None:  # with the clip backbone, the FID features are the CLIP embeddings
+            same = network is clip.image_features
+            clip_feats.append(feats[-1] if same else extract_features(clip.image_features, images, batch_size))
     result = SetFeatures(torch.cat(feats))
     if clip is not None and image_set.captions is not None:
         missing = sorted({c for c in image_set.captions if c not in text_cache})
