@@ -83,7 +83,7 @@ def test_harness_fid_and_kid_equal_torchmetrics_on_the_same_images(tiny_dataset,
     from torchmetrics.image.kid import KernelInceptionDistance
 
     run = fake_models("noisy", alpha=0.3)
-    report = evaluate(config(tiny_dataset, tmp_path / "out", models=[str(run)], images_per_caption=2),
+    report = evaluate(config(str(tiny_dataset), str(tmp_path / "out"), models=[run], images_per_caption=2),
                       feature_network=TinyFeatures(), write=False)
     (row,) = report["results"]
     real = load_batch(sorted((tiny_dataset / "test").glob("*.png")), 32)

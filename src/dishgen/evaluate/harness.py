@@ -91,6 +91,10 @@ class EvaluationConfig:
     model_options: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
 
+    def __post_init__(self):
+        self.data, self.out = Path(self.data), Path(self.out)
+        self.models, self.images = [str(m) for m in self.models], [str(i) for i in self.images]
+
 
 @dataclass
 class Entry:
