@@ -234,7 +234,7 @@ def describe_lora(state_dict: dict) -> str:
     return f"a {fmt}-format LoRA for {arch} with {len(keys)} tensors"
 
 
-def load_loras(pipe, loras: list[str | Path], scales: list[float] | None = None) -> list[str]:
+def load_loras(pipe, loras: list[str | Path], scales: list[float] | None = None, token: str | None = None) -> list[str]:
     """Load LoRA files into the pipeline as named adapters and activate them with their scales.
 
     Diffusers converts kohya-format files itself. A file that matches no layer of the model (for
@@ -259,7 +259,7 @@ def load_loras(pipe, loras: list[str | Path], scales: list[float] | None = None)
                 if state is not None:
                     pipe.load_lora_weights(dict(state), adapter_name=name)
                 else:
-                    pipe.load_lora_weights(source, adapter_name=name)
+                    pipe.load_lora_weights(source, adapter_name=name, token=token)
         except Exception as err:
             what = describe_lora(state) if state is not None else "this LoRA"
             raise DiffusionError(
@@ -398,7 +398,7 @@ def load_generator(
     pipe = load_pipeline(base, device=device, dtype=dtype, token=token)
     if scheduler:
         set_scheduler(pipe, scheduler)
-    load_loras(pipe, loras, scales)
+    load_loras(pipe, loras, scales, token=token)
     return DiffusionGenerator(
         pipe=pipe, family=family, defaults=model_defaults(pipe, base), location=str(location),
         loras=[str(x) for x in loras],

@@ -295,7 +295,9 @@ def train(config: LoraTrainConfig, data: str | Path, out: str | Path, *, resume:
     asked = _training_device(device)
     if config.mixed_precision == "fp16" and asked.type != "cuda":
         raise DishgenError("mixed_precision=fp16 needs a CUDA GPU; on the CPU use mixed_precision=bf16 or no")
-    log_with = "tensorboard" if config.tensorboard and _installed("tensorboard") else None
+    from accelerate.utils import is_tensorboard_available
+
+    log_with = "tensorboard" if config.tensorboard and is_tensorboard_available() else None
     _reset_accelerate_state()  # a second run in the same process may ask for other precision/device
     accelerator = Accelerator(cpu=asked.type == "cpu", mixed_precision=config.mixed_precision,
                               log_with=log_with, project_dir=str(out))
@@ -531,7 +533,8 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, asked,
             grid = torch.stack(pictures).float().mul(2).sub(1)  # (P, 3, R, R) in [-1, 1]
             save_image_grid(grid, run.path / "samples" / f"step-{at_step}.png", nrow=1, labels=config.validation_prompts)
             if log_with:
-                accelerator.get_tracker("tensorboard").writer.add_images("validation", grid.add(1).div(2), at_step)
+                writer = accelerator.get_tracker("tensorboard", unwrap=True)  # a SummaryWriter
+                writer.add_images("validation", grid.add(1).div(2), at_step)
         accelerator.wait_for_everyone()
 
     # -- the loop ------------------------------------------------------------------------------------
