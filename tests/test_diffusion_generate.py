@@ -209,3 +209,16 @@ def test_models_that_cannot_be_loaded_name_the_fix(tiny_sd_dir, tmp_path, monkey
         load_generator(str(tmp_path / "empty"))
     with pytest.raises(DiffusionError, match="fp16 is not supported on the CPU"):
         load_generator(tiny_sd_dir, dtype="fp16")
+
+
+def test_shape_only_sd15_has_the_real_sizes():
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from dishgen.diffusion import SD15_TEXT_ENCODER_CONFIG, SD15_UNET_CONFIG, SD15_VAE_CONFIG
+
+    with torch.device("meta"):  # shapes only: no memory, no time
+        models = (UNet2DConditionModel(**SD15_UNET_CONFIG), AutoencoderKL(**SD15_VAE_CONFIG),
+                  CLIPTextModel(CLIPTextConfig(**SD15_TEXT_ENCODER_CONFIG)))
+    counts = [sum(p.numel() for p in m.parameters()) for m in models]
+    assert counts == [859_520_964, 83_653_863, 123_060_480]  # SD 1.5's UNet, VAE, CLIP ViT-L/14 text

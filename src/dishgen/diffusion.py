@@ -429,7 +429,7 @@ SD15_TEXT_ENCODER_CONFIG = {  # openai/clip-vit-large-patch14's text tower, as S
 }
 SD15_SCHEDULER_CONFIG = {
     "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
-    "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "clip_sample": False,
+    "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
 }
 
 
