@@ -235,3 +235,17 @@ def test_cli_train_resume_and_generate(tmp_path, tiny_dataset_64):
                                  "--temperature", "0.8", "--out", str(images)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert len(list(images.glob("*.png"))) >= 2
+
+
+def test_clip_text_encoder_path(tmp_path, tiny_dataset_64, tiny_clip_dir):
+    """The paper preset's kind of encoder (CLIP), here a tiny local CLIP: trained, saved, reloaded."""
+    from dishgen.families.cvae import load_generator
+    from dishgen.text import load_text_encoder
+
+    encoder_id = f"clip:{tiny_clip_dir}"
+    out = tmp_path / "run"
+    train(tiny_config(max_steps=2, text_encoder=encoder_id, validate_every_epochs=100), tiny_dataset_64, out)
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["text_encoder"] == {"id": encoder_id, "dim": load_text_encoder(encoder_id).dim}
+    pics = load_generator(out).generate(["A photo of baklava"], num_images=2, seed=0)
+    assert len(pics) == 2 and pics[0].size == (64, 64)
