@@ -302,13 +302,13 @@ def train(config: LoraTrainConfig, data: str | Path, out: str | Path, *, resume:
     accelerator = Accelerator(cpu=asked.type == "cpu", mixed_precision=config.mixed_precision,
                               log_with=log_with, project_dir=str(out))
     try:
-        return _train(config, data, out, resume, accelerator, asked, log_with)
+        return _train(config, data, out, resume, accelerator, log_with)
     finally:
         accelerator.end_training()
         _reset_accelerate_state()
 
 
-def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, asked, log_with) -> Path:
+def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_with) -> Path:
     from accelerate import DistributedType
     from accelerate.utils import gather_object, set_seed
     from diffusers import (
@@ -366,7 +366,10 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, asked,
     weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.mixed_precision]
     for model in (unet, vae, text_encoder):
         model.requires_grad_(False)
-        model.to(device, dtype=weight_dtype) if weight_dtype != torch.float32 else model.to(device)
+        if weight_dtype == torch.float32:
+            model.to(device)
+        else:  # frozen weights in half precision; the LoRA weights are cast back to fp32 below
+            model.to(device, dtype=weight_dtype)
     vae.eval()
     text_encoder.eval()
 
