@@ -296,7 +296,9 @@ class LLMVariator:
                 text, reason = validate_variation(candidate, dish, caption)
                 if text is None:
                     problem = reason
-                elif text not in texts and len(texts) < n:
+                elif text in texts:
+                    problem = f"repeated an earlier variation ({text[:60]!r})"
+                elif len(texts) < n:
                     texts.append(text)
             if len(texts) == n:
                 return VariationResult(texts)
