@@ -73,18 +73,25 @@ def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
 
 
 def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
-    """The same Fréchet distance as :func:`fid`, in a form that is cheap when N is below D.
+    """The same Fréchet distance as :func:`fid`, in a form fast enough for bootstrap replicates.
 
-    ``Tr sqrt(S1 S2)`` equals the nuclear norm of ``P Q^T``, where ``S1 = P^T P`` and
-    ``S2 = Q^T Q`` are the two covariances written from their centred samples: one SVD of an
-    ``(N_real, N_fake)`` matrix instead of the eigenvalues of a non-symmetric ``(D, D)`` one.
+    With ``S1 = P^T P`` and ``S2 = Q^T Q`` (the centred samples, scaled), ``Tr sqrt(S1 S2)`` is the
+    sum of the singular values of ``P Q^T``. A set larger than the feature dimension is first
+    replaced by the ``R`` factor of its QR decomposition (same Gram matrix, D rows), so the SVD is
+    of a ``min(N_real, D) x min(N_fake, D)`` matrix and no ``(D, D)`` non-symmetric eigenproblem
+    is solved.
     """
     real, fake = _as_features(real, "real"), _as_features(fake, "fake")
     p = (real - real.mean(0)) / math.sqrt(real.shape[0] - 1)  # (N_real, D)
     q = (fake - fake.mean(0)) / math.sqrt(fake.shape[0] - 1)  # (N_fake, D)
     mean_term = (real.mean(0) - fake.mean(0)).square().sum()
-    trace_term = p.square().sum() + q.square().sum() - 2 * torch.linalg.svdvals(p @ q.T).sum()
-    return max(float(mean_term + trace_term), 0.0)
+    trace_sqrt = torch.linalg.svdvals(_compact(p) @ _compact(q).T).sum()
+    return max(float(mean_term + p.square().sum() + q.square().sum() - 2 * trace_sqrt), 0.0)
+
+
+def _compact(x: torch.Tensor) -> torch.Tensor:
+    """A matrix with the same ``x^T x`` and at most ``D`` rows."""
+    return torch.linalg.qr(x, mode="r").R if x.shape[0] > x.shape[1] else x
 
 
 # -- KID ----------------------------------------------------------------------------------------
