@@ -95,7 +95,10 @@ def test_generator_knobs_and_options(minilm_run):
     gen = load_generator(minilm_run)
     a = gen.generate(["sarma"], num_images=3, seed=0, temperature=0.5, batch_size=1)
     b = gen.generate(["sarma"], num_images=3, seed=0, temperature=0.5)
-    assert [list(p.getdata()) for p in a] == [list(p.getdata()) for p in b]
+    import numpy as np
+
+    for x, y in zip(a, b, strict=True):  # same noise; conv kernels may round differently per batch size
+        assert np.abs(np.asarray(x, dtype=int) - np.asarray(y, dtype=int)).max() <= 2
     with pytest.raises(TypeError, match="truncation"):
         gen.generate(["sarma"], truncation=0.5)
     with pytest.raises(ValueError, match="non-empty"):
@@ -249,3 +252,15 @@ def test_clip_text_encoder_path(tmp_path, tiny_dataset_64, tiny_clip_dir):
     assert config["text_encoder"] == {"id": encoder_id, "dim": load_text_encoder(encoder_id).dim}
     pics = load_generator(out).generate(["A photo of baklava"], num_images=2, seed=0)
     assert len(pics) == 2 and pics[0].size == (64, 64)
+
+
+def test_unreadable_checkpoint_refuses_resume_clearly(tmp_path, tiny_dataset_64):
+    from dishgen.train.cvae import CVAETrainingError
+
+    out = tmp_path / "run"
+    config = tiny_config(max_steps=2, checkpoint_every=2, sample_every=100, text_encoder="lstm")
+    train(config, tiny_dataset_64, out)
+    (out / "checkpoint-2" / "optimizer.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(CVAETrainingError, match="cannot resume from .*checkpoint-2"):
+        train(tiny_config(max_steps=4, checkpoint_every=2, sample_every=100, text_encoder="lstm"),
+              tiny_dataset_64, out, resume=True)

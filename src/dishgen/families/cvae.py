@@ -32,6 +32,10 @@ class CVAEModelError(DishgenError):
     """A cvae model folder that is missing, incomplete or inconsistent."""
 
 
+class CVAEInputError(DishgenError, ValueError):
+    """A generation request that cannot be served (empty prompt, bad knob value)."""
+
+
 def save_model(folder: str | Path, model, *, text_encoder_id: str, training: dict[str, Any] | None = None) -> Path:
     """Write a loadable model folder: ``config.json``, ``model.safetensors`` and (LSTM) ``vocab.json``.
 
@@ -174,15 +178,15 @@ class CVAEGenerator:
             prompts = [prompts]
         bad = [p for p in prompts if not isinstance(p, str) or not p.strip()]
         if bad:
-            raise ValueError(f"prompts must be non-empty strings; got {bad[0]!r}")
+            raise CVAEInputError(f"prompts must be non-empty strings; got {bad[0]!r}")
         if num_images < 1:
-            raise ValueError(f"num_images must be at least 1; got {num_images}")
+            raise CVAEInputError(f"num_images must be at least 1; got {num_images}")
         temperature = float(knobs.get("temperature", 1.0))
         if not temperature >= 0:
-            raise ValueError(f"temperature must be >= 0; got {temperature}")
+            raise CVAEInputError(f"temperature must be >= 0; got {temperature}")
         batch_size = int(knobs.get("batch_size", 64))
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+            raise CVAEInputError(f"batch_size must be at least 1; got {batch_size}")
         if not prompts:
             return []
         images = self.model.generate(list(prompts), num_samples=num_images, seed=seed,

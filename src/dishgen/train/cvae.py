@@ -279,8 +279,13 @@ def train(config: CVAEConfig, data: str | Path, out: str | Path, *, resume: bool
     if config.text_encoder == "lstm":
         from dishgen.text.lstm import LSTMConfig, LSTMTextEncoder, WordTokenizer
 
-        tokenizer = (WordTokenizer.load(checkpoint) if checkpoint is not None
-                     else WordTokenizer.build(train_captions, min_freq=config.lstm_min_freq))
+        if checkpoint is not None:
+            try:
+                tokenizer = WordTokenizer.load(checkpoint)
+            except ValueError as err:
+                raise CVAETrainingError(f"cannot resume: {err}") from err
+        else:
+            tokenizer = WordTokenizer.build(train_captions, min_freq=config.lstm_min_freq)
         lstm_config = LSTMConfig(vocab_size=len(tokenizer), embed_dim=config.lstm_embed_dim,
                                  hidden_dim=config.lstm_hidden_dim, out_dim=config.lstm_out_dim,
                                  max_length=config.lstm_max_length)
@@ -320,10 +325,16 @@ def train(config: CVAEConfig, data: str | Path, out: str | Path, *, resume: bool
         step, warmup_steps=config.lr_warmup_steps, max_steps=config.max_steps,
         schedule=config.lr_schedule, min_ratio=config.min_lr_ratio))
     if checkpoint is not None:
-        model.load_state_dict(load_file(str(checkpoint / "model.safetensors")))
-        optimizer.load_state_dict(load_state(checkpoint / "optimizer"))
-        scheduler.load_state_dict(load_state(checkpoint / "scheduler"))
-        set_rng_state(load_state(checkpoint / "rng"))
+        try:
+            model.load_state_dict(load_file(str(checkpoint / "model.safetensors")))
+            optimizer.load_state_dict(load_state(checkpoint / "optimizer"))
+            scheduler.load_state_dict(load_state(checkpoint / "scheduler"))
+            set_rng_state(load_state(checkpoint / "rng"))
+        except Exception as err:  # unreadable file, or a config that no longer matches the weights
+            raise CVAETrainingError(
+                f"cannot resume from {checkpoint}: {err}. Resume with the config it was trained with, "
+                "or remove that checkpoint folder to resume from the one before it"
+            ) from err
         if is_main:
             logger.info("resumed from %s", checkpoint)
     perceptual = load_perceptual_backbone(config.perceptual_backbone) if config.perceptual_weight > 0 else None
