@@ -332,6 +332,7 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
     if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
         raise DishgenError("LoRA training runs data-parallel (DDP): its trainable weights are a few MB, so "
                            "sharding them gains nothing; choose 'multi-GPU' (no DeepSpeed/FSDP) in accelerate config")
+    _check_base(config.base, config.revision)  # before anything is written or decoded
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     device = accelerator.device
     run = RunDir(out, FAMILY)
@@ -350,7 +351,6 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
                            f"{world} processes needs at least {config.batch_size * world}")
 
     # -- base model ------------------------------------------------------------------------------
-    _check_base(config.base, config.revision)
     load = {"revision": config.revision}
     try:
         tokenizer = CLIPTokenizer.from_pretrained(config.base, subfolder="tokenizer", **load)
