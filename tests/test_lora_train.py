@@ -245,3 +245,15 @@ def test_nan_loss_stops_with_step_and_last_checkpoint(tiny_sd_dir, tiny_dataset_
 
 def test_config_defaults_validate():
     LoraTrainConfig().validate()
+
+
+def test_a_run_scale_applies_to_its_own_lora(te_run):
+    from dishgen.diffusion import load_generator
+
+    args = {"num_inference_steps": 2, "height": 64, "width": 64}
+    off = load_generator(str(te_run), scheduler="ddim", lora_scale=0.0).generate(["sarma"], seed=0, **args)
+    full = load_generator(str(te_run), scheduler="ddim").generate(["sarma"], seed=0, **args)
+    base = load_generator(json.loads((te_run / "config.json").read_text())["base"], scheduler="ddim")
+    plain = base.generate(["sarma"], seed=0, **args)
+    assert np.array_equal(np.asarray(off[0]), np.asarray(plain[0]))
+    assert not np.array_equal(np.asarray(full[0]), np.asarray(plain[0]))

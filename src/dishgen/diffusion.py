@@ -378,7 +378,8 @@ def load_generator(
         device: ``cpu`` (default), ``cuda``, ``auto``...
         dtype: ``fp32`` (default), ``bf16``, ``fp16`` (CUDA only).
         lora: extra LoRA files or folders.
-        lora_scale: one weight per extra LoRA (default 1).
+        lora_scale: one weight per extra LoRA (default 1); for a LoRA run with no extra LoRA, a
+            single value scales the run's own LoRA.
         scheduler: a name from :data:`SCHEDULERS`.
         token: hub token for gated models.
 
@@ -394,7 +395,9 @@ def load_generator(
         if config.get("family") != "lora" or not config.get("base"):
             raise DiffusionError(f"{str(location)!r} is not a LoRA run: its config.json has no family 'lora' and base")
         family, base = "lora", config["base"]
-        loras, scales = [location, *loras], [1.0, *scales]
+        # the run's own LoRA at scale 1; or at the one scale given when there are no other LoRAs
+        own = scales.pop() if (not loras and len(scales) == 1) else 1.0
+        loras, scales = [location, *loras], [own, *scales]
     pipe = load_pipeline(base, device=device, dtype=dtype, token=token)
     if scheduler:
         set_scheduler(pipe, scheduler)
