@@ -1,4 +1,4 @@
-"""Synthetic data: template variations, augment (resume, failures), mix (shares, dishes, duplicates)."""
+"""Synthetic data: template variations, augment (resume, failures), mix (shares, dishes, dups)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,9 @@ class FakeGenerator:
             for j in range(num_images):
                 key = hashlib.sha256(f"{prompt}|{seed + i * num_images + j}".encode()).digest()
                 rng = np.random.default_rng(int.from_bytes(key[:8], "little"))
-                images.append(Image.fromarray(rng.integers(0, 256, (self.side, self.side, 3), dtype=np.uint8)))
+                images.append(
+                    Image.fromarray(rng.integers(0, 256, (self.side, self.side, 3), dtype=np.uint8))
+                )
         return images
 
 
@@ -61,7 +63,9 @@ def rows_of(dataset: Path, split: str) -> list[dict]:
 
 
 def test_template_variations_are_distinct_valid_deterministic_and_name_the_dish():
-    item = VariationInput("A photo of sarma, served on a white plate.", "Sarma", key="train/sarma_0.png")
+    item = VariationInput(
+        "A photo of sarma, served on a white plate.", "Sarma", key="train/sarma_0.png"
+    )
     first = TemplateVariator(seed=0).vary(item, 5)
     assert first.error is None and len(first.texts) == 5 and len(set(first.texts)) == 5
     for text in first.texts:
@@ -79,12 +83,18 @@ def test_template_variations_are_distinct_valid_deterministic_and_name_the_dish(
 
 def test_validate_variation_cleans_and_rejects():
     assert validate_variation("1. Ćevapi on a wooden board, from above", "ćevapi")[0] == (
-        "Ćevapi on a wooden board, from above")
-    assert validate_variation('"Cevapi with onions in a tavern."', "Ćevapi")[0] == "Cevapi with onions in a tavern."
+        "Ćevapi on a wooden board, from above"
+    )
+    assert (
+        validate_variation('"Cevapi with onions in a tavern."', "Ćevapi")[0]
+        == "Cevapi with onions in a tavern."
+    )
     assert "words" in validate_variation("Sarma", "sarma")[1]
     assert "words" in validate_variation("sarma " * 26, "sarma")[1]
     assert "does not name the dish" in validate_variation("A pizza on a wooden board", "sarma")[1]
-    assert "same as the source" in validate_variation("Sarma in a pot.", "sarma", "sarma in a pot")[1]
+    assert (
+        "same as the source" in validate_variation("Sarma in a pot.", "sarma", "sarma in a pot")[1]
+    )
     # The English description counts as naming the dish.
     assert validate_variation("Cabbage rolls in a clay pot, seen from above", "sarma")[0]
 
@@ -94,9 +104,11 @@ def test_validate_variation_cleans_and_rejects():
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory, tiny_dataset) -> Path:
-    """The tiny dataset's train split, 3 template variations per photo, rendered by a fake generator."""
+    """The tiny dataset's train split: 3 template variations per photo, by a fake generator."""
     out = tmp_path_factory.mktemp("synth") / "synth"
-    augment_dataset(tiny_dataset, out, AugmentOptions(variations=3, seed=0), generator=FakeGenerator())
+    augment_dataset(
+        tiny_dataset, out, AugmentOptions(variations=3, seed=0), generator=FakeGenerator()
+    )
     return out
 
 
@@ -140,13 +152,19 @@ def test_augment_resumes_after_an_interruption_without_duplicates(tmp_path, tiny
     assert [r["file_name"] for r in resumed] == [r["file_name"] for r in straight]
     for a, b in zip(resumed, straight, strict=True):
         assert a["text"] == b["text"]
-        assert content_hash(out / "train" / a["file_name"]) == content_hash(synth / "train" / b["file_name"])
+        assert content_hash(out / "train" / a["file_name"]) == content_hash(
+            synth / "train" / b["file_name"]
+        )
 
 
-def test_augment_refuses_to_resume_with_other_settings_and_to_overwrite(tmp_path, tiny_dataset, synth):
+def test_augment_refuses_to_resume_with_other_settings_and_to_overwrite(
+    tmp_path, tiny_dataset, synth
+):
     out = tmp_path / "synth"
     with pytest.raises(KeyboardInterrupt):
-        augment_dataset(tiny_dataset, out, AugmentOptions(seed=0), generator=FakeGenerator(fail_on_call=1))
+        augment_dataset(
+            tiny_dataset, out, AugmentOptions(seed=0), generator=FakeGenerator(fail_on_call=1)
+        )
     with pytest.raises(SynthError, match="other settings.*seed"):
         augment_dataset(tiny_dataset, out, AugmentOptions(seed=1), generator=FakeGenerator())
     with pytest.raises(SynthError, match="already exists"):
@@ -157,25 +175,38 @@ def test_augment_fails_before_any_work_when_the_generator_cannot_load(tmp_path, 
     from dishgen.generate import ModelReferenceError
 
     for model in ("default", str(tmp_path / "no-such-run")):  # no bundled model in a fresh tree
-        if model == "default" and (Path(__file__).parents[1] / "src/dishgen/weights/default.json").exists():
+        if (
+            model == "default"
+            and (Path(__file__).parents[1] / "src/dishgen/weights/default.json").exists()
+        ):
             continue
         with pytest.raises(ModelReferenceError):
             augment_dataset(tiny_dataset, tmp_path / "out", AugmentOptions(model=model))
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
     with pytest.raises(TypeError, match="does not take"):  # a knob the family lacks
-        augment_dataset(tiny_dataset, tmp_path / "out", AugmentOptions(knobs={"guidance_scale": 7}),
-                        generator=FakeGenerator())
+        augment_dataset(
+            tiny_dataset,
+            tmp_path / "out",
+            AugmentOptions(knobs={"guidance_scale": 7}),
+            generator=FakeGenerator(),
+        )
     assert not (tmp_path / "out.partial").exists()
 
 
 # -- mix ----------------------------------------------------------------------------------------
 
 
-def check_mix(out: Path, train_fraction: float | None, val_fraction: float, test_fraction: float) -> dict:
+def check_mix(
+    out: Path, train_fraction: float | None, val_fraction: float, test_fraction: float
+) -> dict:
     """Shares exact within one image, no dish in two splits, every split loadable."""
     summary = json.loads((out / "dataset.json").read_text())
     dishes = {}
-    for split, wanted in (("train", train_fraction), ("validation", val_fraction), ("test", test_fraction)):
+    for split, wanted in (
+        ("train", train_fraction),
+        ("validation", val_fraction),
+        ("test", test_fraction),
+    ):
         rows = rows_of(out, split)
         assert len(load_split(out, split)) == len(rows)
         synthetic = sum(r["synthetic"] for r in rows)
@@ -192,24 +223,35 @@ def check_mix(out: Path, train_fraction: float | None, val_fraction: float, test
 @pytest.mark.parametrize("fraction", [0.0, 0.25, 0.5, 0.6])
 def test_mix_hits_the_requested_shares_and_keeps_test_real(tmp_path, tiny_dataset, synth, fraction):
     out = tmp_path / "mixed"
-    summary = mix_datasets(tiny_dataset, synth, out, MixOptions(synthetic_fraction=fraction, val_synthetic=0.5))
+    summary = mix_datasets(
+        tiny_dataset, synth, out, MixOptions(synthetic_fraction=fraction, val_synthetic=0.5)
+    )
     check_mix(out, fraction, 0.5, 0.0)
     assert not any(r["synthetic"] for r in rows_of(out, "test"))
-    assert {r["file_name"] for r in rows_of(out, "test")} == {r.path.name for r in load_split(tiny_dataset, "test")}
+    assert {r["file_name"] for r in rows_of(out, "test")} == {
+        r.path.name for r in load_split(tiny_dataset, "test")
+    }
     real_train = {r.path.name for r in load_split(tiny_dataset, "train")}
-    kept_real = [r["file_name"] for s in ("train", "validation") for r in rows_of(out, s) if not r["synthetic"]]
+    kept_real = [
+        r["file_name"]
+        for s in ("train", "validation")
+        for r in rows_of(out, s)
+        if not r["synthetic"]
+    ]
     assert sorted(kept_real) == sorted(real_train)  # every real photo is kept, once
     assert summary["counts"]["validation"]["real"] >= 1
 
 
-def test_mix_default_takes_all_train_synthetics_and_same_seed_same_validation(tmp_path, tiny_dataset, synth):
+def test_mix_default_takes_all_train_synthetics_and_same_seed_same_validation(
+    tmp_path, tiny_dataset, synth
+):
     a = mix_datasets(tiny_dataset, synth, tmp_path / "a", MixOptions())
     mix_datasets(tiny_dataset, synth, tmp_path / "b", MixOptions(synthetic_fraction=0.0))
     check_mix(tmp_path / "a", None, 0.5, 0.0)
     val_dishes = {dish_key(r["dish"]) for r in rows_of(tmp_path / "a", "validation")}
     eligible = [r for r in rows_of(synth, "train") if dish_key(r["dish"]) not in val_dishes]
     assert a["counts"]["train"]["synthetic"] == len(eligible)
-    # Real-only and mixed datasets share validation and test: models are compared on the same photos.
+    # Real-only and mixed datasets share validation and test: models meet the same photos.
     for split in ("validation", "test"):
         assert rows_of(tmp_path / "a", split) == rows_of(tmp_path / "b", split)
 
@@ -219,10 +261,16 @@ def test_mix_loads_with_hugging_face_datasets(tmp_path, tiny_dataset, synth):
     mix_datasets(tiny_dataset, synth, tmp_path / "mixed", MixOptions(synthetic_fraction=0.5))
     loaded = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "mixed"))
     assert set(loaded) == {"train", "validation", "test"}
-    assert sum(loaded["train"]["synthetic"]) == json.loads(
-        (tmp_path / "mixed" / "dataset.json").read_text())["counts"]["train"]["synthetic"]
+    assert (
+        sum(loaded["train"]["synthetic"])
+        == json.loads((tmp_path / "mixed" / "dataset.json").read_text())["counts"]["train"][
+            "synthetic"
+        ]
+    )
     assert not any(loaded["test"]["synthetic"]) and loaded["test"][0]["generator"] == ""
-    assert len(datasets.load_dataset("imagefolder", data_dir=str(synth))["train"]) == len(rows_of(synth, "train"))
+    assert len(datasets.load_dataset("imagefolder", data_dir=str(synth))["train"]) == len(
+        rows_of(synth, "train")
+    )
 
 
 def test_mix_removes_exact_duplicates_of_real_and_synthetic_images(tmp_path, tiny_dataset, synth):
@@ -234,7 +282,9 @@ def test_mix_removes_exact_duplicates_of_real_and_synthetic_images(tmp_path, tin
     with Image.open(real.path) as im:
         im.save(copy / "train" / rows[0]["file_name"], compress_level=0)
     shutil.copy(copy / "train" / rows[2]["file_name"], copy / "train" / rows[1]["file_name"])
-    summary = mix_datasets(tiny_dataset, copy, tmp_path / "mixed", MixOptions(val_fraction=0.0, val_synthetic=0))
+    summary = mix_datasets(
+        tiny_dataset, copy, tmp_path / "mixed", MixOptions(val_fraction=0.0, val_synthetic=0)
+    )
     assert summary["removed_duplicates"]["synthetic"] == 2
     assert {d["of"] for d in summary["duplicates"]} == {"real", "synthetic"}
     hashes = [content_hash(p) for p in (tmp_path / "mixed" / "train").glob("*.png")]
@@ -254,8 +304,12 @@ def test_mix_fails_clearly_when_a_share_cannot_be_met(tmp_path, tiny_dataset, sy
 
 def test_mix_with_an_augmented_test_split_puts_its_synthetics_only_in_test(tmp_path, tiny_dataset):
     synth = tmp_path / "synth"
-    augment_dataset(tiny_dataset, synth, AugmentOptions(variations=2, splits=["train", "test"]),
-                    generator=FakeGenerator())
+    augment_dataset(
+        tiny_dataset,
+        synth,
+        AugmentOptions(variations=2, splits=["train", "test"]),
+        generator=FakeGenerator(),
+    )
     assert len(rows_of(synth, "test")) == 2 * len(load_split(tiny_dataset, "test"))
     out = tmp_path / "mixed"
     mix_datasets(tiny_dataset, synth, out, MixOptions(synthetic_fraction=0.5, test_synthetic=0.4))

@@ -45,7 +45,9 @@ class VariationServer:
             def do_GET(self):  # noqa: N802
                 if self.headers.get("Authorization") != f"Bearer {SECRET}":
                     return self.reply(401, {"error": {"message": "Incorrect API key provided"}})
-                self.reply(200, {"object": "list", "data": [{"id": "tiny-chef", "object": "model"}]})
+                self.reply(
+                    200, {"object": "list", "data": [{"id": "tiny-chef", "object": "model"}]}
+                )
 
             def do_POST(self):  # noqa: N802
                 request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -54,11 +56,22 @@ class VariationServer:
                 status, content = server.answer(request)
                 if status != 200:
                     return self.reply(status, {"error": {"message": f"boom {status}"}})
-                self.reply(200, {
-                    "id": "x", "object": "chat.completion", "created": 0, "model": request["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": content}}],
-                })
+                self.reply(
+                    200,
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": request["model"],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": content},
+                            }
+                        ],
+                    },
+                )
 
             def log_message(self, *args):
                 pass
@@ -71,7 +84,9 @@ class VariationServer:
     def answer(self, request: dict) -> tuple[int, str]:
         user = request["messages"][-1]["content"]
         dish = re.search(r"Dish: (.*)", user).group(1)
-        want = int(re.search(r"Write (\d+) new captions", request["messages"][0]["content"]).group(1))
+        want = int(
+            re.search(r"Write (\d+) new captions", request["messages"][0]["content"]).group(1)
+        )
         written = user.count("\n- ")
         with self.lock:
             self.chats.append(request)
@@ -81,8 +96,11 @@ class VariationServer:
             return 500, ""
         if behaviour == "malformed-once" and asked_before == 0:
             return 200, "Sure! Here are some lovely captions for you."
-        texts = [f"{dish} variation {written + i + 10 * asked_before}, plated on a wooden board, seen from above"
-                 for i in range(want)]
+        texts = [
+            f"{dish} variation {written + i + 10 * asked_before}, "
+            "plated on a wooden board, seen from above"
+            for i in range(want)
+        ]
         if behaviour == "one-too-long" and written == 0:
             texts[1] = f"{dish} " + "very " * 29 + "long"
         return 200, "```json\n" + json.dumps({"variations": texts}) + "\n```"
@@ -104,9 +122,18 @@ def server(monkeypatch):
 
 
 def llm_options(server, **extra) -> AugmentOptions:
-    return AugmentOptions(variations=3, captioner="llm", **extra, captioner_options={
-        "base_url": server.base_url, "model": "tiny-chef", "max_retries": 1, "concurrency": 2,
-        "timeout": 10})
+    return AugmentOptions(
+        variations=3,
+        captioner="llm",
+        **extra,
+        captioner_options={
+            "base_url": server.base_url,
+            "model": "tiny-chef",
+            "max_retries": 1,
+            "concurrency": 2,
+            "timeout": 10,
+        },
+    )
 
 
 def test_parse_variations_reads_objects_lists_and_fences():
@@ -117,7 +144,9 @@ def test_parse_variations_reads_objects_lists_and_fences():
     assert parse_variations('{"variations": [1, 2]}')[0] is None
 
 
-def test_llm_variations_are_validated_retried_and_failures_recorded(tmp_path, tiny_dataset, server, caplog):
+def test_llm_variations_are_validated_retried_and_failures_recorded(
+    tmp_path, tiny_dataset, server, caplog
+):
     dishes = sorted({r.dish for r in load_split(tiny_dataset, "train")})
     malformed, too_long, failing = dishes[:3]
     server.behaviour = {malformed: "malformed-once", too_long: "one-too-long", failing: 500}
@@ -126,25 +155,41 @@ def test_llm_variations_are_validated_retried_and_failures_recorded(tmp_path, ti
     summary = augment_dataset(tiny_dataset, out, llm_options(server), generator=FakeGenerator())
 
     system = server.chats[0]["messages"][0]["content"]
-    for words in ("SAME dish", "ingredients", "plating", "camera angle", "setting", "2 to 25 words"):
+    for words in (
+        "SAME dish",
+        "ingredients",
+        "plating",
+        "camera angle",
+        "setting",
+        "2 to 25 words",
+    ):
         assert words in system
     rows = rows_of(out, "train")
     source = load_split(tiny_dataset, "train")
     # Every photo except those of the failing dish has 3 valid LLM variations.
     assert len(rows) == 3 * sum(r.dish != failing for r in source)
     for row in rows:
-        assert re.fullmatch(rf"{re.escape(row['dish'])} variation \d+, plated on a wooden board, seen from above",
-                            row["text"])
+        assert re.fullmatch(
+            rf"{re.escape(row['dish'])} variation \d+, plated on a wooden board, seen from above",
+            row["text"],
+        )
         assert row["captioner"] == f"llm:tiny-chef@{server.base_url}"
-    asked = {d: [c for c in server.chats if f"Dish: {d}" in c["messages"][-1]["content"]] for d in dishes}
+    asked = {
+        d: [c for c in server.chats if f"Dish: {d}" in c["messages"][-1]["content"]] for d in dishes
+    }
     assert len(asked[malformed]) == 2  # prose, then asked again
     assert len(asked[too_long]) == 2  # 2 valid of 3, then asked for the missing one
-    assert "variation 0," in asked[too_long][1]["messages"][-1]["content"]  # told what it already has
+    assert (
+        "variation 0," in asked[too_long][1]["messages"][-1]["content"]
+    )  # told what it already has
     assert len(asked[failing]) == 2  # the client's own retry of the 500
     assert all(len(asked[d]) == 1 for d in dishes[3:])  # photos of one dish share a request
     failures = summary["failures"]
     assert {f["dish"] for f in failures} == {failing}
-    assert len(failures) == sum(r.dish == failing for r in source) and "HTTP 500" in failures[0]["error"]
+    assert (
+        len(failures) == sum(r.dish == failing for r in source)
+        and "HTTP 500" in failures[0]["error"]
+    )
     recorded = json.loads((out / "dataset.json").read_text())
     assert recorded["failures"] == failures and recorded["captioner"]["model"] == "tiny-chef"
     everything = (out / "dataset.json").read_text() + (out / "train" / "metadata.jsonl").read_text()
@@ -156,22 +201,32 @@ def test_llm_variations_are_not_asked_again_on_resume(tmp_path, tiny_dataset, se
     server.behaviour = {dishes[0]: 500}
     out = tmp_path / "synth"
     with pytest.raises(KeyboardInterrupt):
-        augment_dataset(tiny_dataset, out, llm_options(server), generator=FakeGenerator(fail_on_call=2))
+        augment_dataset(
+            tiny_dataset, out, llm_options(server), generator=FakeGenerator(fail_on_call=2)
+        )
     first = len(server.chats)
     server.behaviour = {}  # the server has recovered
     summary = augment_dataset(tiny_dataset, out, llm_options(server), generator=FakeGenerator())
     again = server.chats[first:]
     # Only the dish that failed is asked again; cached variations are reused.
-    assert {re.search(r"Dish: (.*)", c["messages"][-1]["content"]).group(1) for c in again} == {dishes[0]}
+    assert {re.search(r"Dish: (.*)", c["messages"][-1]["content"]).group(1) for c in again} == {
+        dishes[0]
+    }
     assert summary["failures"] == []
     rows = rows_of(out, "train")
-    assert len(rows) == 3 * len(load_split(tiny_dataset, "train")) == len({r["file_name"] for r in rows})
+    assert (
+        len(rows)
+        == 3 * len(load_split(tiny_dataset, "train"))
+        == len({r["file_name"] for r in rows})
+    )
 
 
 def test_llm_problems_fail_before_any_work(tmp_path, tiny_dataset, server, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
     with pytest.raises(LLMError, match="rejected the API key"):
-        augment_dataset(tiny_dataset, tmp_path / "a", llm_options(server), generator=FakeGenerator())
+        augment_dataset(
+            tiny_dataset, tmp_path / "a", llm_options(server), generator=FakeGenerator()
+        )
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     port = server.server.server_address[1]
     server.close()

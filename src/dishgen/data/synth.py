@@ -95,7 +95,8 @@ def _dish_words(dish: str) -> set[str]:
     return words - {"the", "and", "with", "sa", "od", "na", "za", "u"}
 
 
-def validate_variation(text: str, dish: str = "", source_caption: str = "") -> tuple[str | None, str]:
+def validate_variation(text: str, dish: str = "", source_caption: str = ""
+                       ) -> tuple[str | None, str]:
     """Clean and check one caption variation.
 
     A variation is one line of 2 to 25 words that names the dish (a word of the dish name, or of
@@ -167,7 +168,8 @@ class TemplateVariator:
         for k in range(n * 3):  # a few spare draws for the rare duplicate or too-long one
             parts = [pool[(k + k // len(pool)) % len(pool)] for pool in pools]
             while parts:  # drop details from the end until the caption fits in 25 words
-                text, problem = validate_variation(f"{phrase}, {', '.join(parts)}.", item.dish, item.caption)
+                candidate = f"{phrase}, {', '.join(parts)}."
+                text, problem = validate_variation(candidate, item.dish, item.caption)
                 if text is not None or "words" not in problem:
                     break
                 parts.pop()
@@ -175,7 +177,8 @@ class TemplateVariator:
                 texts.append(text)
             if len(texts) == n:
                 return VariationResult(texts)
-        return VariationResult(texts, f"only {len(texts)} of {n} variations: {problem or 'duplicates'}")
+        why = problem or "duplicates"
+        return VariationResult(texts, f"only {len(texts)} of {n} variations: {why}")
 
     def vary_many(self, items: list[VariationInput], n: int) -> list[VariationResult]:
         return [self.vary(item, n) for item in items]
@@ -183,7 +186,8 @@ class TemplateVariator:
 
 def _caption_subject(caption: str) -> str:
     """The dish part of a caption: "A photo of sarma, served on..." -> "sarma"."""
-    text = re.sub(r"^(a|an)\s+(photo|photograph|picture|image)\s+of\s+", "", caption.strip(), flags=re.I)
+    lead = r"^(a|an)\s+(photo|photograph|picture|image)\s+of\s+"
+    text = re.sub(lead, "", caption.strip(), flags=re.I)
     return re.split(r",|\.| on | in | with | served ", text, maxsplit=1)[0].strip()
 
 
@@ -261,10 +265,12 @@ class LLMVariator:
 
         unique = list(dict.fromkeys((item.caption, item.dish) for item in items))
         with ThreadPoolExecutor(max_workers=self.client.concurrency) as pool, tqdm(
-            total=len(unique), desc=f"variations ({self.client.model})", unit="caption", leave=False,
+            total=len(unique), desc=f"variations ({self.client.model})", unit="caption",
+            leave=False,
         ) as bar:
             answers = {}
-            for key, result in zip(unique, pool.map(lambda k: self._ask(*k, n), unique), strict=True):
+            results = pool.map(lambda k: self._ask(*k, n), unique)
+            for key, result in zip(unique, results, strict=True):
                 answers[key] = result
                 bar.update()
         return [answers[(item.caption, item.dish)] for item in items]
@@ -282,7 +288,8 @@ class LLMVariator:
             if texts:
                 user += "\nAlready written (do not repeat):\n" + "\n".join(f"- {t}" for t in texts)
             messages = [
-                {"role": "system", "content": VARIATION_PROMPT.format(n=want, low=MIN_WORDS, high=MAX_WORDS)},
+                {"role": "system",
+                 "content": VARIATION_PROMPT.format(n=want, low=MIN_WORDS, high=MAX_WORDS)},
                 {"role": "user", "content": user},
             ]
             try:
@@ -290,7 +297,8 @@ class LLMVariator:
             except openai.APIError as err:  # the client has already retried 429/5xx/timeouts
                 status = getattr(err, "status_code", None)
                 detail = self.client._redact(getattr(err, "message", "") or str(err))[:200]
-                return VariationResult(texts, f"LLM request failed ({f'HTTP {status}' if status else type(err).__name__}): {detail}")
+                what = f"HTTP {status}" if status else type(err).__name__
+                return VariationResult(texts, f"LLM request failed ({what}): {detail}")
             candidates, problem = parse_variations(content)
             for candidate in candidates or []:
                 text, reason = validate_variation(candidate, dish, caption)
@@ -302,15 +310,18 @@ class LLMVariator:
                     texts.append(text)
             if len(texts) == n:
                 return VariationResult(texts)
-            log.info("variations of %r: %d of %d valid so far (%s); asking again", caption, len(texts), n, problem)
-        return VariationResult(texts, f"{len(texts)} of {n} valid variations after {attempts} requests: {problem}")
+            log.info("variations of %r: %d of %d valid so far (%s); asking again",
+                     caption, len(texts), n, problem)
+        return VariationResult(
+            texts, f"{len(texts)} of {n} valid variations after {attempts} requests: {problem}")
 
 
 def get_variator(name: str, *, seed: int = 0, **options: Any):
     """``template`` (offline) or ``llm`` (an OpenAI-compatible server; preflight-checked now)."""
     if name == "template":
         if options:
-            raise SynthError(f"the template variator takes no LLM options (got {', '.join(sorted(options))})")
+            raise SynthError("the template variator takes no LLM options "
+                             f"(got {', '.join(sorted(options))})")
         return TemplateVariator(seed)
     if name == "llm":
         return LLMVariator(**options)
@@ -349,7 +360,8 @@ class AugmentOptions:
     def validate(self) -> None:
         for name in ("variations", "images_per_caption", "batch_size"):
             if getattr(self, name) < 1:
-                raise SynthError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                flag = "--" + name.replace("_", "-")
+                raise SynthError(f"{flag} must be at least 1, got {getattr(self, name)}")
         if self.size is not None and self.size < 8:
             raise SynthError(f"--size must be at least 8 pixels, got {self.size}")
         if self.limit is not None and self.limit < 1:
@@ -359,14 +371,15 @@ class AugmentOptions:
 
     def fingerprint(self) -> dict:
         """What an interrupted run must share with its resumption."""
-        keep = {k: v for k, v in asdict(self).items() if k not in ("overwrite", "device", "dtype", "batch_size")}
+        ignored = ("overwrite", "device", "dtype", "batch_size")
+        keep = {k: v for k, v in asdict(self).items() if k not in ignored}
         keep["captioner_options"] = {k: v for k, v in self.captioner_options.items()
                                      if k in ("base_url", "model", "temperature")}
         return json.loads(json.dumps(keep))
 
 
-def augment_dataset(dataset: str | Path, out: str | Path, options: AugmentOptions | None = None, *,
-                    generator=None) -> dict:
+def augment_dataset(dataset: str | Path, out: str | Path, options: AugmentOptions | None = None,
+                    *, generator=None) -> dict:
     """Write caption variations of a dataset's photos and render each through a generator.
 
     Args:
@@ -384,129 +397,44 @@ def augment_dataset(dataset: str | Path, out: str | Path, options: AugmentOption
         ModelReferenceError, DiffusionError: the generator cannot be loaded (before any work).
         LLMError: the LLM server is unreachable or refuses the key (before any work).
     """
-    from tqdm.auto import tqdm
-
-    from dishgen.generate import check_knobs, load_generator
-
     options = options or AugmentOptions()
     options.validate()
     source, out = Path(dataset), Path(out)
     if "test" in options.splits:
-        log.warning("augmenting the test split: never train on these images (`data mix` keeps them "
-                    "out of train and validation)")
+        log.warning("augmenting the test split: never train on these images (`data mix` keeps "
+                    "them out of train and validation)")
     rows = {split: load_split(source, split)[: options.limit] for split in options.splits}
     work = out.with_name(out.name + ".partial")
     if options.overwrite:
         shutil.rmtree(work, ignore_errors=True)
     elif out.exists() and any(out.iterdir()):
-        raise SynthError(f"{str(out)!r} already exists; pass --overwrite to redo it, or choose another --out")
-    _check_resumable(work, {"source": str(source.resolve()), **options.fingerprint()})
+        raise SynthError(f"{str(out)!r} already exists; pass --overwrite to redo it, "
+                         "or choose another --out")
+    fingerprint = {"source": str(source.resolve()), **options.fingerprint()}
+    _check_resumable(work, fingerprint)
 
     # Everything that can fail for a setting fails here, before any LLM call or rendering.
     variator = get_variator(options.captioner, seed=options.seed, **options.captioner_options)
-    loaded = generator is None
-    if generator is None:
-        extra = {"lora": list(options.lora)} if options.lora else {}
-        generator = load_generator(options.model, device=options.device, dtype=options.dtype, **extra)
-    diffusion = generator.family in DIFFUSION_FAMILIES
-    knobs = {**options.knobs, "batch_size": options.batch_size * options.images_per_caption}
-    if diffusion and options.negative_prompt:
-        knobs["negative_prompt"] = options.negative_prompt
-    check_knobs(generator.family, tuple(generator.knobs), knobs)
-    settings = {
-        "family": generator.family,
-        "model": str(getattr(generator, "location", "") or (options.model if loaded else type(generator).__name__)),
-        "lora": [str(p) for p in options.lora],
-        "knobs": {k: v for k, v in knobs.items() if k != "batch_size"},
-        "positive_suffix": options.positive_suffix if diffusion else "",
-    }
-    generator_name = f"{settings['family']}:{settings['model']}"
-    atomic_write_json(work / "_options.json", {"source": str(source.resolve()), **options.fingerprint()})
+    generator, knobs, settings = _prepare_generator(generator, options)
+    atomic_write_json(work / "_options.json", fingerprint)
     started = time.time()
 
-    # -- variations (cached in the work folder, so a resumed run asks no LLM twice) ---------------
-    cache_file = work / "_variations.jsonl"
-    repair_jsonl(cache_file)
-    cached = {row["key"]: row["texts"] for row in read_jsonl(cache_file)}
-    sources = [(split, row, _row_key(split, row)) for split, split_rows in rows.items() for row in split_rows]
-    need = [(key, VariationInput(row.text, row.dish, key)) for _, row, key in sources if key not in cached]
-    failures: list[dict] = []
-    partial: dict[str, list[str]] = {}
-    for start in range(0, len(need), 64):
-        chunk = need[start : start + 64]
-        results = variator.vary_many([item for _, item in chunk], options.variations)
-        done = []
-        for (key, item), result in zip(chunk, results, strict=True):
-            if result.error is None:
-                done.append({"key": key, "texts": result.texts})
-            else:  # not cached: a resumed run asks again
-                partial[key] = result.texts
-                failures.append({"source_key": key, "caption": item.caption, "dish": item.dish,
-                                 "variations": len(result.texts), "error": result.error})
-        append_jsonl(cache_file, done)
-        cached.update({row["key"]: row["texts"] for row in done})
+    sources = [(split, row, _row_key(split, row)) for split, split_rows in rows.items()
+               for row in split_rows]
+    texts, failures = _write_variations(variator, sources, options.variations, work)
+    prompts = [Prompt(split, row, key, k, text) for split, row, key in sources
+               for k, text in enumerate(texts.get(key, []))]
+    done = _render(generator, prompts, knobs, settings, options, work,
+                   provenance={"captioner": variator.description, "source_dataset": str(source)})
 
-    # -- rendering: fixed batches over all captions, so a resumed batch gets the same seed --------
-    prompts = []  # (split, source row, source key, variation index, text)
-    for split, row, key in sources:
-        for k, text in enumerate(cached.get(key) or partial.get(key, [])):
-            prompts.append((split, row, key, k, text))
-    rows_file = work / "_rows.jsonl"
-    repair_jsonl(rows_file)
-    done_rows = {r["file_name"]: r for r in read_jsonl(rows_file) if (work / "images" / r["source_split"] / r["file_name"]).is_file()}
-    per = options.images_per_caption
-    total = len(prompts) * per
-    with tqdm(total=total, initial=len(done_rows), desc=f"render ({generator.family})", unit="img") as bar:
-        for start in range(0, len(prompts), options.batch_size):
-            batch = prompts[start : start + options.batch_size]
-            names = [_image_name(p, j) for p in batch for j in range(per)]
-            if all(name in done_rows for name in names):
-                continue
-            seed = options.seed * 1_000_003 + start * per
-            texts = [_prompt(text, options.positive_suffix if diffusion else "") for *_, text in batch]
-            images = generator.generate(texts, num_images=per, seed=seed, **knobs)
-            if len(images) != len(names):
-                raise SynthError(f"the {generator.family} generator returned {len(images)} images "
-                                 f"for {len(texts)} captions x {per}; expected {len(names)}")
-            new_rows = []
-            for index, (image, name) in enumerate(zip(images, names, strict=True)):
-                if name in done_rows:
-                    continue
-                split, row, key, k, text = batch[index // per]
-                image = image.convert("RGB")
-                generated_size = list(image.size)
-                side = options.size or _image_size(row.path)
-                if image.size != (side, side):
-                    from PIL import Image
-
-                    image = image.resize((side, side), Image.Resampling.LANCZOS)
-                atomic_save_image(image, work / "images" / split / name)
-                new_rows.append({
-                    "file_name": name, "text": text, "captions": [text], "dish": row.dish,
-                    "source": "synthetic", "url": None, "license": None, "raw_id": None,
-                    "original_size": generated_size, "fixes": "", "synthetic": True,
-                    "source_caption": row.text, "source_image": f"{split}/{row.path.name}",
-                    "source_split": split, "prompt": texts[index // per],
-                    "captioner": variator.description, "generator": generator_name,
-                    # One JSON string, so that every row has the same flat columns and
-                    # `datasets.load_dataset("imagefolder")` reads real and synthetic rows alike.
-                    "generator_settings": json.dumps({
-                        **settings, "seed": seed, "position": index, "variation": k,
-                        "image_index": index % per, "source_dataset": str(source),
-                    }, ensure_ascii=False),
-                })
-            append_jsonl(rows_file, new_rows)
-            done_rows.update({r["file_name"]: r for r in new_rows})
-            bar.update(len(new_rows))
-
-    # -- assemble the final dataset, then rename it into place ------------------------------------
+    # Assemble the final dataset in the work folder, then rename it into place.
     final = work / "_final"
     shutil.rmtree(final, ignore_errors=True)
     counts = {}
-    order = {_image_name(p, j): i for i, p in enumerate(prompts) for j in range(per)}
+    per = options.images_per_caption
     for split in options.splits:
-        split_rows = sorted((r for r in done_rows.values() if r["source_split"] == split and r["file_name"] in order),
-                            key=lambda r: order[r["file_name"]])
+        names = [_image_name(p, j) for p in prompts if p.split == split for j in range(per)]
+        split_rows = [done[name] for name in names if name in done]
         (final / split).mkdir(parents=True)
         for r in split_rows:
             _place(work / "images" / split / r["file_name"], final / split / r["file_name"])
@@ -514,14 +442,18 @@ def augment_dataset(dataset: str | Path, out: str | Path, options: AugmentOption
         counts[split] = {"source_images": len(rows[split]), "images": len(split_rows),
                          "dishes": len({dish_key(r["dish"]) for r in split_rows if r["dish"]})}
     if not any(c["images"] for c in counts.values()):
+        first = failures[0]["error"] if failures else "no variations"
         raise SynthError(f"no synthetic image was made ({len(failures)} sources failed: "
-                         f"{failures[0]['error'] if failures else 'no variations'}); see {work}")
+                         f"{first}); see {work}")
     summary = {
-        "dishgen_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "kind": "synthetic",
+        "dishgen_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "kind": "synthetic",
         "source": {"path": str(source), "splits": options.splits},
-        "options": {k: v for k, v in asdict(options).items() if k not in ("captioner_options", "overwrite")},
+        "options": {k: v for k, v in asdict(options).items()
+                    if k not in ("captioner_options", "overwrite")},
         "captioner": {"name": options.captioner, "description": variator.description,
-                      **{k: v for k, v in options.captioner_options.items() if "key" not in k.lower()}},
+                      **{k: v for k, v in options.captioner_options.items()
+                         if "key" not in k.lower()}},
         "generator": settings,
         "counts": {**counts, "images": sum(c["images"] for c in counts.values()),
                    "captions": len(prompts), "failed_sources": len(failures)},
@@ -536,6 +468,131 @@ def augment_dataset(dataset: str | Path, out: str | Path, options: AugmentOption
     return summary
 
 
+@dataclass
+class Prompt:
+    """One caption variation to render: where it comes from, its index and its text."""
+
+    split: str
+    row: DatasetRow
+    key: str  # names the source row
+    variation: int
+    text: str
+
+
+def _prepare_generator(generator, options: AugmentOptions) -> tuple[Any, dict, dict]:
+    """Load the generator (unless given) and check the knobs it will get, before any work."""
+    from dishgen.generate import check_knobs, load_generator
+
+    given = generator is not None
+    if generator is None:
+        extra = {"lora": list(options.lora)} if options.lora else {}
+        generator = load_generator(options.model, device=options.device, dtype=options.dtype,
+                                   **extra)
+    diffusion = generator.family in DIFFUSION_FAMILIES
+    knobs = {**options.knobs, "batch_size": options.batch_size * options.images_per_caption}
+    if diffusion and options.negative_prompt:
+        knobs["negative_prompt"] = options.negative_prompt
+    check_knobs(generator.family, tuple(generator.knobs), knobs)
+    model = getattr(generator, "location", "") or (
+        type(generator).__name__ if given else options.model)
+    settings = {
+        "family": generator.family, "model": str(model), "lora": [str(p) for p in options.lora],
+        "knobs": {k: v for k, v in knobs.items() if k != "batch_size"},
+        "positive_suffix": options.positive_suffix if diffusion else "",
+    }
+    return generator, knobs, settings
+
+
+def _write_variations(variator, sources: list[tuple], n: int, work: Path
+                      ) -> tuple[dict[str, list[str]], list[dict]]:
+    """Variations per source key; complete ones are cached in the work folder, so a resumed
+    run asks no LLM twice, and incomplete ones are asked again."""
+    cache_file = work / "_variations.jsonl"
+    repair_jsonl(cache_file)
+    texts = {row["key"]: row["texts"] for row in read_jsonl(cache_file)}
+    need = [(key, VariationInput(row.text, row.dish, key)) for _, row, key in sources
+            if key not in texts]
+    failures = []
+    for start in range(0, len(need), 64):
+        chunk = need[start : start + 64]
+        results = variator.vary_many([item for _, item in chunk], n)
+        complete = []
+        for (key, item), result in zip(chunk, results, strict=True):
+            texts[key] = result.texts
+            if result.error is None:
+                complete.append({"key": key, "texts": result.texts})
+            else:
+                failures.append({"source_key": key, "caption": item.caption, "dish": item.dish,
+                                 "variations": len(result.texts), "error": result.error})
+        append_jsonl(cache_file, complete)
+    return texts, failures
+
+
+def _render(generator, prompts: list[Prompt], knobs: dict, settings: dict, options: AugmentOptions,
+            work: Path, provenance: dict) -> dict[str, dict]:
+    """Render every prompt; each batch's images, then its rows, are written as soon as it is done.
+
+    Batches are fixed slices of the full prompt list, seeded by their position, so a batch
+    interrupted half-way is rendered again identically and only its missing images are kept.
+
+    Returns:
+        The rows by file name (this run's and an interrupted run's).
+    """
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    rows_file = work / "_rows.jsonl"
+    repair_jsonl(rows_file)
+    done = {r["file_name"]: r for r in read_jsonl(rows_file)
+            if (work / "images" / r["source_split"] / r["file_name"]).is_file()}
+    per, size = options.images_per_caption, options.size
+    suffix = settings["positive_suffix"]
+    name = f"{settings['family']}:{settings['model']}"
+    with tqdm(total=len(prompts) * per, initial=len(done), unit="img",
+              desc=f"render ({generator.family})") as bar:
+        for start in range(0, len(prompts), options.batch_size):
+            batch = prompts[start : start + options.batch_size]
+            names = [_image_name(p, j) for p in batch for j in range(per)]
+            if all(n in done for n in names):
+                continue
+            seed = options.seed * 1_000_003 + start * per
+            texts = [_prompt(p.text, suffix) for p in batch]
+            images = generator.generate(texts, num_images=per, seed=seed, **knobs)
+            if len(images) != len(names):
+                raise SynthError(f"the {generator.family} generator returned {len(images)} images "
+                                 f"for {len(texts)} captions x {per}; expected {len(names)}")
+            new_rows = []
+            for index, (image, file_name) in enumerate(zip(images, names, strict=True)):
+                if file_name in done:
+                    continue
+                p = batch[index // per]
+                image = image.convert("RGB")
+                generated_size = list(image.size)
+                side = size or _image_size(p.row.path)
+                if image.size != (side, side):
+                    image = image.resize((side, side), Image.Resampling.LANCZOS)
+                atomic_save_image(image, work / "images" / p.split / file_name)
+                new_rows.append({
+                    "file_name": file_name, "text": p.text, "captions": [p.text],
+                    "dish": p.row.dish,
+                    "source": "synthetic", "url": None, "license": None, "raw_id": None,
+                    "original_size": generated_size, "fixes": "", "synthetic": True,
+                    "source_caption": p.row.text, "source_image": f"{p.split}/{p.row.path.name}",
+                    "source_split": p.split, "prompt": texts[index // per],
+                    "captioner": provenance["captioner"], "generator": name,
+                    # One JSON string, so that every row has the same flat columns and
+                    # `datasets.load_dataset("imagefolder")` reads real and synthetic rows alike.
+                    "generator_settings": json.dumps({
+                        **settings, "seed": seed, "position": index, "variation": p.variation,
+                        "image_index": index % per, "source_dataset": provenance["source_dataset"],
+                    }, ensure_ascii=False),
+                })
+            append_jsonl(rows_file, new_rows)
+            done.update({r["file_name"]: r for r in new_rows})
+            bar.update(len(new_rows))
+    return done
+
+
 def _check_resumable(work: Path, fingerprint: dict) -> None:
     saved_file = work / "_options.json"
     if not saved_file.is_file():
@@ -544,8 +601,9 @@ def _check_resumable(work: Path, fingerprint: dict) -> None:
     changed = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
     if changed:
         raise SynthError(
-            f"{str(work)!r} holds an interrupted augmentation with other settings ({', '.join(changed)} "
-            "differ); run again with the same settings to resume it, or pass --overwrite to start over"
+            f"{str(work)!r} holds an interrupted augmentation with other settings "
+            f"({', '.join(changed)} differ); run again with the same settings to resume it, "
+            "or pass --overwrite to start over"
         )
 
 
@@ -554,9 +612,9 @@ def _row_key(split: str, row: DatasetRow) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
 
 
-def _image_name(prompt: tuple, j: int) -> str:
-    split, row, key, k, _ = prompt
-    return f"{slugify(row.dish or row.text, 32)}-{key}-v{k}-{j}.png"
+def _image_name(prompt: Prompt, j: int) -> str:
+    slug = slugify(prompt.row.dish or prompt.row.text, 32)
+    return f"{slug}-{prompt.key}-v{prompt.variation}-{j}.png"
 
 
 def _prompt(text: str, suffix: str) -> str:
@@ -611,7 +669,7 @@ SPLITS = ("train", "validation", "test")
 
 
 def content_hash(path: str | Path) -> str:
-    """SHA-256 of an image's decoded RGB pixels and size: equal for equal pictures in any file format."""
+    """SHA-256 of an image's decoded RGB pixels and size: equal for equal pictures in any format."""
     from PIL import Image
 
     with Image.open(path) as im:
@@ -623,7 +681,8 @@ def _row_dict(row: DatasetRow) -> dict:
     return {"file_name": row.path.name, "text": row.text, "dish": row.dish, **row.extra}
 
 
-def mix_datasets(real: str | Path, synthetic: str | Path, out: str | Path, options: MixOptions | None = None) -> dict:
+def mix_datasets(real: str | Path, synthetic: str | Path, out: str | Path,
+                 options: MixOptions | None = None) -> dict:
     """Mix a real dataset and a synthetic one into train, validation and test splits.
 
     The real test split stays the test split (so models trained on different mixes are scored
@@ -650,11 +709,13 @@ def mix_datasets(real: str | Path, synthetic: str | Path, out: str | Path, optio
     options.validate()
     real, synthetic, out = Path(real), Path(synthetic), Path(out)
     if out.exists() and any(out.iterdir()) and not options.overwrite:
-        raise SynthError(f"{str(out)!r} already exists; pass --overwrite to replace it, or choose another --out")
+        raise SynthError(f"{str(out)!r} already exists; pass --overwrite to replace it, "
+                         "or choose another --out")
     real_splits = list_splits(real)
     unknown = sorted(set(real_splits) - set(SPLITS))
     if unknown:
-        raise SynthError(f"{str(real)!r} has splits {', '.join(unknown)}; mix knows {', '.join(SPLITS)}")
+        raise SynthError(f"{str(real)!r} has splits {', '.join(unknown)}; "
+                         f"mix knows {', '.join(SPLITS)}")
     parts = {split: [_row_dict(r) | {"_path": r.path} for r in load_split(real, split)]
              if split in real_splits else [] for split in SPLITS}
     if not parts["train"]:
@@ -667,37 +728,11 @@ def mix_datasets(real: str | Path, synthetic: str | Path, out: str | Path, optio
     synth_rows = [_row_dict(r) | {"_path": r.path} for split in list_splits(synthetic)
                   for r in load_split(synthetic, split)]
     if not synth_rows:
-        raise SynthError(f"{str(synthetic)!r} holds no synthetic rows; make them with `dishgen data augment`")
+        raise SynthError(f"{str(synthetic)!r} holds no synthetic rows; "
+                         "make them with `dishgen data augment`")
 
-    # Exact duplicates: drop synthetic images equal to a real one or to an earlier synthetic one.
-    seen = {content_hash(r["_path"]): r for split in SPLITS for r in parts[split]}
-    real_duplicates = len([r for split in SPLITS for r in parts[split]]) - len(seen)
-    unique_synth, duplicates = [], []
-    for r in synth_rows:
-        digest = content_hash(r["_path"])
-        if digest in seen:
-            duplicates.append({"file_name": r["file_name"], "duplicate_of": seen[digest]["file_name"],
-                               "of": "synthetic" if seen[digest].get("synthetic") else "real"})
-        else:
-            seen[digest] = r
-            unique_synth.append(r)
-
-    # Each dish belongs to the split of its real photos; a synthetic row may only follow it.
-    home: dict[str, set[str]] = {}
-    for split in SPLITS:
-        for r in parts[split]:
-            home.setdefault(dish_key(r["dish"]) if r["dish"] else "", set()).add(split)
-    straddling = sorted(d for d, s in home.items() if d and len(s) > 1)
-    eligible: dict[str, list[dict]] = {split: [] for split in SPLITS}
-    ineligible = []
-    for r in unique_synth:
-        splits = home.get(dish_key(r["dish"]) if r["dish"] else "", {"train"})
-        if len(splits) == 1 and r["dish"]:
-            eligible[next(iter(splits))].append(r)
-        elif not r["dish"]:
-            eligible["train"].append(r) if r.get("source_split", "train") == "train" else ineligible.append(r)
-        else:
-            ineligible.append(r)
+    unique_synth, duplicates, real_duplicates = _drop_duplicates(parts, synth_rows)
+    eligible, ineligible, straddling = _assign_by_dish(parts, unique_synth)
 
     wanted = {"train": options.synthetic_fraction, "validation": options.val_synthetic,
               "test": options.test_synthetic}
@@ -707,27 +742,29 @@ def mix_datasets(real: str | Path, synthetic: str | Path, out: str | Path, optio
         real_rows, pool, fraction = parts[split], eligible[split], wanted[split]
         if fraction == 1:
             left_out_real[split], real_rows = len(real_rows), []
-            n = len(pool)
-        elif fraction is None:
+        # synthetic / (real + synthetic) = f  <=>  synthetic = f * real / (1 - f)
+        if fraction in (None, 1):
             n = len(pool)
         else:
             n = round(fraction * len(real_rows) / (1 - fraction))
         if n > len(pool):
-            best = len(pool) / (len(pool) + len(real_rows)) if pool or real_rows else 0
-            hint = ("augment the test split too (`dishgen data augment REAL --split test`)" if split == "test"
-                    else "make more with `dishgen data augment --variations/--images-per-caption`")
+            best = len(pool) / (len(pool) + len(real_rows))
+            hint = ("augment the test split too (`dishgen data augment REAL --split test`)"
+                    if split == "test" else
+                    "make more with `dishgen data augment --variations/--images-per-caption`")
             raise SynthError(
-                f"a synthetic fraction of {fraction} in {split} needs {n} synthetic images of its dishes, but "
-                f"only {len(pool)} are there (after removing duplicates): at most {best:.3f} is possible; "
-                f"ask for less, or {hint}"
+                f"a synthetic fraction of {fraction} in {split} needs {n} synthetic images of its "
+                f"dishes, but only {len(pool)} are there (after removing duplicates): at most "
+                f"{best:.3f} is possible; ask for less, or {hint}"
             )
         chosen[split] = real_rows + _spread(pool, n, rng)
-        n_synth = n
-        counts[split] = {"real": len(real_rows), "synthetic": n_synth, "total": len(real_rows) + n_synth,
+        total = len(real_rows) + n
+        counts[split] = {"real": len(real_rows), "synthetic": n, "total": total,
                          "dishes": len({dish_key(r["dish"]) for r in chosen[split] if r["dish"]}),
-                         "synthetic_fraction": round(n_synth / max(1, len(real_rows) + n_synth), 6)}
+                         "synthetic_fraction": round(n / max(1, total), 6)}
     if not chosen["train"]:
-        raise SynthError("the train split would be empty; lower --synthetic-fraction or --val-fraction")
+        raise SynthError("the train split would be empty; "
+                         "lower --synthetic-fraction or --val-fraction")
 
     for rows in chosen.values():
         for r in rows:
@@ -740,29 +777,86 @@ def mix_datasets(real: str | Path, synthetic: str | Path, out: str | Path, optio
             (tmp / split).mkdir()
             for r in chosen[split]:
                 if (tmp / split / r["file_name"]).exists():
-                    raise SynthError(f"two images named {r['file_name']!r} in {split}: rename one of them")
+                    raise SynthError(f"two images named {r['file_name']!r} in {split}: "
+                                     "rename one of them")
                 _place(r["_path"], tmp / split / r["file_name"])
-            append_jsonl(tmp / split / "metadata.jsonl", [{k: v for k, v in r.items() if k != "_path"}
-                                                          for r in chosen[split]])
+            metadata = [{k: v for k, v in r.items() if k != "_path"} for r in chosen[split]]
+            append_jsonl(tmp / split / "metadata.jsonl", metadata)
+        used = sum(c["synthetic"] for c in counts.values())
         summary = {
-            "dishgen_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "kind": "mix",
+            "dishgen_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "kind": "mix",
             "inputs": {"real": str(real), "synthetic": str(synthetic)},
             "options": {k: v for k, v in asdict(options).items() if k != "overwrite"},
             "fraction_definition": "synthetic rows / all rows of the split",
             "counts": counts,
             "synthetic_available": len(synth_rows),
-            "removed_duplicates": {"synthetic": len(duplicates), "real_among_real": real_duplicates},
+            "removed_duplicates": {"synthetic": len(duplicates),
+                                   "real_among_real": real_duplicates},
             "duplicates": duplicates,
-            "left_out": {"synthetic_unused": sum(len(eligible[s]) for s in SPLITS) - sum(
-                c["synthetic"] for c in counts.values()), "synthetic_dish_in_several_splits": len(ineligible),
-                "real_rows_by_split": left_out_real},
+            "left_out": {"synthetic_unused": sum(len(p) for p in eligible.values()) - used,
+                         "synthetic_dish_in_several_splits": len(ineligible),
+                         "real_rows_by_split": left_out_real},
             "dishes_in_several_real_splits": straddling,
         }
         atomic_write_json(tmp / "dataset.json", summary)
     if straddling:
-        log.warning("%d dishes have real photos in more than one split of %s (%s...): the real dataset was "
-                    "not split by dish", len(straddling), real, ", ".join(straddling[:3]))
+        log.warning("%d dishes have real photos in more than one split of %s (%s...): the real "
+                    "dataset was not split by dish", len(straddling), real,
+                    ", ".join(straddling[:3]))
     return summary
+
+
+def _drop_duplicates(parts: dict[str, list[dict]], synth_rows: list[dict]
+                     ) -> tuple[list[dict], list[dict], int]:
+    """Synthetic rows whose picture equals no real one and no earlier synthetic one.
+
+    Returns:
+        ``(kept, removed, real_duplicates)``: ``removed`` names what each one duplicated;
+        ``real_duplicates`` counts equal pictures among the real rows (kept: not ours to fix).
+    """
+    real_rows = [r for split in SPLITS for r in parts[split]]
+    seen = {content_hash(r["_path"]): r for r in real_rows}
+    kept, removed = [], []
+    for r in synth_rows:
+        digest = content_hash(r["_path"])
+        first = seen.setdefault(digest, r)
+        if first is r:
+            kept.append(r)
+        else:
+            removed.append({"file_name": r["file_name"], "duplicate_of": first["file_name"],
+                            "of": "synthetic" if first.get("synthetic") else "real"})
+    return kept, removed, len(real_rows) - (len(seen) - len(kept))
+
+
+def _assign_by_dish(parts: dict[str, list[dict]], synth_rows: list[dict]
+                    ) -> tuple[dict[str, list[dict]], list[dict], list[str]]:
+    """The split each synthetic row may join: that of its dish's real photos (train if none).
+
+    Returns:
+        ``(eligible by split, rows that fit no split, dishes whose real photos straddle splits)``.
+        A synthetic row without a dish may only go to train, and only if made from a train photo.
+    """
+    home: dict[str, set[str]] = {}
+    for split in SPLITS:
+        for r in parts[split]:
+            if r["dish"]:
+                home.setdefault(dish_key(r["dish"]), set()).add(split)
+    eligible: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    ineligible = []
+    for r in synth_rows:
+        if r["dish"]:
+            splits = home.get(dish_key(r["dish"]), {"train"})
+        else:
+            splits = {"train"} if r.get("source_split", "train") == "train" else set()
+        if len(splits) == 1:
+            eligible[next(iter(splits))].append(r)
+        else:
+            ineligible.append(r)
+    return eligible, ineligible, sorted(d for d, s in home.items() if len(s) > 1)
+
+
+_EMPTY = {str: "", bool: False, int: -1, float: float("nan"), list: [], dict: {}}
 
 
 def _align_columns(splits: list[list[dict]]) -> None:
@@ -791,7 +885,8 @@ def _align_columns(splits: list[list[dict]]) -> None:
                     with Image.open(r["_path"]) as im:
                         r[key] = list(im.size)
                 else:
-                    r[key] = {str: "", bool: False, int: -1, float: float("nan"), list: [], dict: {}}.get(kind)
+                    empty = _EMPTY.get(kind)
+                    r[key] = empty.copy() if isinstance(empty, (list, dict)) else empty
             split[index] = {key: r.get(key) for key in kinds} | {"_path": r["_path"]}
 
 
@@ -830,7 +925,8 @@ def augment_summary_text(summary: dict) -> str:
 def mix_summary_text(summary: dict) -> str:
     """A short human-readable report of a mix."""
     lines = [f"{split}: {c['total']} images ({c['real']} real, {c['synthetic']} synthetic = "
-             f"{c['synthetic_fraction']:.3f}), {c['dishes']} dishes" for split, c in summary["counts"].items()]
+             f"{c['synthetic_fraction']:.3f}), {c['dishes']} dishes"
+             for split, c in summary["counts"].items()]
     lines.append(f"removed {summary['removed_duplicates']['synthetic']} synthetic duplicates; "
                  f"{summary['left_out']['synthetic_unused']} synthetic images unused")
     return "\n".join(lines)
