@@ -98,6 +98,7 @@ def dtype_kwarg(torch_dtype) -> dict[str, Any]:
 
 
 def explain_load_error(location: str, err: Exception) -> str:
+    """One line saying why a model could not be loaded and what to do (gated, bad folder, offline)."""
     name = type(err).__name__
     message = str(err).splitlines()[0] if str(err) else name
     if "Gated" in name or "gated" in message.lower() or "401" in message:
