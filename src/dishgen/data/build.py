@@ -157,10 +157,17 @@ def _process_all(items: list[_Item], work: Path, settings: ImageSettings, worker
                 executor.shutdown(cancel_futures=True)
 
 
-def _caption(items: list[_Item], work: Path, options: BuildOptions) -> dict[int, str | list[str]]:
+def _captioner_id(captioner, options: BuildOptions) -> str:
+    """Which captioner wrote a caption: the name plus model and server for an LLM."""
+    description = getattr(captioner, "description", None)
+    return str(description() if callable(description) else description or options.captioner)
+
+
+def _caption(items: list[_Item], work: Path, options: BuildOptions, captioner) -> dict[int, str | list[str]]:
     """Caption kept items; results are cached in the work folder so a re-run does not redo them."""
     cache_file = work / "_captions.jsonl"
-    cached = {row["key"]: row["text"] for row in read_jsonl(cache_file) if row.get("captioner") == options.captioner}
+    captioner_id = _captioner_id(captioner, options)
+    cached = {row["key"]: row["text"] for row in read_jsonl(cache_file) if row.get("captioner") == captioner_id}
     captions: dict[int, str | list[str]] = {}
     need: list[tuple[int, str, CaptionInput]] = []
     for index, item in enumerate(items):
@@ -176,7 +183,6 @@ def _caption(items: list[_Item], work: Path, options: BuildOptions) -> dict[int,
             image_path=work / "_staging" / item.result.staged,
         )))
     if need:
-        captioner = get_captioner(options.captioner, **options.captioner_options)
         step = 32
         with tqdm(total=len(need), desc=f"captions ({options.captioner})", unit="img") as bar:
             for start in range(0, len(need), step):
@@ -186,7 +192,7 @@ def _caption(items: list[_Item], work: Path, options: BuildOptions) -> dict[int,
                 for (index, key, _), res in zip(chunk, results):
                     if res.text:
                         captions[index] = res.text
-                        rows.append({"key": key, "captioner": options.captioner, "text": res.text})
+                        rows.append({"key": key, "captioner": captioner_id, "text": res.text})
                     else:
                         captions[index] = None  # recorded as dropped by the caller
                         items[index].result.error_kind = "caption_failed"
@@ -219,6 +225,9 @@ def build_dataset(raw_dirs: list[str | Path], out: str | Path, options: BuildOpt
     raw_paths = [Path(r) for r in raw_dirs]
     started = time.time()
     items, dropped = _collect(raw_paths, options.exclude)
+    # Build the captioner first: an LLM captioner checks its server and key here, so a wrong
+    # key or an unreachable server is one clear error before any image is decoded.
+    captioner = get_captioner(options.captioner, **options.captioner_options)
     work = out.with_name(out.name + ".partial")
     work.mkdir(parents=True, exist_ok=True)
     settings = ImageSettings(
@@ -263,7 +272,7 @@ def build_dataset(raw_dirs: list[str | Path], out: str | Path, options: BuildOpt
                             "reason": f"{reason} of {valid[kept].record.image}", "kind": kind})
     kept_items = [item for i, item in enumerate(valid) if i not in merged_away]
 
-    captions = _caption(kept_items, work, options)
+    captions = _caption(kept_items, work, options, captioner)
     captioned = []
     for index, item in enumerate(kept_items):
         if captions.get(index):
@@ -308,7 +317,7 @@ def build_dataset(raw_dirs: list[str | Path], out: str | Path, options: BuildOpt
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "inputs": [{"path": str(p), "records": len(read_records(p))} for p in raw_paths],
         "options": {k: v for k, v in asdict(options).items() if k not in ("captioner_options", "overwrite", "workers")},
-        "captioner": {"name": options.captioner,
+        "captioner": {"name": options.captioner, "id": _captioner_id(captioner, options),
                       **{k: v for k, v in options.captioner_options.items() if "key" not in k.lower()}},
         "counts": {"input_images": len(items) + sum(d["kind"] in ("excluded", "no_image") for d in dropped),
                    **counts, "dropped": len(dropped)},
