@@ -317,3 +317,11 @@ def test_mix_with_an_augmented_test_split_puts_its_synthetics_only_in_test(tmp_p
     test_sources = {r["source_image"] for r in rows_of(synth, "test")}
     for split in ("train", "validation"):
         assert not {r["source_image"] for r in rows_of(out, split)} & test_sources
+    # Even labelled with a training dish, an image made from a test photo stays out of train.
+    meta = synth / "test" / "metadata.jsonl"
+    train_dish = rows_of(synth, "train")[0]["dish"]
+    relabelled = [r | {"dish": train_dish} for r in rows_of(synth, "test")]
+    meta.write_text("".join(json.dumps(r) + "\n" for r in relabelled))
+    summary = mix_datasets(tiny_dataset, synth, tmp_path / "relabelled", MixOptions(val_fraction=0))
+    assert summary["left_out"]["synthetic_fitting_no_split"] == len(rows_of(synth, "test"))
+    assert not {r["source_image"] for r in rows_of(tmp_path / "relabelled", "train")} & test_sources

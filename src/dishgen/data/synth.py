@@ -795,7 +795,7 @@ def mix_datasets(real: str | Path, synthetic: str | Path, out: str | Path,
                                    "real_among_real": real_duplicates},
             "duplicates": duplicates,
             "left_out": {"synthetic_unused": sum(len(p) for p in eligible.values()) - used,
-                         "synthetic_dish_in_several_splits": len(ineligible),
+                         "synthetic_fitting_no_split": len(ineligible),
                          "real_rows_by_split": left_out_real},
             "dishes_in_several_real_splits": straddling,
         }
@@ -835,7 +835,8 @@ def _assign_by_dish(parts: dict[str, list[dict]], synth_rows: list[dict]
 
     Returns:
         ``(eligible by split, rows that fit no split, dishes whose real photos straddle splits)``.
-        A synthetic row without a dish may only go to train, and only if made from a train photo.
+        A synthetic row made from a test photo may only go to test; one without a dish only to
+        train, and only if made from a train photo.
     """
     home: dict[str, set[str]] = {}
     for split in SPLITS:
@@ -849,6 +850,8 @@ def _assign_by_dish(parts: dict[str, list[dict]], synth_rows: list[dict]
             splits = home.get(dish_key(r["dish"]), {"train"})
         else:
             splits = {"train"} if r.get("source_split", "train") == "train" else set()
+        if r.get("source_split") == "test":  # made from a test photo: never trained on
+            splits = splits & {"test"}
         if len(splits) == 1:
             eligible[next(iter(splits))].append(r)
         else:
