@@ -79,6 +79,8 @@ def test_template_variations_are_distinct_valid_deterministic_and_name_the_dish(
     # A long dish description still fits in 25 words: details are dropped, not the dish.
     long_dish = VariationInput("x", "karađorđeva šnicla sa pomfritom i tartar sosom", key="k")
     assert all(len(t.split()) <= MAX_WORDS for t in TemplateVariator().vary(long_dish, 3).texts)
+    shouted = VariationInput("x", "7 DAY's CROISSANT WITH OREO CREAM FILLING", key="k")
+    assert TemplateVariator().vary(shouted, 1).texts[0].startswith("7 day's croissant with oreo")
 
 
 def test_validate_variation_cleans_and_rejects():

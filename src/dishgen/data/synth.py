@@ -159,6 +159,8 @@ class TemplateVariator:
         phrase = describe_dish(item.dish) if item.dish.strip() else _caption_subject(item.caption)
         if not phrase:
             return VariationResult([], "no dish name or caption to vary")
+        if sum(c.isupper() for c in phrase) > sum(c.islower() for c in phrase):
+            phrase = phrase.lower()  # "7 DAY's CROISSANT" (FFML names) -> "7 day's croissant"
         phrase = phrase[0].upper() + phrase[1:]
         digest = hashlib.sha256(f"{self.seed}\0{item.key}\0{item.caption}".encode()).digest()
         rng = random.Random(digest)
