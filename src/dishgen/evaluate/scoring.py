@@ -61,7 +61,7 @@ def _interval(low: float, high: float) -> list[float] | None:
 
 def score(
     real: SetFeatures, fake: SetFeatures, metrics: list[str], *, train: torch.Tensor | None = None,
-    bootstrap: int = 200, seed: int = 0, per_image: dict[str, torch.Tensor] | None = None,
+    bootstrap: int = 200, seed: int = 0, per_image: dict[str, torch.Tensor] | None = None, device=None,
 ) -> dict[str, dict[str, Any]]:
     """Every requested metric of ``fake`` against ``real``, each with a bootstrap interval.
 
@@ -74,15 +74,21 @@ def score(
         seed: seeds KID subsets and the resampling.
         per_image: if given, filled with per-image values (``clip_cosine``,
             ``nearest_train_distance``, ``nearest_train_index``) for a per-image listing.
+        device: where the FID and KID bootstrap replicates run (a GPU makes them fast).
 
     Returns:
         ``{metric: {"value": ..., "ci": [low, high] | None, ...}}``.
     """
     out: dict[str, dict[str, Any]] = {}
     r, f = real.features, fake.features
+    r_dev, f_dev = r.to(device or "cpu"), f.to(device or "cpu")
     if "fid" in metrics:
         value = M.fid(r, f)
-        low, high = M.bootstrap_ci(M.frechet_distance, [r, f], n_resamples=bootstrap, seed=seed, method="centred")
+
+        def fid_stat(a, b):  # float32 replicates: twice as fast, 1e-6 relative to float64
+            return M.frechet_distance(a, b, dtype=torch.float32)
+
+        low, high = M.bootstrap_ci(fid_stat, [r_dev, f_dev], n_resamples=bootstrap, seed=seed, method="centred")
         out["fid"] = {"value": value, "ci": _interval(max(low, 0.0), high)}
     if "kid" in metrics:
         size = M.kid_subset_size(len(r), len(f))
@@ -91,7 +97,7 @@ def score(
         def kid_stat(a, b, cap=2000):  # the unbiased MMD on (at most 2000 of) each resample
             return M.mmd_poly_unbiased(a[:cap], b[:cap])
 
-        low, high = M.bootstrap_ci(kid_stat, [r, f], n_resamples=bootstrap, seed=seed, method="centred")
+        low, high = M.bootstrap_ci(kid_stat, [r_dev, f_dev], n_resamples=bootstrap, seed=seed, method="centred")
         out["kid"] = {"value": mean, "std": std, "subset_size": size, "ci": _interval(low, high)}
     if fake.clip_image is not None and any(m in metrics for m in CLIP_METRICS):
         cosine = M.clip_cosine(fake.clip_image, fake.clip_text).double()
