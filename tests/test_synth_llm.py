@@ -235,3 +235,22 @@ def test_llm_problems_fail_before_any_work(tmp_path, tiny_dataset, server, monke
     with pytest.raises(LLMError, match="cannot reach"):
         augment_dataset(tiny_dataset, tmp_path / "b", options, generator=FakeGenerator())
     assert not any(tmp_path.iterdir())
+
+
+def test_cli_passes_llm_options_and_reads_the_key_from_the_environment(tmp_path, tiny_dataset_64,
+                                                                       tiny_sd_dir, server):
+    from click.testing import CliRunner
+
+    from dishgen.cli import cli
+
+    out = tmp_path / "synth"
+    result = CliRunner().invoke(cli, [
+        "data", "augment", str(tiny_dataset_64), "--out", str(out), "--captioner", "llm",
+        "--llm-base-url", server.base_url, "--llm-model", "tiny-chef", "--llm-concurrency", "1",
+        "--model", str(tiny_sd_dir), "--variations", "2", "--limit", "1", "--steps", "1",
+    ], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert {c["model"] for c in server.chats} == {"tiny-chef"}
+    rows = rows_of(out, "train")
+    assert len(rows) == 2 and all("variation" in r["text"] for r in rows)
+    assert json.loads((out / "dataset.json").read_text())["captioner"]["base_url"] == server.base_url
