@@ -233,12 +233,6 @@ def parse_variations(content: str | None) -> tuple[list[str] | None, str]:
     return data, ""
 
 
-def _llm_captioner_class():
-    from dishgen.data.llm import LLMCaptioner
-
-    return LLMCaptioner
-
-
 class LLMVariator:
     """Variations written by an LLM on any OpenAI-compatible server.
 
@@ -256,7 +250,9 @@ class LLMVariator:
     name = "llm"
 
     def __init__(self, *, temperature: float = 0.9, **options: Any):
-        self.client = _llm_captioner_class()(temperature=temperature, **options)
+        from dishgen.data.llm import LLMCaptioner
+
+        self.client = LLMCaptioner(temperature=temperature, **options)
 
     @property
     def description(self) -> str:
