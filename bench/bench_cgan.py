@@ -1,20 +1,23 @@
 """Benchmark the cGAN: training images/s (ours vs the original loop's cost) and generation images/s.
 
     OMP_NUM_THREADS=2 nice python bench/bench_cgan.py                # full FFML set, CPU preset geometry
-    python bench/bench_cgan.py --data DATASET --steps 40 --repeat 2
+    python bench/bench_cgan.py --data DATASET --rounds 30 --loop-steps 40
 
 Training geometry: 64 px, base channels 32, batch 16, DiffAugment, mismatched-text term and lazy R1
-(every 16 steps) on. Variants, all in this process on the same data:
+(every 16 steps) on. The variants run one step at a time in turn (interleaved), so that the load of
+a shared machine falls on all of them alike; ratios are medians of per-round ratios:
 
-- ``original``: a re-implementation of the original project's loop cost: fp32, contiguous memory,
-  DiffAugment applied one image at a time, and three separate D passes (real, fake, real with a
-  shuffled caption) instead of one pass whose features serve all three.
-- ``fp32``/``bf16`` x ``channels_last``: our training loop (``dishgen.train.cgan.train``), timed from
-  its own ``log.jsonl`` (images/s), the first logged window (warm-up) left out.
+- ``original``: a re-implementation of the original project's loop cost on our networks: fp32,
+  contiguous memory, DiffAugment applied one image at a time, and three separate D passes (real,
+  fake, real with a shuffled caption) with D's weight gradients computed in the G step too.
+- ``ours``: the math of ``dishgen.train.cgan``'s step (one D pass whose features serve real, fake
+  and mismatched logits; D frozen in the G step; vectorised DiffAugment), in fp32 or bf16
+  autocast, contiguous or channels-last.
 
-It also checks what bf16 costs in accuracy (relative error of G's output and D's logits, cosine of
-fp32 and bf16 gradients) and times generation with the exported model (batched, fp32 and bf16).
-Numbers are noisy on a shared machine: run with ``nice`` and ``--repeat``, and read the medians.
+Then the real ``train()`` loop runs for a few steps (its own ``log.jsonl`` gives images/s), bf16's
+accuracy is checked on its networks (relative error of G's output and D's logits, cosine of fp32
+and bf16 gradients), and generation with the exported model is timed (batched, fp32 and bf16).
+Numbers are noisy on a shared machine: run with ``nice`` and read the medians.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ def build_ffml_dataset(root: Path, size: int = 64) -> Path:
 
 
 def time_our_loop(data: Path, steps: int, **overrides) -> tuple[float, Path]:
-    """Images/s of ``train()`` over ``steps`` steps (first 5-step window left out)."""
+    """Images/s of the real ``train()`` over ``steps`` steps (first 5-step window left out)."""
     from dishgen.config import resolve_config
     from dishgen.train.cgan import CGANTrainConfig, train
 
@@ -66,38 +69,45 @@ def time_our_loop(data: Path, steps: int, **overrides) -> tuple[float, Path]:
                                                         **overrides})
     train(config, data, out)
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    # images/s over the timed windows, weighted by their steps: total images / total seconds.
     windows = rows[1:]
     seconds = sum(5 * 16 / r["images_per_s"] for r in windows)
     return 5 * 16 * len(windows) / seconds, out
 
 
-def time_original_loop(data: Path, steps: int) -> float:
-    """Images/s of the original loop's cost on our networks (see the module docstring)."""
-    from dishgen.data.dataset import load_split
-    from dishgen.images_tensor import load_images_uint8
-    from dishgen.models import cgan
-    from dishgen.models.augment import apply_params_loop, sample_params
-    from dishgen.text import load_text_encoder
-    from dishgen.text.cache import encode_cached
+class Variant:
+    """One way of running a training step, with its own networks and optimizers (same init)."""
 
-    rows = load_split(data, "train")
-    c_all = encode_cached(load_text_encoder("minilm"), [r.text for r in rows], data / ".cache")
-    images = load_images_uint8([r.path for r in rows], 64).float() / 127.5 - 1
-    torch.manual_seed(0)
-    config = cgan.CGANConfig(resolution=64, c_dim=c_all.shape[1], base_channels=32)
-    G, D = cgan.Generator(config), cgan.Discriminator(config)
-    opt_G = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.0, 0.99))
-    opt_D = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.0, 0.99))
+    def __init__(self, name: str, c_dim: int, *, original: bool = False, precision: str = "fp32",
+                 channels_last: bool = False):
+        from dishgen.models import cgan
 
-    def augment(x):
-        return apply_params_loop(x, sample_params(x.shape[0], 64, 64, GEOMETRY["augment"]))
+        self.name, self.original, self.channels_last = name, original, channels_last
+        self.dtype = torch.bfloat16 if precision == "bf16" else None
+        torch.manual_seed(0)
+        config = cgan.CGANConfig(resolution=64, c_dim=c_dim, base_channels=32)
+        self.G, self.D = cgan.Generator(config), cgan.Discriminator(config)
+        if channels_last:
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
+        fused = not original  # ours uses the fused Adam kernel, like the trainer
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=2e-4, betas=(0.0, 0.99), fused=fused)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=2e-4, betas=(0.0, 0.99), fused=fused)
+        self.times: list[float] = []
 
-    times = []
-    for step in range(1, steps + 1):
+    def step(self, real: torch.Tensor, c: torch.Tensor, step: int) -> None:
         start = time.perf_counter()
-        idx = torch.randint(0, len(images), (16,))
-        real, c = images[idx], c_all[idx]
+        (self._original_step if self.original else self._our_step)(real, c, step)
+        self.times.append(time.perf_counter() - start)
+
+    def _original_step(self, real, c, step):
+        """fp32, contiguous, per-image augmentation, a D pass each for real, fake and mismatch."""
+        from dishgen.models import cgan
+        from dishgen.models.augment import apply_params_loop, sample_params
+
+        def augment(x):
+            return apply_params_loop(x, sample_params(x.shape[0], 64, 64, GEOMETRY["augment"]))
+
+        G, D = self.G, self.D
         fake = G(torch.randn(16, 128), c).detach()
         real_logits, fake_logits = D(augment(real), c), D(augment(fake), c)
         wrong_logits = D(augment(real), c[torch.randperm(16)])
@@ -105,16 +115,70 @@ def time_original_loop(data: Path, steps: int) -> float:
         if step % 16 == 0:
             x = augment(real).detach().requires_grad_(True)
             loss_D = loss_D + 0.05 * 16 * cgan.r1_penalty(D(x, c), x)
-        opt_D.zero_grad()
+        self.opt_D.zero_grad()
         loss_D.backward()
-        opt_D.step()
+        self.opt_D.step()
         loss_G = cgan.g_hinge_loss(D(augment(G(torch.randn(16, 128), c)), c))
-        opt_G.zero_grad()
+        self.opt_G.zero_grad()
         loss_G.backward()
-        opt_G.step()
-        times.append(time.perf_counter() - start)
-    timed = times[5:]
-    return 16 * len(timed) / sum(timed)
+        self.opt_G.step()
+
+    def _our_step(self, real, c, step):
+        """The math of dishgen.train.cgan's step: one G forward (its fakes serve both steps), one D
+        pass whose features serve real, fake and mismatched logits, D frozen in the G step."""
+        from dishgen.models import cgan
+        from dishgen.models.augment import diff_augment
+
+        G, D, policy = self.G, self.D, GEOMETRY["augment"]
+        autocast = torch.autocast("cpu", dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
+        if self.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            fake = G(torch.randn(16, 128), c)  # kept with its graph for the G step
+            h = D.features(diff_augment(torch.cat([real, fake.detach().float()]), policy))
+            real_logits, fake_logits = D.logits(h[:16], c), D.logits(h[16:], c)
+            loss_D = sum(cgan.d_hinge_loss(real_logits, fake_logits))
+            c_wrong = c[torch.randperm(16)]
+            loss_D = loss_D + 0.5 * cgan.mismatch_loss(D.logits(h[:16], c_wrong), (c_wrong != c).any(1))
+        if step % 16 == 0:
+            x = diff_augment(real, policy).detach().requires_grad_(True)
+            loss_D = loss_D + 0.05 * 16 * cgan.r1_penalty(D(x, c), x)
+        self.opt_D.zero_grad(set_to_none=True)
+        loss_D.backward()
+        self.opt_D.step()
+        D.requires_grad_(False)
+        with autocast:
+            loss_G = cgan.g_hinge_loss(D(diff_augment(fake, policy), c))
+        self.opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        self.opt_G.step()
+        D.requires_grad_(True)
+
+
+def interleaved_training(data: Path, rounds: int, precisions=("fp32", "bf16")) -> list[Variant]:
+    """Run every variant one step at a time, in turn, so they share the machine's load equally."""
+    import random
+
+    from dishgen.data.dataset import load_split
+    from dishgen.images_tensor import load_images_uint8
+    from dishgen.text import load_text_encoder
+    from dishgen.text.cache import encode_cached
+
+    rows = load_split(data, "train")
+    c_all = encode_cached(load_text_encoder("minilm"), [r.text for r in rows], data / ".cache")
+    images = load_images_uint8([r.path for r in rows], 64).float() / 127.5 - 1
+    variants = [Variant("original (fp32, contiguous, per-image aug, 3 D passes)", c_all.shape[1], original=True)]
+    for precision in precisions:
+        for channels_last in (False, True):
+            name = f"ours {precision}{', channels_last' if channels_last else ''}"
+            variants.append(Variant(name, c_all.shape[1], precision=precision, channels_last=channels_last))
+    order = random.Random(0)
+    for step in range(1, rounds + 1):
+        idx = torch.randint(0, len(images), (16,))
+        for variant in order.sample(variants, len(variants)):
+            variant.step(images[idx], c_all[idx], step)
+        print(f"  round {step}/{rounds}: " + ", ".join(f"{v.times[-1]:.2f}s" for v in variants), flush=True)
+    return variants
 
 
 def bf16_accuracy(model_dir: Path) -> dict[str, float]:
@@ -165,36 +229,36 @@ def time_generation(model_dir: Path, dtype: str | None, batch_size: int = 64, n:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=None, help="dataset (default: the full FFML set at 64 px)")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--skip-original", action="store_true")
+    parser.add_argument("--rounds", type=int, default=20, help="interleaved training steps per variant")
+    parser.add_argument("--loop-steps", type=int, default=25, help="steps of the real train() loop")
+    parser.add_argument("--loop-precision", default="fp32", help="precision of the real-loop run")
+    parser.add_argument("--precisions", default="fp32,bf16", help="precisions of the interleaved variants")
     args = parser.parse_args()
     data = args.data or build_ffml_dataset(Path(tempfile.gettempdir()) / "dishgen-bench-ffml-64")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu {torch.backends.cpu.get_cpu_capability()}, "
           f"data {data}", flush=True)
-    results: dict[str, list[float]] = {}
-    last_run = None
-    for _ in range(args.repeat):
-        if not args.skip_original:
-            results.setdefault("original (fp32, contiguous, per-image aug, 3 D passes)", []).append(
-                time_original_loop(data, args.steps))
-        for precision in ("fp32", "bf16"):
-            for channels_last in (False, True):
-                name = f"ours {precision}{' channels_last' if channels_last else ''}"
-                ips, last_run = time_our_loop(data, args.steps, precision=precision, channels_last=channels_last)
-                results.setdefault(name, []).append(ips)
-                print(f"  {name}: {ips:.1f} images/s", flush=True)
-    base = statistics.median(results.get("original (fp32, contiguous, per-image aug, 3 D passes)", [float("nan")]))
-    print("\ntraining images/s (median of repeats; batch 16, 64 px):")
-    for name, values in results.items():
-        med = statistics.median(values)
-        print(f"  {name:58s} {med:6.1f}  ({med / 16:.2f} it/s, x{med / base:.2f} vs original)  runs={len(values)}")
-    print("  reference: the original project's loop measured 1.55 s/it = 10.3 images/s (ENVIRONMENT.md)")
-    print("\nbf16 autocast accuracy on the trained networks:", json.dumps(bf16_accuracy(last_run / "model"), indent=1))
-    print("\ngeneration images/s (exported EMA model, 64 px, batch 64, 256 images):")
-    for dtype in (None, "bf16"):
-        values = [time_generation(last_run / "model", dtype) for _ in range(max(args.repeat, 2))]
-        print(f"  {dtype or 'fp32':5s} {statistics.median(values):6.1f}  (runs: {', '.join(f'{v:.1f}' for v in values)})")
+
+    variants = interleaved_training(data, args.rounds, tuple(args.precisions.split(",")))
+    warm = 3  # leave out the first steps (allocation, oneDNN kernel selection)
+    base = variants[0]
+    print("\ntraining step, interleaved (64 px, base channels 32, batch 16, DiffAugment, mismatch, lazy R1/16):")
+    for v in variants:
+        med = statistics.median(v.times[warm:])
+        ratios = [b / t for b, t in zip(base.times[warm:], v.times[warm:], strict=True)]
+        print(f"  {v.name:56s} {med:5.2f} s/it  {16 / med:5.1f} images/s  x{statistics.median(ratios):.2f} vs original"
+              f" (median of per-round ratios)")
+    print("  reference: the original project's loop measured 1.55 s/it = 10.3 images/s here (ENVIRONMENT.md)")
+
+    ips, run = time_our_loop(data, args.loop_steps, precision=args.loop_precision, channels_last=True)
+    print(f"\nreal train() loop ({args.loop_precision}, channels_last): {ips:.1f} images/s ({16 / ips:.2f} s/it)")
+    print("\nbf16 autocast accuracy on the trained networks:", json.dumps(bf16_accuracy(run / "model"), indent=1))
+    print("\ngeneration images/s (exported EMA model, 64 px, batch 64, 256 images), interleaved:")
+    results: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for _ in range(3):
+        for dtype in results:
+            results[dtype].append(time_generation(run / "model", None if dtype == "fp32" else dtype))
+    for dtype, values in results.items():
+        print(f"  {dtype}: {statistics.median(values):6.1f}  (runs: {', '.join(f'{v:.1f}' for v in values)})")
     sys.stdout.flush()
 
 
