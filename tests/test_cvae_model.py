@@ -129,3 +129,28 @@ def test_text_encoder_must_match():
     wrong.dim = 5
     with pytest.raises(ValueError, match="5-d vectors"):
         model.attach_text_encoder(wrong)
+
+
+def test_schedules_and_augmentation_are_pure_functions():
+    from dishgen.train.cvae import augment, epoch_order, kl_weight_at, lr_factor, step_generator
+
+    # KL annealing: 0 -> beta linearly, then flat
+    assert [kl_weight_at(s, 0.5, 10) for s in (0, 5, 10, 50)] == [0.0, 0.25, 0.5, 0.5]
+    assert kl_weight_at(0, 0.5, 0) == 0.5
+    # LR: linear warm-up, cosine to min_ratio at max_steps
+    kw = {"warmup_steps": 10, "max_steps": 110, "schedule": "cosine", "min_ratio": 0.1}
+    assert lr_factor(0, **kw) == pytest.approx(0.1) and lr_factor(9, **kw) == pytest.approx(1.0)
+    assert lr_factor(60, **kw) == pytest.approx(0.55) and lr_factor(110, **kw) == pytest.approx(0.1)
+    assert lr_factor(60, **{**kw, "schedule": "constant"}) == 1.0
+    # data order: a permutation per epoch, the same for the same (seed, epoch)
+    order = epoch_order(10, seed=0, epoch=3)
+    assert sorted(order.tolist()) == list(range(10))
+    assert torch.equal(order, epoch_order(10, 0, 3)) and not torch.equal(order, epoch_order(10, 0, 4))
+    # augmentation: repeatable from the step's generator; flips mirror; shifts keep the size
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    a = augment(x, step_generator(0, 5), hflip=True, translate=0.25)
+    assert a.shape == x.shape and torch.equal(a, augment(x, step_generator(0, 5), hflip=True, translate=0.25))
+    assert not torch.equal(a, augment(x, step_generator(0, 6), hflip=True, translate=0.25))
+    flipped = [augment(x, step_generator(0, s), hflip=True, translate=0.0) for s in range(8)]
+    assert any(torch.equal(f[0], x[0].flip(2)) for f in flipped) and any(torch.equal(f[0], x[0]) for f in flipped)
+    assert torch.equal(augment(x, step_generator(0, 1), hflip=False, translate=0.0), x)
