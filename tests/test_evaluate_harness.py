@@ -249,7 +249,7 @@ def _one_image_dataset(root: Path, tiny_dataset: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("case", ["mixed sizes", "one test image", "empty folder", "unreadable image",
+@pytest.mark.parametrize("case", ["mixed sizes", "one test image", "empty folder", "folder of folders", "unreadable image",
                                   "clip folder missing", "clip hub id offline", "inception missing", "bad metric"])
 def test_bad_input_fails_clearly_before_any_generation(case, tiny_dataset, tmp_path, fake_models, monkeypatch):
     run = fake_models("gan", alpha=0.5)
@@ -265,6 +265,11 @@ def test_bad_input_fails_clearly_before_any_generation(case, tiny_dataset, tmp_p
         (tmp_path / "empty").mkdir()
         kw["images"] = [str(tmp_path / "empty")]
         match = "holds 0 image"
+    elif case == "folder of folders":
+        _write_images(tmp_path / "images" / "gan", [32, 32])
+        _write_images(tmp_path / "images" / "vae", [32, 32])
+        kw["images"] = [str(tmp_path / "images")]
+        match = "sub-folders gan, vae hold images: pass each with --images"
     elif case == "unreadable image":
         folder = _write_images(tmp_path / "broken", [32, 32])
         (folder / "2.png").write_bytes(b"not a png")
@@ -288,7 +293,7 @@ def test_bad_input_fails_clearly_before_any_generation(case, tiny_dataset, tmp_p
     with pytest.raises(DishgenError, match=match):
         evaluate(config(data, tmp_path / "out", **kw), feature_network=network, write=False)
     assert fake_models.calls == []
-    assert not (tmp_path / "out" / "images").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_dinov2_backbone_from_a_local_folder(tmp_path, tiny_clip_dir):

@@ -126,11 +126,15 @@ def folder_set(folder: str | Path) -> ImageSet:
             captions.append(row.get("text") or "")
         has_captions = all(captions) and bool(captions)
     else:
-        paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        paths = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         captions, has_captions = [], False
     if len(paths) < 2:
+        # Sub-folders are never merged: one folder, one set (a report's images/ holds one per model).
+        subsets = sorted(d.name for d in root.iterdir() if d.is_dir() and any(
+            p.suffix.lower() in IMAGE_SUFFIXES for p in d.iterdir()))
+        hint = f"; its sub-folders {', '.join(subsets[:5])} hold images: pass each with --images" if subsets else ""
         raise ImageSetError(
-            f"--images {str(root)!r} holds {len(paths)} image(s) ({', '.join(IMAGE_SUFFIXES)}); at least 2 are needed"
+            f"--images {str(root)!r} holds {len(paths)} image(s) ({', '.join(IMAGE_SUFFIXES)}); at least 2 are needed{hint}"
         )
     sizes = check_images(paths, f"--images {str(root)!r}", same_size=True)
     return ImageSet(root.name, paths, captions if has_captions else None, sizes)
