@@ -131,7 +131,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Trains a useful 64 px model on the full FFML set in well under an hour on 2 CPU cores.
     "cpu": {
         "resolution": 64, "z_dim": 128, "base_channels": 32, "res_blocks": 1, "res_block_resolution": 8,
-        "text_encoder": "minilm", "beta": 0.5, "kl_warmup_epochs": 10, "free_bits": 0.0,
+        "text_encoder": "minilm", "beta": 0.2, "kl_warmup_epochs": 10, "free_bits": 0.0,
         "batch_size": 32, "max_steps": 4000, "lr": 1e-3, "lr_schedule": "cosine", "lr_warmup_steps": 200,
         "weight_decay": 1e-5, "grad_clip": 1.0, "sample_every": 500, "checkpoint_every": 500,
     },
@@ -358,6 +358,8 @@ def train(config: CVAEConfig, data: str | Path, out: str | Path, *, resume: bool
     recon_x = recon_source[: config.num_recon_images].float() / 127.5 - 1
     recon_t = recon_text[: config.num_recon_images]
     sample_text = prompt_text.repeat_interleave(config.samples_per_prompt, dim=0)
+    eval_subset = torch.randperm(num_train, generator=torch.Generator().manual_seed(config.seed))
+    eval_subset = eval_subset[: min(len(test_images), num_train)]
     sample_z = torch.randn(len(sample_text), config.z_dim, generator=torch.Generator().manual_seed(config.seed))
 
     def to_device(t: torch.Tensor) -> torch.Tensor:
@@ -472,7 +474,7 @@ def train(config: CVAEConfig, data: str | Path, out: str | Path, *, resume: bool
             window, window_steps, window_time = {}, 0, 0.0
         if step % (steps_per_epoch * config.validate_every_epochs) == 0 and test_rows and is_main:
             val = evaluate(test_images, test_text)
-            subset = torch.arange(min(len(test_images), num_train))  # same count, no augmentation
+            subset = eval_subset  # as many training images as test images, no augmentation
             train_eval = evaluate(train_images[subset], train_text[subset])
             run.log({"step": step, "epoch": round(step / steps_per_epoch, 3), "val_recon": val["recon"],
                      "val_kl": val["kl"], "val_active_units": val["active_units"],
