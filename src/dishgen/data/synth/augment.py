@@ -341,7 +341,6 @@ def _image_size(path: Path) -> int:
         return max(im.size)
 
 
-
 def augment_summary_text(summary: dict) -> str:
     """A short human-readable report of an augmentation."""
     c = summary["counts"]

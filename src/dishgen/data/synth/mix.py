@@ -297,7 +297,6 @@ def _spread(pool: list[dict], n: int, rng: random.Random) -> list[dict]:
     return picked
 
 
-
 def mix_summary_text(summary: dict) -> str:
     """A short human-readable report of a mix."""
     lines = [f"{split}: {c['total']} images ({c['real']} real, {c['synthetic']} synthetic = "
