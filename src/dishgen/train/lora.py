@@ -25,153 +25,42 @@ as safetensors + JSON.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-from dishgen.config import (
-    ConfigError,
-    apply_overrides,
-    config_to_dict,
-    load_config_file,
-    parse_overrides,
-    resolve_config,
-)
-from dishgen.diffusion import DEFAULT_BASE, LORA_WEIGHTS_NAME, DiffusionError
+from dishgen.config import config_to_dict
+from dishgen.diffusion import LORA_WEIGHTS_NAME, DiffusionError
 from dishgen.train.common import RunDir, check_finite, plot_log, rolling_mean, save_image_grid
+from dishgen.train.lora_config import (
+    PRESETS,
+    TEXT_ENCODER_TARGETS,
+    UNET_TARGETS,
+    LoraTrainConfig,
+    resolve_train_config,
+)
+from dishgen.train.lora_data import (
+    _load_images,
+    crop_flip,
+    latent_sampler,
+    micro_batch_indices,
+    resize_shorter_side,
+    text_embedder,
+)
+from dishgen.train.lora_io import load_lora_into, save_lora, write_model_card
+
+__all__ = [
+    "FAMILY", "PRESETS", "TEXT_ENCODER_TARGETS", "UNET_TARGETS", "LoraTrainConfig", "crop_flip",
+    "load_lora_into", "micro_batch_indices", "min_snr_weights", "offset_noise",
+    "resize_shorter_side", "resolve_train_config", "save_lora", "train", "write_model_card",
+]
 
 FAMILY = "lora"
-UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
-TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 
-@dataclass
-class LoraTrainConfig:
-    """Every setting of a LoRA run (saved as the run's ``config.json``)."""
-
-    base: str = DEFAULT_BASE  # diffusers folder or hub id of an SD 1.x/2.x-class model
-    revision: str | None = None
-    variant: str | None = None  # e.g. "fp16" to download the half-precision weights
-    # data and augmentation
-    resolution: int = 512
-    crop: Literal["center", "random"] = "center"
-    random_flip: bool = True
-    caption_dropout: float = 0.0  # probability of training on the empty caption
-    # LoRA
-    lora_rank: int = 8
-    lora_alpha: float = 8.0  # the update is scaled by lora_alpha / lora_rank
-    lora_dropout: float = 0.0
-    unet_target_modules: list[str] = field(default_factory=lambda: list(UNET_TARGETS))
-    train_text_encoder: bool = False
-    text_encoder_target_modules: list[str] = field(default_factory=lambda: list(TEXT_ENCODER_TARGETS))
-    # optimisation
-    max_steps: int = 2000
-    batch_size: int = 4  # per process and micro-step
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-4
-    text_encoder_lr: float = 5e-5
-    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
-    lr_warmup_steps: int = 0
-    optimizer: Literal["adamw", "adamw8bit", "auto"] = "adamw"  # auto: 8-bit on CUDA with bitsandbytes
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_weight_decay: float = 1e-2
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0  # 0 turns clipping off (the norm is still logged)
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    gradient_checkpointing: bool = False
-    attention: Literal["auto", "sdpa", "xformers"] = "auto"  # auto: xformers on CUDA when installed
-    # objective
-    snr_gamma: float | None = None  # min-SNR-gamma weighting (5.0 is the paper's choice)
-    noise_offset: float = 0.0
-    prediction_type: Literal["epsilon", "v_prediction"] | None = None  # None: the base model's
-    # caching
-    cache_latents: bool = True
-    cache_text_embeddings: bool = True  # only while the text encoder is frozen
-    # validation, logging, checkpoints
-    validation_prompts: list[str] = field(default_factory=lambda: [
-        "Sarma, cabbage rolls in a clay pot",
-        "Ćevapi with onions and kajmak on a wooden board",
-        "Gibanica, a layered cheese pie, on a white plate",
-    ])
-    validation_seed: int = 0
-    validation_steps: int = 25
-    validation_guidance_scale: float = 7.5
-    validation_scheduler: str = "dpm++"
-    sample_every: int = 250
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3  # 0 keeps all
-    seed: int = 0
-    tensorboard: bool = True  # when tensorboard is installed
-
-    def validate(self) -> None:
-        """Reject settings that cannot work, naming the fix."""
-        if self.resolution <= 0 or self.resolution % 8:
-            raise ConfigError(f"resolution={self.resolution} must be a positive multiple of 8 (e.g. 512)")
-        if not 0.0 <= self.caption_dropout < 1.0:
-            raise ConfigError(f"caption_dropout={self.caption_dropout} must be in [0, 1)")
-        if self.crop == "random" and self.cache_latents:
-            raise ConfigError("crop=random needs fresh latents every step; also set cache_latents=false "
-                              "(or keep crop=center)")
-        for key in ("lora_rank", "max_steps", "batch_size", "gradient_accumulation_steps"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key}={getattr(self, key)} must be at least 1")
-        if self.lora_alpha <= 0 or not 0.0 <= self.lora_dropout < 1.0:
-            raise ConfigError("lora_alpha must be > 0 and lora_dropout in [0, 1)")
-        from dishgen.diffusion import SCHEDULERS
-
-        if self.validation_scheduler not in SCHEDULERS:
-            raise ConfigError(f"validation_scheduler={self.validation_scheduler!r}; choose one of "
-                              f"{', '.join(SCHEDULERS)}")
-        if self.snr_gamma is not None and self.snr_gamma <= 0:
-            raise ConfigError(f"snr_gamma={self.snr_gamma} must be > 0 (or none to turn it off)")
-
-
-PRESETS: dict[str, dict] = {
-    # The settings of a tiny CPU run (tests, smoke runs): 64 px, a few steps.
-    "tiny": {"resolution": 64, "batch_size": 4, "max_steps": 20, "lora_rank": 4, "lora_alpha": 4,
-             "learning_rate": 1e-3, "sample_every": 10, "checkpoint_every": 10, "validation_steps": 4,
-             "validation_prompts": ["sarma in a clay pot", "ćevapi with onions"]},
-    # SD 1.5 on one 16 GB GPU, like the original project (batch 4 x 4 accumulation), made safer.
-    "sd15": {"resolution": 512, "batch_size": 4, "gradient_accumulation_steps": 4, "max_steps": 3000,
-             "learning_rate": 1e-4, "lr_scheduler": "cosine", "lr_warmup_steps": 100, "lora_rank": 16,
-             "lora_alpha": 16, "mixed_precision": "fp16", "gradient_checkpointing": True, "snr_gamma": 5.0,
-             "caption_dropout": 0.05, "optimizer": "auto", "checkpoint_every": 500, "sample_every": 250},
-    # SD 2.1 (768 px, v-prediction from its scheduler).
-    "sd21": {"base": "stabilityai/stable-diffusion-2-1", "resolution": 768, "batch_size": 2,
-             "gradient_accumulation_steps": 8, "max_steps": 3000, "learning_rate": 1e-4,
-             "lr_scheduler": "cosine", "lr_warmup_steps": 100, "lora_rank": 16, "lora_alpha": 16,
-             "mixed_precision": "fp16", "gradient_checkpointing": True, "snr_gamma": 5.0},
-}
-
-
-def resolve_train_config(out: str | Path, *, base=None, preset=None, config_file=None, overrides=(),
-                         resume=False) -> LoraTrainConfig:
-    """The run's config: on ``--resume`` the saved one, else defaults -> preset; then file, overrides."""
-    saved = Path(out) / "config.json"
-    if resume and saved.is_file() and not preset:
-        data = {k: v for k, v in json.loads(saved.read_text(encoding="utf-8")).items() if k != "family"}
-        config = apply_overrides(LoraTrainConfig(), data, source="saved config")
-        if config_file:
-            config = apply_overrides(config, load_config_file(config_file), source=f"config file {config_file}")
-        if overrides:
-            config = apply_overrides(config, parse_overrides(list(overrides)))
-    else:
-        config = resolve_config(LoraTrainConfig, preset=preset, presets=PRESETS, config_file=config_file,
-                                overrides=list(overrides) or None)
-    if base:
-        config = apply_overrides(config, {"base": base})
-    if Path(config.base).expanduser().is_dir():  # a local folder: store it absolute (cwd may change)
-        config = apply_overrides(config, {"base": str(Path(config.base).expanduser().resolve())})
-    return config
-
-
-# -- pure functions of the objective and the data ---------------------------------------------------
+# -- pure functions of the objective ---------------------------------------------------------------
 
 
 def min_snr_weights(snr: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
@@ -190,82 +79,6 @@ def offset_noise(noise: torch.Tensor, offset: float) -> torch.Tensor:
     if offset <= 0:
         return noise
     return noise + offset * torch.randn(noise.shape[0], noise.shape[1], 1, 1, device=noise.device, dtype=noise.dtype)
-
-
-def resize_shorter_side(image, resolution: int):
-    """Resize a PIL image so that its shorter side is ``resolution`` (bilinear, as diffusers)."""
-    from PIL import Image
-
-    w, h = image.size
-    scale = resolution / min(w, h)
-    size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
-    return image.convert("RGB").resize(size, Image.Resampling.BILINEAR) if size != (w, h) else image.convert("RGB")
-
-
-def crop_flip(image_uint8: torch.Tensor, resolution: int, top: int, left: int, flip: bool) -> torch.Tensor:
-    """(3, H, W) uint8 -> (3, R, R) float in [-1, 1]: crop at (top, left), mirror if ``flip``."""
-    x = image_uint8[:, top : top + resolution, left : left + resolution].float().div(127.5).sub(1.0)
-    return x.flip(-1) if flip else x
-
-
-def micro_batch_indices(num_items: int, batch_size: int, micro_step: int, rank: int, world: int, seed: int):
-    """Dataset indices for one process's ``micro_step``-th batch.
-
-    Each epoch is a seeded permutation cut into ``world * batch_size`` blocks (the last partial
-    block is dropped); rank ``r`` takes the ``r``-th slice of each block. A pure function, so the
-    data order needs no saving to resume exactly.
-    """
-    per_epoch = num_items // (batch_size * world)
-    epoch, position = divmod(micro_step, per_epoch)
-    perm = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-    start = (position * world + rank) * batch_size
-    return perm[start : start + batch_size].tolist(), epoch
-
-
-# -- LoRA weights in diffusers format --------------------------------------------------------------
-
-
-def save_lora(folder: str | Path, unet, text_encoder=None, weight_name: str = LORA_WEIGHTS_NAME) -> Path:
-    """Write the peft LoRA of ``unet`` (and ``text_encoder``) as diffusers' LoRA file.
-
-    The file is what ``StableDiffusionPipeline.save_lora_weights`` writes, with the LoRA configs
-    (rank, alpha, targets) in its metadata so that ``load_lora_weights`` restores the scale
-    ``lora_alpha / lora_rank`` even when alpha differs from rank.
-    """
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft.utils import get_peft_model_state_dict
-
-    def layers_and_metadata(model):
-        if model is None:
-            return None, None
-        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(model, save_embedding_layers=False))
-        return layers, model.peft_config["default"].to_dict()
-
-    unet_layers, unet_meta = layers_and_metadata(unet)
-    te_layers, te_meta = layers_and_metadata(text_encoder)
-    StableDiffusionPipeline.save_lora_weights(
-        str(folder), unet_lora_layers=unet_layers, text_encoder_lora_layers=te_layers,
-        weight_name=weight_name, safe_serialization=True,
-        unet_lora_adapter_metadata=unet_meta, text_encoder_lora_adapter_metadata=te_meta,
-    )
-    return Path(folder) / weight_name
-
-
-def load_lora_into(folder: str | Path, unet, text_encoder=None) -> None:
-    """Load a file written by :func:`save_lora` back into peft-wrapped models (exactly)."""
-    from diffusers.training_utils import _set_state_dict_into_text_encoder
-    from diffusers.utils import convert_unet_state_dict_to_peft
-    from peft.utils import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    state = load_file(str(Path(folder) / LORA_WEIGHTS_NAME))
-    unet_state = convert_unet_state_dict_to_peft({k[5:]: v for k, v in state.items() if k.startswith("unet.")})
-    result = set_peft_model_state_dict(unet, unet_state, adapter_name="default")
-    if getattr(result, "unexpected_keys", None):
-        raise DiffusionError(f"{folder}: LoRA keys do not fit the UNet: {result.unexpected_keys[:3]}")
-    if text_encoder is not None:
-        _set_state_dict_into_text_encoder(state, prefix="text_encoder.", text_encoder=text_encoder)
 
 
 # -- the training script ---------------------------------------------------------------------------
@@ -440,44 +253,9 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
                                                            for k, v in config_dict.items()})
 
     # -- encoders with caches: each image and caption goes through the VAE / text encoder once ----
-    latent_cache: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
-    text_cache: dict[str, torch.Tensor] = {}
-    cache_text = config.cache_text_embeddings and not config.train_text_encoder
-    scaling_factor = vae.config.scaling_factor
-
-    def latent_moments(pixels: torch.Tensor):  # (B, 3, R, R) -> mean, std of q(z|x), (B, 4, R/8, R/8)
-        with torch.no_grad():
-            dist = vae.encode(pixels.to(device, dtype=weight_dtype)).latent_dist
-        return dist.mean, dist.std
-
-    def sample_latents(indices: list[int]) -> torch.Tensor:
-        flips = (torch.rand(len(indices)) < 0.5).tolist() if config.random_flip else [False] * len(indices)
-        if not config.cache_latents:
-            pixels = torch.stack([_augment(images[i], config.resolution, config.crop, f) for i, f in zip(indices, flips, strict=True)])
-            mean, std = latent_moments(pixels)
-        else:
-            missing = [(i, f) for i, f in zip(indices, flips, strict=True) if (i, f) not in latent_cache]
-            if missing:
-                pixels = torch.stack([_augment(images[i], config.resolution, "center", f) for i, f in missing])
-                for key, m, s in zip(missing, *latent_moments(pixels), strict=True):
-                    latent_cache[key] = (m, s)
-            mean = torch.stack([latent_cache[(i, f)][0] for i, f in zip(indices, flips, strict=True)])
-            std = torch.stack([latent_cache[(i, f)][1] for i, f in zip(indices, flips, strict=True)])
-        return (mean + std * torch.randn_like(mean)) * scaling_factor
-
-    def tokenize(texts: list[str]) -> torch.Tensor:
-        return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                         return_tensors="pt").input_ids.to(device)
-
-    def text_embeddings(texts: list[str]) -> torch.Tensor:  # (B, 77, cross_attention_dim)
-        if not cache_text:
-            return text_encoder(tokenize(texts), return_dict=False)[0]
-        missing = sorted(set(texts) - set(text_cache))
-        if missing:
-            with torch.no_grad():
-                for text, hidden in zip(missing, text_encoder(tokenize(missing), return_dict=False)[0], strict=True):
-                    text_cache[text] = hidden
-        return torch.stack([text_cache[t] for t in texts])
+    sample_latents = latent_sampler(vae, images, config, device, weight_dtype)
+    text_embeddings = text_embedder(tokenizer, text_encoder, device,
+                                    cache_text=config.cache_text_embeddings and not config.train_text_encoder)
 
     # -- checkpoints, samples, logs ----------------------------------------------------------------
     pending_log: list[dict] = []
@@ -677,45 +455,6 @@ def _check_base(base: str, revision: str | None) -> None:
         )
 
 
-def _load_images(paths: list[Path], resolution: int) -> list[torch.Tensor]:
-    """Decode every image once, shorter side resized to ``resolution``: a list of (3, H, W) uint8."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import numpy as np
-    from PIL import Image
-
-    from dishgen.data.dataset import DatasetError
-
-    def load(path: Path):
-        with Image.open(path) as image:
-            if min(image.size) < resolution:
-                return path, image.size
-            array = np.asarray(resize_shorter_side(image, resolution), dtype=np.uint8)
-        return torch.from_numpy(array.copy()).permute(2, 0, 1), None
-
-    with ThreadPoolExecutor() as pool:
-        loaded = list(pool.map(load, paths))
-    small = [(p, size) for p, size in loaded if size is not None]
-    if small:
-        path, size = small[0]
-        raise DatasetError(
-            f"{len(small)} of {len(paths)} training images are smaller than resolution={resolution} "
-            f"(e.g. {str(path)!r} is {size[0]}x{size[1]}); train at a lower resolution (resolution="
-            f"{(min(min(s) for _, s in small) // 8) * 8}) or rebuild the dataset with larger images"
-        )
-    return [image for image, _ in loaded]
-
-
-def _augment(image: torch.Tensor, resolution: int, crop: str, flip: bool) -> torch.Tensor:
-    _, h, w = image.shape
-    if crop == "random":
-        top = int(torch.randint(0, h - resolution + 1, ()))
-        left = int(torch.randint(0, w - resolution + 1, ()))
-    else:
-        top, left = (h - resolution) // 2, (w - resolution) // 2
-    return crop_flip(image, resolution, top, left, flip)
-
-
 def _set_attention(unet, choice: str, device) -> None:
     from dishgen.errors import DishgenError
 
@@ -739,57 +478,3 @@ def _optimizer_class(name: str, device):
                                "machine); or use optimizer=adamw") from None
         return bnb.optim.AdamW8bit
     return torch.optim.AdamW
-
-
-def write_model_card(path: Path, config: LoraTrainConfig, data: str | Path, step: int, log: list[dict],
-                     prediction_type: str = "epsilon") -> None:
-    """README.md with YAML metadata (base model, dataset, training settings) and how to use it."""
-    import yaml
-
-    from dishgen.fileio import atomic_write_text
-
-    last = [r["loss"] for r in log[-100:] if "loss" in r]
-    metadata = {
-        "base_model": config.base,
-        "library_name": "diffusers",
-        "pipeline_tag": "text-to-image",
-        "tags": ["stable-diffusion", "text-to-image", "diffusers", "lora", "dishgen", "food"],
-        "dataset": str(data),
-        "training": {
-            "steps": step, "resolution": config.resolution, "batch_size": config.batch_size,
-            "gradient_accumulation_steps": config.gradient_accumulation_steps,
-            "learning_rate": config.learning_rate, "lr_scheduler": config.lr_scheduler,
-            "lora_rank": config.lora_rank, "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout,
-            "train_text_encoder": config.train_text_encoder, "mixed_precision": config.mixed_precision,
-            "prediction_type": prediction_type, "snr_gamma": config.snr_gamma, "noise_offset": config.noise_offset,
-            "caption_dropout": config.caption_dropout, "seed": config.seed,
-        },
-    }
-    loss_line = f"Mean training loss over the last {len(last)} steps: {sum(last) / len(last):.4f}." if last else ""
-    text = f"""---
-{yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True).strip()}
----
-
-# LoRA: Serbian dishes on {config.base}
-
-A LoRA (rank {config.lora_rank}, alpha {config.lora_alpha}) fine-tuned with `dishgen train lora` for
-{step} steps at {config.resolution} px on the dataset `{data}`{" (UNet and text encoder)" if config.train_text_encoder else " (UNet only)"}.
-{loss_line}
-
-## Use
-
-```bash
-dishgen generate "Sarma, cabbage rolls in a clay pot" --model {path.parent} --steps 30 --seed 0
-```
-
-```python
-from diffusers import StableDiffusionPipeline
-pipe = StableDiffusionPipeline.from_pretrained("{config.base}")
-pipe.load_lora_weights("{path.parent}")   # reads {LORA_WEIGHTS_NAME}
-image = pipe("Sarma, cabbage rolls in a clay pot").images[0]
-```
-
-Validation images for fixed prompts and seeds are in `samples/`, training curves in `plots/`,
-the full configuration in `config.json`.
-"""
-    atomic_write_text(path, text)

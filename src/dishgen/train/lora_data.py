@@ -1,0 +1,138 @@
+"""The data side of LoRA training: images decoded once, crops and flips, the data order, and the
+encoders with caches (each image and caption goes through the VAE / text encoder once).
+
+Pure functions over tensors where possible (:func:`crop_flip`, :func:`micro_batch_indices`), so the
+training script's data order and augmentation can be tested in isolation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def resize_shorter_side(image, resolution: int):
+    """Resize a PIL image so that its shorter side is ``resolution`` (bilinear, as diffusers)."""
+    from PIL import Image
+
+    w, h = image.size
+    scale = resolution / min(w, h)
+    size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
+    return image.convert("RGB").resize(size, Image.Resampling.BILINEAR) if size != (w, h) else image.convert("RGB")
+
+
+def crop_flip(image_uint8: torch.Tensor, resolution: int, top: int, left: int, flip: bool) -> torch.Tensor:
+    """(3, H, W) uint8 -> (3, R, R) float in [-1, 1]: crop at (top, left), mirror if ``flip``."""
+    x = image_uint8[:, top : top + resolution, left : left + resolution].float().div(127.5).sub(1.0)
+    return x.flip(-1) if flip else x
+
+
+def micro_batch_indices(num_items: int, batch_size: int, micro_step: int, rank: int, world: int, seed: int):
+    """Dataset indices for one process's ``micro_step``-th batch.
+
+    Each epoch is a seeded permutation cut into ``world * batch_size`` blocks (the last partial
+    block is dropped); rank ``r`` takes the ``r``-th slice of each block. A pure function, so the
+    data order needs no saving to resume exactly.
+    """
+    per_epoch = num_items // (batch_size * world)
+    epoch, position = divmod(micro_step, per_epoch)
+    perm = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    start = (position * world + rank) * batch_size
+    return perm[start : start + batch_size].tolist(), epoch
+
+
+def _load_images(paths: list[Path], resolution: int) -> list[torch.Tensor]:
+    """Decode every image once, shorter side resized to ``resolution``: a list of (3, H, W) uint8."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    from PIL import Image
+
+    from dishgen.data.dataset import DatasetError
+
+    def load(path: Path):
+        with Image.open(path) as image:
+            if min(image.size) < resolution:
+                return path, image.size
+            array = np.asarray(resize_shorter_side(image, resolution), dtype=np.uint8)
+        return torch.from_numpy(array.copy()).permute(2, 0, 1), None
+
+    with ThreadPoolExecutor() as pool:
+        loaded = list(pool.map(load, paths))
+    small = [(p, size) for p, size in loaded if size is not None]
+    if small:
+        path, size = small[0]
+        raise DatasetError(
+            f"{len(small)} of {len(paths)} training images are smaller than resolution={resolution} "
+            f"(e.g. {str(path)!r} is {size[0]}x{size[1]}); train at a lower resolution (resolution="
+            f"{(min(min(s) for _, s in small) // 8) * 8}) or rebuild the dataset with larger images"
+        )
+    return [image for image, _ in loaded]
+
+
+def _augment(image: torch.Tensor, resolution: int, crop: str, flip: bool) -> torch.Tensor:
+    _, h, w = image.shape
+    if crop == "random":
+        top = int(torch.randint(0, h - resolution + 1, ()))
+        left = int(torch.randint(0, w - resolution + 1, ()))
+    else:
+        top, left = (h - resolution) // 2, (w - resolution) // 2
+    return crop_flip(image, resolution, top, left, flip)
+
+
+def latent_sampler(vae, images: list[torch.Tensor], config, device, weight_dtype):
+    """``sample_latents(indices) -> (B, 4, R/8, R/8)``: scaled VAE latents of ``images[indices]``.
+
+    Each image gets a random flip (when ``config.random_flip``) and a fresh draw from q(z|x). With
+    ``config.cache_latents`` each (image, flip) goes through the VAE once: its mean and std are kept
+    and only the draw is new; without, every batch is cropped (``config.crop``) and encoded afresh.
+    """
+    latent_cache: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+    scaling_factor = vae.config.scaling_factor
+
+    def latent_moments(pixels: torch.Tensor):  # (B, 3, R, R) -> mean, std of q(z|x), (B, 4, R/8, R/8)
+        with torch.no_grad():
+            dist = vae.encode(pixels.to(device, dtype=weight_dtype)).latent_dist
+        return dist.mean, dist.std
+
+    def sample_latents(indices: list[int]) -> torch.Tensor:
+        flips = (torch.rand(len(indices)) < 0.5).tolist() if config.random_flip else [False] * len(indices)
+        if not config.cache_latents:
+            pixels = torch.stack([_augment(images[i], config.resolution, config.crop, f) for i, f in zip(indices, flips, strict=True)])
+            mean, std = latent_moments(pixels)
+        else:
+            missing = [(i, f) for i, f in zip(indices, flips, strict=True) if (i, f) not in latent_cache]
+            if missing:
+                pixels = torch.stack([_augment(images[i], config.resolution, "center", f) for i, f in missing])
+                for key, m, s in zip(missing, *latent_moments(pixels), strict=True):
+                    latent_cache[key] = (m, s)
+            mean = torch.stack([latent_cache[(i, f)][0] for i, f in zip(indices, flips, strict=True)])
+            std = torch.stack([latent_cache[(i, f)][1] for i, f in zip(indices, flips, strict=True)])
+        return (mean + std * torch.randn_like(mean)) * scaling_factor
+
+    return sample_latents
+
+
+def text_embedder(tokenizer, text_encoder, device, cache_text: bool):
+    """``text_embeddings(texts) -> (B, 77, cross_attention_dim)`` from the CLIP text encoder.
+
+    With ``cache_text`` (only while the text encoder is frozen) each caption is encoded once.
+    """
+    text_cache: dict[str, torch.Tensor] = {}
+
+    def tokenize(texts: list[str]) -> torch.Tensor:
+        return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                         return_tensors="pt").input_ids.to(device)
+
+    def text_embeddings(texts: list[str]) -> torch.Tensor:  # (B, 77, cross_attention_dim)
+        if not cache_text:
+            return text_encoder(tokenize(texts), return_dict=False)[0]
+        missing = sorted(set(texts) - set(text_cache))
+        if missing:
+            with torch.no_grad():
+                for text, hidden in zip(missing, text_encoder(tokenize(missing), return_dict=False)[0], strict=True):
+                    text_cache[text] = hidden
+        return torch.stack([text_cache[t] for t in texts])
+
+    return text_embeddings
