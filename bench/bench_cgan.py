@@ -17,7 +17,9 @@ a shared machine falls on all of them alike; ratios are medians of per-round rat
 Then the real ``train()`` loop runs for a few steps (its own ``log.jsonl`` gives images/s), bf16's
 accuracy is checked on its networks (relative error of G's output and D's logits, cosine of fp32
 and bf16 gradients), and generation with the exported model is timed (batched, fp32 and bf16).
-Numbers are noisy on a shared machine: run with ``nice`` and read the medians.
+Numbers are noisy on a shared machine: run with ``nice`` and read the medians. CPU seconds (all
+threads) are printed beside wall seconds: under load, "images/s on N idle cores" (N = threads) is
+the estimate that other processes do not distort, assuming the threads scale.
 """
 
 from __future__ import annotations
@@ -92,12 +94,14 @@ class Variant:
         fused = not original  # ours uses the fused Adam kernel, like the trainer
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=2e-4, betas=(0.0, 0.99), fused=fused)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=2e-4, betas=(0.0, 0.99), fused=fused)
-        self.times: list[float] = []
+        self.times: list[float] = []  # wall seconds per step
+        self.cpu_times: list[float] = []  # CPU seconds per step (all threads): what load does not change
 
     def step(self, real: torch.Tensor, c: torch.Tensor, step: int) -> None:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         (self._original_step if self.original else self._our_step)(real, c, step)
         self.times.append(time.perf_counter() - start)
+        self.cpu_times.append(time.process_time() - cpu_start)
 
     def _original_step(self, real, c, step):
         """fp32, contiguous, per-image augmentation, a D pass each for real, fake and mismatch."""
@@ -215,15 +219,16 @@ def bf16_accuracy(model_dir: Path) -> dict[str, float]:
     return results
 
 
-def time_generation(model_dir: Path, dtype: str | None, batch_size: int = 64, n: int = 256) -> float:
+def time_generation(model_dir: Path, dtype: str | None, batch_size: int = 64, n: int = 256) -> tuple[float, float]:
+    """Images per wall-second and per CPU-second of batched generation (text encoding included)."""
     from dishgen.families.cgan import load_generator
 
     gen = load_generator(model_dir, dtype=dtype)
     prompts = [f"a photo of dish number {i}" for i in range(16)]
     gen.generate(prompts[:2], num_images=batch_size // 2, seed=0, batch_size=batch_size)  # warm-up
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     gen.generate(prompts, num_images=n // len(prompts), seed=1, batch_size=batch_size)
-    return n / (time.perf_counter() - start)
+    return n / (time.perf_counter() - start), n / (time.process_time() - cpu_start)
 
 
 def main() -> None:
@@ -233,6 +238,7 @@ def main() -> None:
     parser.add_argument("--loop-steps", type=int, default=25, help="steps of the real train() loop")
     parser.add_argument("--loop-precision", default="fp32", help="precision of the real-loop run")
     parser.add_argument("--precisions", default="fp32,bf16", help="precisions of the interleaved variants")
+    parser.add_argument("--gen-dtypes", default="fp32,bf16", help="dtypes for the generation timing")
     args = parser.parse_args()
     data = args.data or build_ffml_dataset(Path(tempfile.gettempdir()) / "dishgen-bench-ffml-64")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu {torch.backends.cpu.get_cpu_capability()}, "
@@ -242,23 +248,25 @@ def main() -> None:
     warm = 3  # leave out the first steps (allocation, oneDNN kernel selection)
     base = variants[0]
     print("\ntraining step, interleaved (64 px, base channels 32, batch 16, DiffAugment, mismatch, lazy R1/16):")
+    threads = torch.get_num_threads()
     for v in variants:
-        med = statistics.median(v.times[warm:])
+        med, cpu = statistics.median(v.times[warm:]), statistics.median(v.cpu_times[warm:])
         ratios = [b / t for b, t in zip(base.times[warm:], v.times[warm:], strict=True)]
-        print(f"  {v.name:56s} {med:5.2f} s/it  {16 / med:5.1f} images/s  x{statistics.median(ratios):.2f} vs original"
-              f" (median of per-round ratios)")
+        print(f"  {v.name:56s} {med:5.2f} s/it wall  {16 / med:5.1f} images/s  x{statistics.median(ratios):.2f} vs original;"
+              f"  {cpu:5.2f} CPU-s/it -> {16 * threads / cpu:5.1f} images/s on {threads} idle core(s)")
     print("  reference: the original project's loop measured 1.55 s/it = 10.3 images/s here (ENVIRONMENT.md)")
 
     ips, run = time_our_loop(data, args.loop_steps, precision=args.loop_precision, channels_last=True)
     print(f"\nreal train() loop ({args.loop_precision}, channels_last): {ips:.1f} images/s ({16 / ips:.2f} s/it)")
     print("\nbf16 autocast accuracy on the trained networks:", json.dumps(bf16_accuracy(run / "model"), indent=1))
     print("\ngeneration images/s (exported EMA model, 64 px, batch 64, 256 images), interleaved:")
-    results: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    for _ in range(3):
-        for dtype in results:
-            results[dtype].append(time_generation(run / "model", None if dtype == "fp32" else dtype))
-    for dtype, values in results.items():
-        print(f"  {dtype}: {statistics.median(values):6.1f}  (runs: {', '.join(f'{v:.1f}' for v in values)})")
+    threads = torch.get_num_threads()
+    for dtype in args.gen_dtypes.split(","):
+        values = [time_generation(run / "model", None if dtype == "fp32" else dtype) for _ in range(3)]
+        wall = [v[0] for v in values]
+        cpu = statistics.median(v[1] for v in values)
+        print(f"  {dtype}: {statistics.median(wall):6.1f} images/s wall (runs: {', '.join(f'{v:.1f}' for v in wall)});"
+              f" {cpu:6.1f} images per CPU-second -> {cpu * threads:6.1f} images/s on {threads} idle core(s)")
     sys.stdout.flush()
 
 
