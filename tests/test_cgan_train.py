@@ -138,6 +138,18 @@ def test_resume_extends_a_finished_run(run_a, tmp_path, tiny_dataset):
     assert json.loads((out / "model" / "config.json").read_text())["step"] == 7
 
 
+def test_resume_refuses_another_network_shape_or_encoder(run_a, tmp_path, tiny_dataset):
+    out = tmp_path / "run_d"
+    shutil.copytree(run_a, out)
+    with pytest.raises(DishgenError, match=r"base_channels=8 \(now 16\)"):
+        train(tiny(base_channels=16, max_steps=7), tiny_dataset, out, resume=True)
+    meta = json.loads((out / "checkpoint-6" / "config.json").read_text())
+    meta["text_encoder"]["id"] = "clip:/elsewhere"
+    (out / "checkpoint-6" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(DishgenError, match="trained with text_encoder='clip:/elsewhere'"):
+        train(tiny(max_steps=7), tiny_dataset, out, resume=True)
+
+
 def test_export_reloads_bit_exactly_and_generates_the_configured_size(run_a):
     exported = load_file(str(run_a / "model" / "model.safetensors"))
     checkpoint = load_file(str(run_a / "checkpoint-6" / "G_ema.safetensors"))

@@ -245,6 +245,7 @@ def train(config: CGANTrainConfig, data: str | Path, out: str | Path, *, resume:
 
     step = 0
     if start_step is not None:
+        _check_resumable(run.checkpoint_path(start_step), model_config, encoder_info)
         step = load_checkpoint(run.checkpoint_path(start_step), G, D, G_ema, opt_G, opt_D, scaler_G, scaler_D)
         if accelerator.is_main_process:
             print(f"resumed from {run.checkpoint_path(start_step)} at step {step}")
@@ -416,6 +417,18 @@ def _reduce_and_clip(net, optimizer, scaler, accelerator, grad_clip: float) -> f
     scaler.unscale_(optimizer)
     norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
     return float(norm)
+
+
+def _check_resumable(folder: Path, model_config: cgan.CGANConfig, encoder_info: dict) -> None:
+    """A clear error when ``--resume`` is asked with another network shape or text encoder."""
+    saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if saved["text_encoder"]["id"] != encoder_info["id"]:
+        raise DishgenError(f"{folder} was trained with text_encoder={saved['text_encoder']['id']!r}, "
+                           f"not {encoder_info['id']!r}; resume with the same encoder or start a new run")
+    now = config_to_dict(model_config)
+    changed = [f"{k}={saved['model'].get(k)!r} (now {v!r})" for k, v in now.items() if saved["model"].get(k) != v]
+    if changed:
+        raise DishgenError(f"{folder} holds a network with {', '.join(changed)}; resume with the same shape")
 
 
 def _check_in_sync(accelerator, step: int, *nets) -> None:
