@@ -20,8 +20,6 @@ from dishgen.models.augment import (
 from dishgen.models.layers import ConditionalBatchNorm2d, ema_update, has_spectral_norm
 from dishgen.train.cgan import batch_indices, step_generator
 
-torch.set_num_threads(1)
-
 
 def tiny_config(resolution=32, **kw):
     return cgan.CGANConfig(resolution=resolution, z_dim=8, c_dim=12, cond_dim=8, base_channels=4,

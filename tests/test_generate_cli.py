@@ -17,8 +17,6 @@ from dishgen.cli import cli, main
 from dishgen.families.cgan import save_model
 from dishgen.models.cgan import CGANConfig, Generator
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:

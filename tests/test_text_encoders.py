@@ -8,8 +8,6 @@ import torch
 from dishgen.text import TextEncoderNotAvailable, load_text_encoder
 from dishgen.text.cache import cache_path, encode_cached
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def minilm():
