@@ -98,6 +98,28 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Hard-link ``src`` to ``dst`` (instant, no extra disk); copy where links fail (other file systems)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def publish_directory(finished: str | os.PathLike, out: str | os.PathLike, work: str | os.PathLike | None = None) -> None:
+    """Move a finished folder onto ``out`` (replacing it), then remove the ``work`` folder.
+
+    Datasets are assembled in a work folder and published in one rename, so a folder at ``out``
+    is always complete.
+    """
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(finished, out)
+    if work is not None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def append_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     """Append rows to a JSON Lines file, one complete line per row, flushed and fsynced.
 

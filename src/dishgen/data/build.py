@@ -31,7 +31,13 @@ from dishgen.data.images import ImageResult, ImageSettings, process_image
 from dishgen.data.records import RECORDS_FILE, RawRecord, read_records
 from dishgen.data.split import dish_key, split_indices
 from dishgen.errors import DishgenError
-from dishgen.fileio import append_jsonl, atomic_write_json, read_jsonl
+from dishgen.fileio import (
+    append_jsonl,
+    atomic_write_json,
+    link_or_copy,
+    publish_directory,
+    read_jsonl,
+)
 from dishgen.generation_io import slugify
 
 log = logging.getLogger(__name__)
@@ -142,7 +148,7 @@ def _process_all(items: list[_Item], work: Path, settings: ImageSettings, worker
             executor = ProcessPoolExecutor(max_workers=workers)
             results = executor.map(process_image, paths, [str(staging)] * len(paths), [settings] * len(paths), chunksize=chunk)
         try:
-            for path, result in zip(paths, results):
+            for path, result in zip(paths, results, strict=False):
                 for item in by_path[path]:
                     item.result = result
                 batch.append(result.to_json())
@@ -189,7 +195,7 @@ def _caption(items: list[_Item], work: Path, options: BuildOptions, captioner) -
                 chunk = need[start : start + step]
                 results = captioner.caption_many([c for _, _, c in chunk])
                 rows = []
-                for (index, key, _), res in zip(chunk, results):
+                for (index, key, _), res in zip(chunk, results, strict=True):
                     if res.text:
                         captions[index] = res.text
                         rows.append({"key": key, "captioner": captioner_id, "text": res.text})
@@ -291,7 +297,6 @@ def build_dataset(raw_dirs: list[str | Path], out: str | Path, options: BuildOpt
     if final.exists():
         shutil.rmtree(final)
     counts = {}
-    place = os.link if _can_link(work) else shutil.copy2
     for split, indices in (("train", train_idx), ("test", test_idx)):
         split_dir = final / split
         split_dir.mkdir(parents=True)
@@ -301,7 +306,7 @@ def build_dataset(raw_dirs: list[str | Path], out: str | Path, options: BuildOpt
             texts = caption if isinstance(caption, list) else [caption]
             ext = Path(item.result.staged).suffix
             name = f"{slugify(item.record.name or texts[0], 40)}-{item.result.sha256[:12]}{ext}"
-            place(work / "_staging" / item.result.staged, split_dir / name)
+            link_or_copy(work / "_staging" / item.result.staged, split_dir / name)
             rows.append({
                 "file_name": name, "text": texts[0], "captions": texts, "dish": item.record.name,
                 "source": item.record.source, "url": item.record.url, "license": item.record.license,
@@ -328,26 +333,8 @@ def build_dataset(raw_dirs: list[str | Path], out: str | Path, options: BuildOpt
         "seconds": {"images": round(t_images, 2), "total": round(time.time() - started, 2)},
     }
     atomic_write_json(final / "dataset.json", summary)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(final, out)
-    shutil.rmtree(work, ignore_errors=True)
+    publish_directory(final, out, work)
     return summary
-
-
-def _can_link(work: Path) -> bool:
-    # Hard links make the final assembly instant; they fail across file systems and on some
-    # Windows shares, where we copy instead.
-    probe = work / "_linkprobe"
-    try:
-        probe.write_bytes(b"")
-        os.link(probe, work / "_linkprobe2")
-        (work / "_linkprobe2").unlink()
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.unlink(missing_ok=True)
 
 
 def summary_text(summary: dict) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,6 +28,7 @@ from dishgen.fileio import (
     append_jsonl,
     atomic_save_image,
     atomic_write_json,
+    publish_directory,
     read_jsonl,
     repair_jsonl,
 )
@@ -174,10 +174,7 @@ def augment_dataset(dataset: str | Path, out: str | Path, options: AugmentOption
         "seconds": round(time.time() - started, 2),
     }
     atomic_write_json(final / "dataset.json", summary)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(final, out)
-    shutil.rmtree(work, ignore_errors=True)
+    publish_directory(final, out, work)
     return summary
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from dishgen.errors import DishgenError
+from dishgen.fileio import link_or_copy
 
 
 class SynthError(DishgenError):
@@ -14,8 +13,4 @@ class SynthError(DishgenError):
 
 
 def _place(src: Path, dst: Path) -> None:
-    # A hard link makes assembly instant; across file systems (or where links fail) copy.
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+    link_or_copy(src, dst)
