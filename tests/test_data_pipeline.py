@@ -145,8 +145,11 @@ def test_split_is_deterministic_by_dish_and_single_photo_dish_goes_to_train(tmp_
     raw = tmp_path / "raw"
     import_photo_folder(photos, raw)
     a = build_dataset([raw], tmp_path / "a", BuildOptions(size=16, test_fraction=0.5, seed=3, workers=1))
-    b = build_dataset([raw], tmp_path / "b", BuildOptions(size=16, test_fraction=0.5, seed=3, workers=1))
-    names = lambda ds, split: sorted(r["file_name"] for r in read_jsonl(ds / split / "metadata.jsonl"))
+    build_dataset([raw], tmp_path / "b", BuildOptions(size=16, test_fraction=0.5, seed=3, workers=1))
+
+    def names(ds, split):
+        return sorted(r["file_name"] for r in read_jsonl(ds / split / "metadata.jsonl"))
+
     assert names(tmp_path / "a", "test") == names(tmp_path / "b", "test")
     assert abs(a["counts"]["test"]["images"] - 45 / 2) <= 3
     train_dishes = {r["dish"] for r in read_jsonl(tmp_path / "a" / "train" / "metadata.jsonl")}

@@ -30,7 +30,7 @@ def near_duplicate_pairs(phashes: Sequence[str], threshold: int) -> list[tuple[i
     pairs = []
     for i0, j0, dist in hamming_matrix(hashes):
         ii, jj = np.nonzero(dist <= threshold)
-        for i, j in zip(ii + i0, jj + j0):
+        for i, j in zip(ii + i0, jj + j0, strict=True):
             if i < j:
                 pairs.append((int(i), int(j), int(dist[i - i0, j - j0])))
     return pairs

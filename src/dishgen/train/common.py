@@ -19,7 +19,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from dishgen.fileio import append_jsonl, atomic_directory, atomic_write_json, read_jsonl, repair_jsonl
+from dishgen.fileio import (
+    append_jsonl,
+    atomic_directory,
+    atomic_write_json,
+    read_jsonl,
+    repair_jsonl,
+)
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
@@ -187,7 +193,7 @@ def plot_log(rows: list[dict[str, Any]], out_dir: Path, groups: dict[str, list[s
             continue
         fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
         for i, (key, points) in enumerate(series.items()):
-            steps, values = zip(*points)
+            steps, values = zip(*points, strict=True)
             color = f"C{i}"
             ax.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
             ax.plot(steps, ema_smooth(list(values)), color=color, linewidth=1.8, label=f"{key} (EMA)")
@@ -225,9 +231,22 @@ def save_image_grid(images, path: Path, nrow: int = 8, labels: list[str] | None 
         grid.paste(pic, (label_w + c * w, r * h))
     if labels:
         for r, text in enumerate(labels[:nrows]):
-            draw.text((4, r * h + 4), _wrap(text, 24), fill="black")
+            draw.text((4, r * h + 4), _wrap(text, 24), fill="black", font=_label_font())
     atomic_save_image(grid, path)
     return path
+
+
+def _label_font(size: int = 11):
+    """DejaVu Sans (shipped with matplotlib; it has č, ć, š, ž, đ), else Pillow's default font."""
+    from PIL import ImageFont
+
+    try:
+        import matplotlib
+
+        path = Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+        return ImageFont.truetype(str(path), size)
+    except (ImportError, OSError):
+        return ImageFont.load_default()
 
 
 def _wrap(text: str, width: int) -> str:
