@@ -264,6 +264,8 @@ def test_presets_and_config_errors():
         resolve_config(CGANTrainConfig, overrides=["r1_gama=1"])
     with pytest.raises(ConfigError, match="power of two"):
         resolve_config(CGANTrainConfig, overrides=["resolution=100"])
+    with pytest.raises(ConfigError, match=r"mismatch_weight=1.0 must be in \[0, 1\)"):
+        resolve_config(CGANTrainConfig, overrides=["mismatch_weight=1"])
     with pytest.raises(ValueError, match="unknown DiffAugment"):
         resolve_config(CGANTrainConfig, overrides=["augment=color,zoom"])
 
