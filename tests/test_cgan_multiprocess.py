@@ -20,7 +20,7 @@ def test_two_processes_train_in_sync(tiny_dataset, tmp_path):
     if not torchrun.is_file() or dishgen is None:
         pytest.skip("torchrun or the dishgen script is not installed beside this Python")
     out = tmp_path / "run"
-    overrides = dict(resolution=32, base_channels=8, max_channel_mult=4, z_dim=16, cond_dim=16, batch_size=2,
+    overrides = dict(resolution=32, base_channels=8, max_channel_mult=4, z_dim=16, cond_dim=16, batch_size=2, mismatch_weight=0.5,
                      max_steps=4, checkpoint_every=2, sample_every=100, log_every=1, r1_every=2)
     cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "--no-python", dishgen, "train", "cgan",
            "--data", str(tiny_dataset), "--out", str(out), *[f"{k}={v}" for k, v in overrides.items()]]

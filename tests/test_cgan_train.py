@@ -20,7 +20,7 @@ from dishgen.train import cgan as trainer
 from dishgen.train.cgan import PRESETS, CGANTrainConfig, train
 from dishgen.train.common import RunDirError, TrainingDiverged
 
-TINY = dict(resolution=32, base_channels=8, max_channel_mult=4, z_dim=16, cond_dim=16, batch_size=4,
+TINY = dict(resolution=32, base_channels=8, max_channel_mult=4, z_dim=16, cond_dim=16, batch_size=4, mismatch_weight=0.5,
             r1_every=2, log_every=1, sample_every=3, checkpoint_every=3, keep_checkpoints=0, max_steps=6)
 
 
