@@ -127,9 +127,13 @@ def load_model(location: str | Path, device=None, dtype=None, *, attach_text_enc
             raise CVAEModelError(str(err)) from err
         text_model = LSTMTextEncoder(LSTMConfig(**config["lstm"]), tokenizer)
     model = CVAE(model_config, text_model)
+    # A bundled model keeps only what generation needs (no image encoder), in float16.
+    generation_only = config.get("weights", {}).get("parts") == "generation-only"
     try:
         state = load_file(str(folder / WEIGHTS_FILE))
-        model.load_state_dict(state)
+        missing, unexpected = model.load_state_dict(state, strict=not generation_only)
+        if generation_only and (unexpected or any(not k.startswith("encoder.") for k in missing)):
+            raise ValueError(f"missing {missing[:3]}, unexpected {unexpected[:3]}")
     except Exception as err:  # safetensors header errors, missing/unexpected keys, shape mismatches
         raise CVAEModelError(f"{str(folder / WEIGHTS_FILE)!r} does not match its config.json: {err}") from err
     device = resolve_device(device)
