@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from dishgen.errors import DishgenError
+
+
+class DeviceError(DishgenError, ValueError):
+    """A --device or --dtype that cannot be used here."""
+
+
 _DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
            "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
@@ -21,7 +28,7 @@ def resolve_device(device: str | None = None):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device!r} was asked for, but CUDA is not available here; use --device cpu")
+        raise DeviceError(f"--device {device!r} was asked for, but CUDA is not available here; use --device cpu")
     return dev
 
 
@@ -36,7 +43,7 @@ def resolve_dtype(dtype: str | None, device=None):
         return torch.float32
     name = _DTYPES.get(str(dtype).lower())
     if name is None:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of fp32, fp16, bf16")
+        raise DeviceError(f"unknown dtype {dtype!r}; choose one of fp32, fp16, bf16")
     if name == "float16" and device is not None and torch.device(device).type == "cpu":
-        raise ValueError("fp16 is not supported on the CPU; use --dtype bf16 or fp32, or --device cuda")
+        raise DeviceError("fp16 is not supported on the CPU; use --dtype bf16 or fp32, or --device cuda")
     return getattr(torch, name)
