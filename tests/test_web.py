@@ -169,3 +169,13 @@ def test_browser_submits_caption_and_sees_images(server):
         assert service.fake.calls >= 1
     finally:
         driver.quit()
+
+
+def test_bundled_model_through_the_page_handler():
+    choices = ModelChoices.discover()
+    assert choices.names == ["default (bundled)"] and not choices.is_diffusion("default (bundled)")
+    svc = GenerationService(choices, WebLimits())
+    images, seed = svc.generate("Sarma, cabbage rolls served in a clay pot", "", "default (bundled)", 2, 3)
+    assert seed == 3 and len(images) == 2
+    assert images[0].size == images[1].size and images[0].size[0] >= 64
+    assert images[0].tobytes() != images[1].tobytes()

@@ -1,0 +1,53 @@
+"""The bundled default model: the main job out of the box, offline, on a CPU."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from click.testing import CliRunner
+from PIL import Image
+
+from dishgen.cli import cli
+from dishgen.generate import WEIGHTS_DIR, default_model_path, load_generator, resolve_model
+
+
+def test_default_model_is_bundled_small_and_safetensors_only():
+    path = default_model_path()
+    family, _ = resolve_model("default")
+    assert family in ("cgan", "cvae")
+    assert (path / "model.safetensors").is_file() and (path / "README.md").is_file()
+    assert (path / "LICENSE-FFML.txt").read_text().startswith("MIT License")
+    assert "Fülöp Bettina-Elena" in (path / "README.md").read_text(encoding="utf-8")
+    total = sum(f.stat().st_size for f in WEIGHTS_DIR.rglob("*") if f.is_file())
+    assert total < 20e6, f"bundled weights are {total / 1e6:.1f} MB"
+    assert not [f for f in WEIGHTS_DIR.rglob("*") if f.suffix in (".pt", ".pth", ".bin", ".ckpt", ".pkl")]
+    assert json.loads((path / "config.json").read_text())["text_encoder"]["id"] == "minilm"
+
+
+def test_main_job_writes_a_png_of_a_dish_on_white(tmp_path):
+    result = CliRunner().invoke(cli, ["generate", "ćevapi with onions and flatbread", "--seed", "0",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    png = tmp_path / result.output.strip().splitlines()[-1].split("/")[-1]
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] >= 64 and im.size == (im.size[0], im.size[0])
+        pixels = np.asarray(im.convert("RGB"), dtype=np.float32)
+    border = np.concatenate([pixels[:4].reshape(-1, 3), pixels[-4:].reshape(-1, 3),
+                             pixels[:, :4].reshape(-1, 3), pixels[:, -4:].reshape(-1, 3)])
+    centre = pixels[pixels.shape[0] // 4 : -pixels.shape[0] // 4, pixels.shape[1] // 4 : -pixels.shape[1] // 4]
+    # FFML dishes sit on a white background: a bright border around a darker, coloured centre.
+    assert border.mean() > 200
+    assert centre.mean() < border.mean() - 30
+    assert centre.std(axis=-1).mean() > 5  # coloured, not grey
+
+
+def test_captions_and_seeds_change_the_picture():
+    generator = load_generator("default")
+    a, b = generator.generate(["Sarma, cabbage rolls in a clay pot", "A fresh green salad with cucumbers"], seed=1)
+    again = generator.generate(["Sarma, cabbage rolls in a clay pot"], seed=1)[0]
+    other_seed = generator.generate(["Sarma, cabbage rolls in a clay pot"], seed=2)[0]
+    as_array = lambda im: np.asarray(im, dtype=np.float32)  # noqa: E731
+    assert np.array_equal(as_array(a), as_array(again))
+    assert np.abs(as_array(a) - as_array(b)).mean() > 3
+    assert np.abs(as_array(a) - as_array(other_seed)).mean() > 3
