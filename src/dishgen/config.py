@@ -190,6 +190,34 @@ def resolve_config(
     return config
 
 
+def resolve_run_config(
+    cls: type[T],
+    out: str | Path,
+    *,
+    presets: Mapping[str, Mapping[str, Any]] | None = None,
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    resume: bool = False,
+) -> T:
+    """A training run's config: on ``--resume`` the run's saved ``config.json``, else defaults and
+    preset; then the config file and ``key=value`` overrides on top (e.g. ``max_steps`` to train longer).
+
+    Naming a preset with ``--resume`` starts from that preset instead of the saved config.
+    """
+    saved = Path(out) / "config.json"
+    if resume and saved.is_file() and not preset:
+        data = {k: v for k, v in json.loads(saved.read_text(encoding="utf-8")).items() if k != "family"}
+        config = apply_overrides(cls(), data, source="saved config")
+        if config_file:
+            config = apply_overrides(config, load_config_file(config_file), source=f"config file {config_file}")
+        if overrides:
+            config = apply_overrides(config, parse_overrides(list(overrides)))
+        return config
+    return resolve_config(cls, preset=preset, presets=presets, config_file=config_file,
+                          overrides=list(overrides) or None)
+
+
 def config_to_dict(config) -> dict[str, Any]:
     """The config as a JSON-ready dict."""
     return dataclasses.asdict(config)

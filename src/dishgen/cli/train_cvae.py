@@ -18,23 +18,16 @@ def cvae(data, out, config_file, preset, resume, device, overrides):
       dishgen train cvae --data DS --out runs/cvae --preset cpu
       dishgen train cvae --data DS --out runs/cvae max_steps=200 batch_size=16 text_encoder=lstm
       dishgen train cvae --data DS --out runs/cvae --resume
-    With --resume the saved config of OUT is used; overrides (max_steps=N to train longer) apply on top.
+    With --resume the saved config of OUT is used; --config and overrides (max_steps=N to train longer)
+    apply on top.
     """
-    import json
     import os
-    from pathlib import Path
 
-    from dishgen.config import config_from_dict, parse_overrides, resolve_config
+    from dishgen.config import resolve_run_config
     from dishgen.train.cvae import PRESETS, CVAEConfig, train
 
-    saved = Path(out) / "config.json"
-    if resume and saved.is_file() and not (preset or config_file):
-        stored = json.loads(saved.read_text(encoding="utf-8"))
-        stored.pop("family", None)
-        config = config_from_dict(CVAEConfig, {**stored, **parse_overrides(overrides)})
-    else:
-        config = resolve_config(CVAEConfig, preset=preset, presets=PRESETS, config_file=config_file,
-                                overrides=list(overrides))
+    config = resolve_run_config(CVAEConfig, out, presets=PRESETS, preset=preset, config_file=config_file,
+                                overrides=overrides, resume=resume)
     export = train(config, data, out, resume=resume, device=device)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once
         click.echo(f"model written to {export}")

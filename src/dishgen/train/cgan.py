@@ -26,11 +26,8 @@ import torch
 
 from dishgen.config import (
     ConfigError,
-    apply_overrides,
     config_to_dict,
-    load_config_file,
-    parse_overrides,
-    resolve_config,
+    resolve_run_config,
 )
 from dishgen.errors import DishgenError
 from dishgen.models import cgan
@@ -133,17 +130,8 @@ class CheckpointWriteError(DishgenError):
 
 def resolve_train_config(out: str | Path, *, preset=None, config_file=None, overrides=(), resume=False):
     """The run's config: on ``--resume`` the saved one, else defaults -> preset; then file, overrides."""
-    saved = Path(out) / "config.json"
-    if resume and saved.is_file() and not preset:
-        data = {k: v for k, v in json.loads(saved.read_text(encoding="utf-8")).items() if k != "family"}
-        config = apply_overrides(CGANTrainConfig(), data, source="saved config")
-        if config_file:
-            config = apply_overrides(config, load_config_file(config_file), source=f"config file {config_file}")
-        if overrides:
-            config = apply_overrides(config, parse_overrides(list(overrides)))
-        return config
-    return resolve_config(CGANTrainConfig, preset=preset, presets=PRESETS, config_file=config_file,
-                          overrides=list(overrides) or None)
+    return resolve_run_config(CGANTrainConfig, out, presets=PRESETS, preset=preset, config_file=config_file,
+                              overrides=overrides, resume=resume)
 
 
 def batch_indices(num_items: int, batch_size: int, draw: int, seed: int) -> torch.Tensor:

@@ -4,7 +4,6 @@ resolved (defaults -> preset -> config file -> ``key=value`` overrides, or the s
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -12,9 +11,7 @@ from typing import Literal
 from dishgen.config import (
     ConfigError,
     apply_overrides,
-    load_config_file,
-    parse_overrides,
-    resolve_config,
+    resolve_run_config,
 )
 from dishgen.diffusion import DEFAULT_BASE
 
@@ -125,17 +122,8 @@ PRESETS: dict[str, dict] = {
 def resolve_train_config(out: str | Path, *, base=None, preset=None, config_file=None, overrides=(),
                          resume=False) -> LoraTrainConfig:
     """The run's config: on ``--resume`` the saved one, else defaults -> preset; then file, overrides."""
-    saved = Path(out) / "config.json"
-    if resume and saved.is_file() and not preset:
-        data = {k: v for k, v in json.loads(saved.read_text(encoding="utf-8")).items() if k != "family"}
-        config = apply_overrides(LoraTrainConfig(), data, source="saved config")
-        if config_file:
-            config = apply_overrides(config, load_config_file(config_file), source=f"config file {config_file}")
-        if overrides:
-            config = apply_overrides(config, parse_overrides(list(overrides)))
-    else:
-        config = resolve_config(LoraTrainConfig, preset=preset, presets=PRESETS, config_file=config_file,
-                                overrides=list(overrides) or None)
+    config = resolve_run_config(LoraTrainConfig, out, presets=PRESETS, preset=preset, config_file=config_file,
+                                overrides=overrides, resume=resume)
     if base:
         config = apply_overrides(config, {"base": base})
     if Path(config.base).expanduser().is_dir():  # a local folder: store it absolute (cwd may change)
