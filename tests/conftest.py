@@ -86,3 +86,18 @@ def tiny_sd_dir(tmp_path_factory) -> Path:
     from tiny_models import build_tiny_sd
 
     return build_tiny_sd(tmp_path_factory.mktemp("tiny_sd"))
+
+
+def run_dishgen_torchrun(args: list[str], nproc: int = 2, timeout: int = 300):
+    """Run ``dishgen ARGS`` under ``torchrun --nproc_per_node NPROC`` on CPU (gloo); skip if unavailable."""
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    dishgen = shutil.which("dishgen", path=str(Path(sys.executable).parent))
+    if not torchrun.is_file() or dishgen is None:
+        pytest.skip("torchrun or the dishgen script is not installed beside this Python")
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", str(nproc), "--no-python", dishgen, *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)

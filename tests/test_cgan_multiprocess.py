@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import run_dishgen_torchrun
 from safetensors.torch import load_file
 
 
 @pytest.mark.slow
 def test_two_processes_train_in_sync(tiny_dataset, tmp_path):
-    torchrun = Path(sys.executable).parent / "torchrun"
-    dishgen = shutil.which("dishgen", path=str(Path(sys.executable).parent))
-    if not torchrun.is_file() or dishgen is None:
-        pytest.skip("torchrun or the dishgen script is not installed beside this Python")
     out = tmp_path / "run"
     overrides = dict(resolution=32, base_channels=8, max_channel_mult=4, z_dim=16, cond_dim=16, batch_size=2, mismatch_weight=0.5,
                      max_steps=4, checkpoint_every=2, sample_every=100, log_every=1, r1_every=2)
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "--no-python", dishgen, "train", "cgan",
-           "--data", str(tiny_dataset), "--out", str(out), *[f"{k}={v}" for k, v in overrides.items()]]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    # The trainer compares the ranks' weights at every checkpoint and fails if they drifted.
+    result = run_dishgen_torchrun(["train", "cgan", "--data", str(tiny_dataset), "--out", str(out),
+                                   *[f"{k}={v}" for k, v in overrides.items()]])
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]  # one writer: no duplicated rows

@@ -3,31 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_dishgen_torchrun
 from safetensors.torch import load_file
 
 
 @pytest.mark.slow
 def test_two_processes_train_and_only_rank0_writes(tiny_dataset_64, tmp_path):
-    torchrun = Path(sys.executable).parent / "torchrun"
-    dishgen = shutil.which("dishgen", path=str(Path(sys.executable).parent))
-    if not torchrun.is_file() or dishgen is None:
-        pytest.skip("torchrun or the dishgen script is not installed beside this Python")
     out = tmp_path / "run"
     overrides = dict(base_channels=8, max_channels=32, z_dim=16, cond_dim=32, batch_size=4, lr_warmup_steps=1,
                      max_steps=4, checkpoint_every=2, sample_every=100, log_every=1, samples_per_prompt=1,
                      num_recon_images=2)
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "--no-python", dishgen, "train", "cvae",
-           "--data", str(tiny_dataset_64), "--out", str(out), *[f"{k}={v}" for k, v in overrides.items()]]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    result = run_dishgen_torchrun(["train", "cvae", "--data", str(tiny_dataset_64), "--out", str(out),
+                                   *[f"{k}={v}" for k, v in overrides.items()]])
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in rows if "recon" in r]
