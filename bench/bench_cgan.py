@@ -8,11 +8,12 @@ Training geometry: 64 px, base channels 32, batch 16, DiffAugment, mismatched-te
 a shared machine falls on all of them alike; ratios are medians of per-round ratios:
 
 - ``original``: a re-implementation of the original project's loop cost on our networks: fp32,
-  contiguous memory, DiffAugment applied one image at a time, and three separate D passes (real,
-  fake, real with a shuffled caption) with D's weight gradients computed in the G step too.
+  contiguous memory, textbook blocks (upsample then conv, conv then average-pool), DiffAugment
+  applied one image at a time, and three separate D passes (real, fake, real with a shuffled
+  caption) with D's weight gradients computed in the G step too.
 - ``ours``: the math of ``dishgen.train.cgan``'s step (one D pass whose features serve real, fake
-  and mismatched logits; D frozen in the G step; vectorised DiffAugment), in fp32 or bf16
-  autocast, contiguous or channels-last.
+  and mismatched logits; D frozen in the G step; vectorised DiffAugment; folded up/down-sampling
+  convs), in fp32 or bf16 autocast, contiguous or channels-last.
 
 Then the real ``train()`` loop runs for a few steps (its own ``log.jsonl`` gives images/s), bf16's
 accuracy is checked on its networks (relative error of G's output and D's logits, cosine of fp32
@@ -76,6 +77,34 @@ def time_our_loop(data: Path, steps: int, **overrides) -> tuple[float, Path]:
     return 5 * 16 * len(windows) / seconds, out
 
 
+def use_textbook_blocks(*nets: torch.nn.Module) -> None:
+    """Run the blocks as the original project did: upsample then 3x3 conv, 3x3 conv then
+    average-pool, shortcut convs at the larger size. Same weights, same function (to rounding);
+    ours folds each pair into one cheaper conv (``dishgen.models.layers``)."""
+    import types
+
+    import torch.nn.functional as F
+
+    from dishgen.models.layers import DownBlock, UpBlock
+
+    def up(block, x, cond=None):
+        h = F.interpolate(F.relu(block._norm(block.norm1, x, cond)), scale_factor=2, mode="nearest")
+        h = block.conv2(F.relu(block._norm(block.norm2, block.conv1(h), cond)))
+        return h + block.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+    def down(block, x):
+        h = F.avg_pool2d(block.conv2(F.relu(block.conv1(x if block.first else F.relu(x)))), 2)
+        skip = block.shortcut(F.avg_pool2d(x, 2)) if block.first else F.avg_pool2d(block.shortcut(x), 2)
+        return h + skip
+
+    for net in nets:
+        for module in net.modules():
+            if isinstance(module, UpBlock):
+                module.forward = types.MethodType(up, module)
+            elif isinstance(module, DownBlock):
+                module.forward = types.MethodType(down, module)
+
+
 class Variant:
     """One way of running a training step, with its own networks and optimizers (same init)."""
 
@@ -88,6 +117,8 @@ class Variant:
         torch.manual_seed(0)
         config = cgan.CGANConfig(resolution=64, c_dim=c_dim, base_channels=32)
         self.G, self.D = cgan.Generator(config), cgan.Discriminator(config)
+        if original:
+            use_textbook_blocks(self.G, self.D)
         if channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)

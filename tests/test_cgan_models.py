@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dishgen.models import cgan
 from dishgen.models.augment import (
@@ -17,7 +18,14 @@ from dishgen.models.augment import (
     sample_params,
     translate,
 )
-from dishgen.models.layers import ConditionalBatchNorm2d, ema_update, has_spectral_norm
+from dishgen.models.layers import (
+    ConditionalBatchNorm2d,
+    conv3x3_avgpool,
+    ema_update,
+    has_spectral_norm,
+    sn_conv2d,
+    upsample_conv3x3,
+)
 from dishgen.train.cgan import batch_indices, step_generator
 
 
@@ -168,3 +176,33 @@ def test_truncation_scales_noise():
     torch.testing.assert_close(cgan.truncated_noise((4, 8), 0.5, gen()), full * 0.5)
     with pytest.raises(ValueError, match="truncation"):
         cgan.truncated_noise((1, 1), -1)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_folded_convolutions_equal_the_textbook_layers(memory_format):
+    """The blocks' fast paths compute upsample->conv3 and conv3->avgpool exactly (to rounding),
+    with the same gradients for weights and input, and R1's double backward still works."""
+    torch.manual_seed(0)
+    conv = sn_conv2d(5, 7, 3, padding=1)  # spectral norm: the weight is read through it
+    x = torch.randn(2, 5, 6, 6).contiguous(memory_format=memory_format).requires_grad_(True)
+    cases = [
+        (upsample_conv3x3, lambda t: conv(F.interpolate(t, scale_factor=2, mode="nearest")), (2, 7, 12, 12)),
+        (conv3x3_avgpool, lambda t: F.avg_pool2d(conv(t), 2), (2, 7, 3, 3)),
+    ]
+    conv.eval()  # freeze the power iteration so both paths see one weight
+    for fast, slow, shape in cases:
+        ours, reference = fast(x, conv), slow(x)
+        assert ours.shape == reference.shape == shape
+        torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+        grads = [torch.autograd.grad(y.square().sum(), (x, conv.parametrizations.weight.original), create_graph=True)
+                 for y in (fast(x, conv), slow(x))]
+        for ours_grad, reference_grad in zip(*grads, strict=True):
+            torch.testing.assert_close(ours_grad, reference_grad, rtol=1e-4, atol=1e-4)
+        # second order (R1): gradient of the input-gradient norm w.r.t. the weight
+        second = [torch.autograd.grad(g[0].square().sum(), conv.parametrizations.weight.original)[0] for g in grads]
+        torch.testing.assert_close(second[0], second[1], rtol=1e-4, atol=1e-4)
+
+
+def test_folded_convolutions_refuse_other_kernels():
+    with pytest.raises(ValueError, match="3x3 conv with padding 1"):
+        upsample_conv3x3(torch.zeros(1, 2, 4, 4), torch.nn.Conv2d(2, 2, 1))
