@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dishgen.models.layers import upsample_conv3x3
+
 RESOLUTIONS = (64, 128, 256)
 
 
@@ -121,7 +123,7 @@ class UpBlock(nn.Module):
         self.res = nn.ModuleList(ResBlock(out_channels, cond_dim) for _ in range(res_blocks))
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        h = self.conv(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        h = upsample_conv3x3(h, self.conv)  # conv(upsample(h)), as one cheaper transposed conv
         h = F.silu(self.film(self.norm(h), cond))
         for block in self.res:
             h = block(h, cond)
