@@ -93,7 +93,8 @@ class FixtureSite:
                 handler.send_response(fault["status"])
                 for key, value in fault.get("headers", {}).items():
                     handler.send_header(key, value)
-                handler.send_header("Content-Length", str(len(body)))
+                if not fault.get("no_length"):  # without it, HTTP/1.0 ends the body by closing
+                    handler.send_header("Content-Length", str(len(body)))
                 handler.end_headers()
                 handler.wfile.write(body)
                 return
@@ -350,6 +351,25 @@ def test_retry_after_forms_and_limit(recepti):
         with pytest.raises(FetchError, match="Retry-After 3600 s") as info:
             client.get(recepti.base + "/busy")
     assert info.value.retryable
+
+
+def test_oversized_responses_are_refused_without_reading_them_whole(recepti):
+    big = b"x" * 2**20
+    recepti.faults.update({
+        "/declared": [{"status": 200, "body": big, "sticky": True}],
+        "/undeclared": [{"status": 200, "body": big, "no_length": True, "sticky": True}],
+        "/gzip-bomb": [{"status": 200, "body": gzip.compress(big), "headers": {"Content-Encoding": "gzip"},
+                        "sticky": True}],
+        "/small": [{"status": 200, "body": gzip.compress(b"fine"), "headers": {"Content-Encoding": "gzip"},
+                    "sticky": True}],
+    })
+    with PoliteClient(delay=0, obey_robots=False, max_bytes=64 * 1024) as client:
+        for path in ("/declared", "/undeclared", "/gzip-bomb"):
+            with pytest.raises(FetchError, match="too large.*max_bytes") as info:
+                client.get(recepti.base + path, use_cache=False)
+            assert not info.value.retryable, path
+        assert client.get(recepti.base + "/small", use_cache=False).content == b"fine"
+    assert len(gzip.compress(big)) < 64 * 1024  # the bomb was small on the wire
 
 
 def test_check_image_rejects_non_images_and_thumbnails():

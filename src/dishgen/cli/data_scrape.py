@@ -43,9 +43,11 @@ import click
               help="User-Agent header (add a contact address for a large crawl).")
 @click.option("--min-image-side", type=click.IntRange(min=1), default=256, show_default=True,
               help="Smallest accepted shorter side of a photo, in pixels (smaller: a thumbnail).")
+@click.option("--max-download-mb", type=click.FloatRange(min=0.01), default=40.0, show_default=True,
+              help="Largest page or photo read, in MiB; bigger responses are skipped unread.")
 def scrape(site, out, base_url, max_recipes, delay, urls_file, discover, max_pages,
            discovery_max_age, timeout, retries, backoff, cache_dir, refresh, user_agent,
-           min_image_side):
+           min_image_side, max_download_mb):
     """Scrape SITE (recepti or coolinarika) into a raw folder, politely and resumably.
 
     \b
@@ -80,6 +82,7 @@ def scrape(site, out, base_url, max_recipes, delay, urls_file, discover, max_pag
             discovery_max_age=discovery_max_age * 3600, delay=delay, timeout=timeout,
             retries=retries, backoff=backoff, cache_dir=cache_dir, refresh=refresh,
             user_agent=user_agent or DEFAULT_USER_AGENT, min_image_side=min_image_side,
+            max_download_mb=max_download_mb,
             on_progress=on_progress,
         )
     finally:

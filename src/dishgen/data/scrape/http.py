@@ -35,6 +35,16 @@ ROBOTS_AGENT = "dishgen"
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 
 
+@dataclass(frozen=True)
+class _Reply:
+    """What :meth:`PoliteClient._fetch` keeps of a response."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+    is_redirect: bool
+
+
 class FetchError(Exception):
     """A URL that could not be fetched; ``reason`` is a short phrase recorded per URL.
 
@@ -105,6 +115,8 @@ class PoliteClient:
         user_agent: the User-Agent header; put a contact address in it for a large crawl.
         max_redirects: same-site redirects followed per request.
         obey_robots: check robots.txt before each request (keep it on for real sites).
+        max_bytes: the largest response body read (decompressed); a bigger one is refused
+            without being held in memory. Recipe pages are ~0.3 MB, photos a few MB.
     """
 
     def __init__(
@@ -120,6 +132,7 @@ class PoliteClient:
         user_agent: str = DEFAULT_USER_AGENT,
         max_redirects: int = 5,
         obey_robots: bool = True,
+        max_bytes: int = 40 * 2**20,
     ):
         self.delay = delay
         self.retries = retries
@@ -130,6 +143,7 @@ class PoliteClient:
         self.user_agent = user_agent
         self.max_redirects = max_redirects
         self.obey_robots = obey_robots
+        self.max_bytes = max_bytes
         self.stats = ClientStats()
         self._client = httpx.Client(
             headers={"User-Agent": user_agent, "Accept-Encoding": "gzip, deflate"},
@@ -254,7 +268,7 @@ class PoliteClient:
             self._cache_write(url, page)
         return page
 
-    def _request(self, url: str) -> httpx.Response:
+    def _request(self, url: str) -> _Reply:
         """One GET with retries; the host lock keeps one request in flight per site."""
         host = urlsplit(url).netloc
         with self._guard:
@@ -265,7 +279,7 @@ class PoliteClient:
                 self._wait_turn(host, url)
                 self.stats.requests += 1
                 try:
-                    response = self._client.get(url)
+                    response = self._fetch(url)
                 except httpx.TimeoutException:
                     problem, wait = "timed out", None
                 except (httpx.UnsupportedProtocol, httpx.InvalidURL) as err:
@@ -296,6 +310,26 @@ class PoliteClient:
                 attempt += 1
                 # Make the next request of this host wait at least `wait` seconds from now.
                 self._last_request[host] = time.monotonic() + wait - self._delay_for(url)
+
+    def _fetch(self, url: str) -> _Reply:
+        """One GET; the body is read (up to ``max_bytes``) only for a 200 answer."""
+        with self._client.stream("GET", url) as response:
+            content = b""
+            if response.status_code == 200:
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > self.max_bytes:
+                    raise FetchError(url, self._too_large(f"{int(declared) / 2**20:.1f} MiB declared"))
+                chunks, size = [], 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise FetchError(url, self._too_large("more"))
+                    chunks.append(chunk)
+                content = b"".join(chunks)
+            return _Reply(response.status_code, response.headers, content, response.is_redirect)
+
+    def _too_large(self, what: str) -> str:
+        return f"response too large ({what}; the limit is max_bytes={self.max_bytes / 2**20:.0f} MiB)"
 
     def _delay_for(self, url: str) -> float:
         crawl_delay = None

@@ -80,6 +80,7 @@ def scrape(
     refresh: bool = False,
     user_agent: str = DEFAULT_USER_AGENT,
     min_image_side: int = 256,
+    max_download_mb: float = 40.0,
     on_progress: Callable[[str, str], None] | None = None,
 ) -> ScrapeSummary:
     """Scrape one recipe site into a raw folder, resuming where an earlier run stopped.
@@ -103,6 +104,7 @@ def scrape(
         refresh: fetch pages again even when cached.
         user_agent: the User-Agent header.
         min_image_side: smallest accepted shorter side of a photo, in pixels.
+        max_download_mb: largest page or photo read, in MiB; bigger ones are skipped.
         on_progress: called as ``on_progress(event, url)`` with event ``written``, ``skipped``
             or ``done`` (already recorded), e.g. to drive a progress bar.
 
@@ -140,6 +142,7 @@ def scrape(
     client = PoliteClient(
         delay=delay, timeout=timeout, retries=retries, backoff=backoff, refresh=refresh,
         cache_dir=cache_dir if cache_dir is not None else out / CACHE_DIR, user_agent=user_agent,
+        max_bytes=int(max_download_mb * 2**20),
     )
     with client:
         if max_recipes is not None and total >= max_recipes:
