@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fake_openai import FakeOpenAI
 
 from dishgen.data.caption import CaptionInput, get_captioner
 from dishgen.data.llm import (
@@ -39,84 +38,20 @@ def good_answer(request: dict) -> str:
     return json.dumps({"caption": f"{name}, glistening and browned, served in a clay pot."})
 
 
-class FakeLLM:
-    """A loopback OpenAI-compatible API (``/v1/models``, ``/v1/chat/completions``).
-
-    ``script`` is a list of answers used in turn before ``good_answer``: a string is returned as
-    the message content, an int as an HTTP error status.
-    """
+class FakeLLM(FakeOpenAI):
+    """The loopback API with a script: a list of answers used in turn before ``good_answer``;
+    a string is returned as the message content, an int as an HTTP error status."""
 
     def __init__(self, key: str = SECRET, models: bool = True):
-        self.key, self.models = key, models
-        self.reject_json_mode = False  # answer 400 to response_format, like some local servers
+        super().__init__(key, models=models, delay=0.02)  # long enough for requests to overlap
         self.script: list = []
-        self.chats: list[dict] = []
-        self.in_flight = self.max_in_flight = 0
-        self.lock = threading.Lock()
-        fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def reply(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("retry-after-ms", "5")  # keeps the client's retries fast
-                self.end_headers()
-                self.wfile.write(data)
-
-            def authorised(self) -> bool:
-                if self.headers.get("Authorization") == f"Bearer {fake.key}":
-                    return True
-                self.reply(401, {"error": {"message": "Incorrect API key provided"}})
-                return False
-
-            def do_GET(self):  # noqa: N802
-                if not self.authorised():
-                    return
-                if self.path == "/v1/models" and fake.models:
-                    self.reply(200, {"object": "list", "data": [{"id": "tiny-chef", "object": "model"}]})
-                else:
-                    self.reply(404, {"error": {"message": "not found"}})
-
-            def do_POST(self):  # noqa: N802
-                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if not self.authorised():
-                    return
-                if fake.reject_json_mode and "response_format" in request:
-                    self.reply(400, {"error": {"message": "response_format is not supported"}})
-                    return
-                with fake.lock:
-                    fake.chats.append(request)
-                    fake.in_flight += 1
-                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
-                    step = fake.script.pop(0) if fake.script else None
-                try:
-                    threading.Event().wait(0.02)  # long enough for requests to overlap
-                    if isinstance(step, int):
-                        self.reply(step, {"error": {"message": f"boom {step}"}})
-                        return
-                    content = step if isinstance(step, str) else good_answer(request)
-                    self.reply(200, {
-                        "id": "x", "object": "chat.completion", "created": 0, "model": request["model"],
-                        "choices": [{"index": 0, "finish_reason": "stop",
-                                     "message": {"role": "assistant", "content": content}}],
-                    })
-                finally:
-                    with fake.lock:
-                        fake.in_flight -= 1
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(self, request: dict) -> tuple[int, str]:
+        with self.lock:
+            step = self.script.pop(0) if self.script else None
+        if isinstance(step, int):
+            return step, ""
+        return 200, step if isinstance(step, str) else good_answer(request)
 
 
 @pytest.fixture
@@ -185,8 +120,7 @@ def test_preflight_fails_once_and_clearly(llm, tmp_path, monkeypatch):
     with pytest.raises(LLMError, match="rejected the API key") as info:
         make(llm, tmp_path, api_key="sk-wrong-key-abcdef")
     assert "sk-wrong" not in str(info.value)
-    llm.server.shutdown()
-    llm.server.server_close()
+    llm.close()
     with pytest.raises(LLMError, match="cannot reach the LLM server at http://127.0.0.1"):
         make(llm, tmp_path)
     assert llm.chats == []  # no captioning work was attempted

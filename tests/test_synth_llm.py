@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_openai import FakeOpenAI
 from test_synth import FakeGenerator, rows_of
 
 from dishgen.data.dataset import load_split
@@ -18,7 +17,7 @@ from dishgen.data.synth import AugmentOptions, augment_dataset, parse_variations
 SECRET = "sk-test-synth-5ecret-DO-NOT-LEAK-0987654321"
 
 
-class VariationServer:
+class VariationServer(FakeOpenAI):
     """``/v1/models`` and ``/v1/chat/completions``; answers depend on the dish in the request.
 
     ``behaviour[dish]``: ``"malformed-once"`` (prose first, then JSON), ``"one-too-long"`` (one
@@ -27,59 +26,8 @@ class VariationServer:
     """
 
     def __init__(self):
+        super().__init__(SECRET)
         self.behaviour: dict[str, object] = {}
-        self.chats: list[dict] = []
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def reply(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("retry-after-ms", "5")  # keeps the client's retries fast
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):  # noqa: N802
-                if self.headers.get("Authorization") != f"Bearer {SECRET}":
-                    return self.reply(401, {"error": {"message": "Incorrect API key provided"}})
-                self.reply(
-                    200, {"object": "list", "data": [{"id": "tiny-chef", "object": "model"}]}
-                )
-
-            def do_POST(self):  # noqa: N802
-                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if self.headers.get("Authorization") != f"Bearer {SECRET}":
-                    return self.reply(401, {"error": {"message": "Incorrect API key provided"}})
-                status, content = server.answer(request)
-                if status != 200:
-                    return self.reply(status, {"error": {"message": f"boom {status}"}})
-                self.reply(
-                    200,
-                    {
-                        "id": "x",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": request["model"],
-                        "choices": [
-                            {
-                                "index": 0,
-                                "finish_reason": "stop",
-                                "message": {"role": "assistant", "content": content},
-                            }
-                        ],
-                    },
-                )
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def answer(self, request: dict) -> tuple[int, str]:
         user = request["messages"][-1]["content"]
@@ -88,9 +36,9 @@ class VariationServer:
             re.search(r"Write (\d+) new captions", request["messages"][0]["content"]).group(1)
         )
         written = user.count("\n- ")
-        with self.lock:
-            self.chats.append(request)
-            asked_before = sum(dish in c["messages"][-1]["content"] for c in self.chats) - 1
+        with self.lock:  # the server has put this request in chats already; count those before it
+            earlier = self.chats[: next(i for i, c in enumerate(self.chats) if c is request)]
+        asked_before = sum(dish in c["messages"][-1]["content"] for c in earlier)
         behaviour = self.behaviour.get(dish)
         if behaviour == 500:
             return 500, ""
@@ -104,12 +52,6 @@ class VariationServer:
         if behaviour == "one-too-long" and written == 0:
             texts[1] = f"{dish} " + "very " * 29 + "long"
         return 200, "```json\n" + json.dumps({"variations": texts}) + "\n```"
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
 
 
 @pytest.fixture
