@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from dishgen.cli import cli
+from dishgen.families.cvae import CVAEModelError, load_model
 from dishgen.generate import WEIGHTS_DIR, default_model_path, load_generator, resolve_model
 
 
@@ -51,3 +54,11 @@ def test_captions_and_seeds_change_the_picture():
     assert np.array_equal(as_array(a), as_array(again))
     assert np.abs(as_array(a) - as_array(b)).mean() > 3
     assert np.abs(as_array(a) - as_array(other_seed)).mean() > 3
+
+
+def test_bundled_model_refuses_to_reconstruct_without_its_encoder():
+    """The bundled export drops the image encoder; using it says so instead of returning noise."""
+    model = load_model(default_model_path())
+    with pytest.raises(CVAEModelError, match="generation-only export.*not encode or reconstruct"):
+        model.reconstruct(torch.zeros(1, 3, 64, 64), ["a bowl of soup"])
+    assert model.generate(["a bowl of soup"], num_samples=1, seed=0).shape == (1, 3, 64, 64)

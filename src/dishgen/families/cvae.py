@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from dishgen.errors import DishgenError
 from dishgen.fileio import atomic_path, atomic_write_json
@@ -136,6 +137,8 @@ def load_model(location: str | Path, device=None, dtype=None, *, attach_text_enc
             raise ValueError(f"missing {missing[:3]}, unexpected {unexpected[:3]}")
     except Exception as err:  # safetensors header errors, missing/unexpected keys, shape mismatches
         raise CVAEModelError(f"{str(folder / WEIGHTS_FILE)!r} does not match its config.json: {err}") from err
+    if generation_only:
+        model.encoder = _LeftOutEncoder(folder)
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     model.to(device=device, dtype=torch_dtype).eval().requires_grad_(False)
@@ -150,6 +153,20 @@ def load_model(location: str | Path, device=None, dtype=None, *, attach_text_enc
             )
         model.attach_text_encoder(encoder)
     return model
+
+
+class _LeftOutEncoder(nn.Module):
+    """Stands in for the image encoder of a generation-only export, with a clear error if used."""
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.folder = folder
+
+    def forward(self, *args, **kwargs):
+        raise CVAEModelError(
+            f"{self.folder} is a generation-only export: its image encoder was left out to keep it small, "
+            "so it can generate images but not encode or reconstruct them; use the training run's model/ folder"
+        )
 
 
 class CVAEGenerator:

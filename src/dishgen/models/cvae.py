@@ -113,7 +113,8 @@ class ResBlock(nn.Module):
 
 
 class UpBlock(nn.Module):
-    """Nearest 2x upsampling -> 3x3 conv -> GroupNorm -> FiLM -> SiLU, then residual blocks."""
+    """Nearest 2x upsampling -> 3x3 conv (run as one transposed conv) -> GroupNorm -> FiLM -> SiLU,
+    then residual blocks."""
 
     def __init__(self, in_channels: int, out_channels: int, cond_dim: int, res_blocks: int):
         super().__init__()
