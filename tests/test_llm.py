@@ -20,9 +20,9 @@ from dishgen.data.llm import (
     estimate_clip_tokens,
     parse_caption,
 )
+from dishgen.data.llm.clip_tokens import PACKAGED_BPE
 
 SECRET = "sk-test-5ecret-DO-NOT-LEAK-1234567890"
-CLIP_BPE = Path(__file__).parent / "data" / "clip_bpe" / "bpe_simple_vocab_16e6.txt.gz"
 
 
 def good_answer(request: dict) -> str:
@@ -176,18 +176,33 @@ def test_captions_are_cut_to_77_clip_tokens(llm, tmp_path, caplog):
     assert "cut to 77" in caplog.text and captioner.tokens.method in caplog.text
 
 
-def test_word_estimate_never_undercounts_the_real_tokenizer():
-    if not CLIP_BPE.is_file():
-        pytest.skip("the CLIP BPE file is not in tests/data/clip_bpe")
-    exact = ClipTokenCounter.load(CLIP_BPE)
-    assert exact.count("a photo of a cat") == 7  # <start> a photo of a cat <end>
+def caption_like_texts() -> list[str]:
     from dishgen.data.caption import GLOSSARY
 
-    texts = [*GLOSSARY, *GLOSSARY.values(),
-             "Ćevapi, small grilled minced-meat sausages, piled on a wooden board.",
-             "Karađorđeva šnicla, a rolled breaded steak filled with kajmak.",
-             "Meso iseći na kocke i pržiti sa lukom.", "400 g mlevene junetine"]
-    for text in texts:
+    return [*GLOSSARY, *GLOSSARY.values(),
+            "Ćevapi, small grilled minced-meat sausages, piled on a wooden board.",
+            "Karađorđeva šnicla, a rolled breaded steak filled with kajmak.",
+            "Meso iseći na kocke i pržiti sa lukom.", "400 g mlevene junetine"]
+
+
+def test_packaged_clip_tokenizer_is_the_default_and_matches_transformers(tmp_path, monkeypatch):
+    from tiny_models import write_clip_tokenizer
+
+    monkeypatch.delenv("DISHGEN_CLIP_TOKENIZER", raising=False)
+    monkeypatch.setattr("dishgen.data.llm.clip_tokens._cached_clip_tokenizers",
+                        lambda: iter([(PACKAGED_BPE, "packaged")]))
+    counter = ClipTokenCounter.load()
+    assert counter.tokenizer is not None and counter.method == "CLIP BPE tokenizer (packaged)"
+    reference = write_clip_tokenizer(tmp_path / "clip")  # transformers' CLIPTokenizer, same merges
+    odd = ["It's   the chef's 3rd dish!!!  naïve café, 12.5% fat", "ÄÖÜ ß — “quoted” … 😀", "", "   "]
+    for text in caption_like_texts() + odd:
+        assert counter.tokenizer.encode(text).ids == reference(text)["input_ids"], text
+
+
+def test_word_estimate_never_undercounts_the_real_tokenizer():
+    exact = ClipTokenCounter.load(PACKAGED_BPE)
+    assert exact.count("a photo of a cat") == 7  # <start> a photo of a cat <end>
+    for text in caption_like_texts():
         assert 2 + estimate_clip_tokens(text) >= exact.count(text), text
     cut, total = exact.truncate("food " * 100)
     assert total == 102 and exact.count(cut) == 77
@@ -248,10 +263,12 @@ def test_clip_tokenizer_sources_are_checked(tmp_path):
         ClipTokenCounter.load(tmp_path)  # transformers would build a 2-token tokenizer here
     with pytest.raises(LLMError, match="does not exist"):
         ClipTokenCounter.load(tmp_path / "missing.txt.gz")
-    if not CLIP_BPE.is_file():
-        pytest.skip("the CLIP BPE file is not in tests/data/clip_bpe")
-    exact = ClipTokenCounter.load(CLIP_BPE)
-    exact.tokenizer.save_pretrained(tmp_path / "clip")
+    with pytest.raises(LLMError, match="cannot read CLIP BPE merges"):
+        ClipTokenCounter.load(PACKAGED_BPE.parent / "LICENSE")  # a file, but not gzip
+    from tiny_models import write_clip_tokenizer
+
+    exact = ClipTokenCounter.load(PACKAGED_BPE)
+    write_clip_tokenizer(tmp_path / "clip")
     folder = ClipTokenCounter.load(tmp_path / "clip")
     text = "Ćevapi and sarma, cabbage rolls in a clay pot."
     assert folder.count(text) == exact.count(text) == 17

@@ -1,7 +1,7 @@
 """Tiny models built locally for the tests: no download, a second or two each.
 
 - :func:`write_clip_tokenizer` writes OpenAI's CLIP BPE tokenizer (``vocab.json`` with 49,408
-  entries, ``merges.txt`` with 48,894 merges) from ``tests/data/clip_bpe/bpe_simple_vocab_16e6.txt.gz``
+  entries, ``merges.txt`` with 48,894 merges) from ``src/dishgen/data/llm/clip_bpe/bpe_simple_vocab_16e6.txt.gz``
   (the file open-clip-torch ships, MIT, license kept beside it). It reproduces OpenAI's token ids.
 - :func:`build_tiny_clip` saves a tiny ``CLIPModel`` (text + vision towers, 32 px images,
   8 px patches) with its tokenizer and image processor.
@@ -18,7 +18,8 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-CLIP_BPE = Path(__file__).parent / "data" / "clip_bpe" / "bpe_simple_vocab_16e6.txt.gz"
+from dishgen.data.llm.clip_tokens import PACKAGED_BPE as CLIP_BPE
+
 CLIP_VOCAB_SIZE = 49408
 
 

@@ -1,16 +1,15 @@
-"""CLIP token counting for captions: a real CLIP BPE tokenizer when one is on this machine (nothing
-is downloaded), else a conservative word-based estimate; and cutting a caption to 77 tokens.
+"""CLIP token counting for captions with a real CLIP BPE tokenizer (the packaged copy of CLIP's
+BPE merges by default; nothing is downloaded), and cutting a caption to 77 tokens. A conservative
+word-based estimate remains for a tokenizer that cannot be loaded.
 """
 
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from dishgen.data.llm.errors import LLMError
@@ -18,6 +17,8 @@ from dishgen.data.llm.errors import LLMError
 log = logging.getLogger(__name__)
 
 CLIP_MAX_TOKENS = 77  # including the start and end tokens
+# CLIP's BPE merges as released with CLIP (a copy from open-clip, MIT licence, beside it).
+PACKAGED_BPE = Path(__file__).parent / "clip_bpe" / "bpe_simple_vocab_16e6.txt.gz"
 
 
 class ClipTokenCounter:
@@ -35,7 +36,7 @@ class ClipTokenCounter:
     @classmethod
     def load(cls, source: str | Path | None = None) -> ClipTokenCounter:
         """Find a CLIP tokenizer: ``source``, ``DISHGEN_CLIP_TOKENIZER``, the Hugging Face cache,
-        open_clip's BPE file; else fall back to the estimate (logged once)."""
+        open_clip's BPE file, the packaged BPE file; else fall back to the estimate (logged)."""
         source = source or os.environ.get("DISHGEN_CLIP_TOKENIZER")
         if source:
             return cls(_load_clip_tokenizer(Path(source).expanduser()),
@@ -52,7 +53,7 @@ class ClipTokenCounter:
     def count(self, text: str) -> int:
         """Tokens of ``text`` including the start and end tokens."""
         if self.tokenizer is not None:
-            return len(self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+            return len(_token_ids(self.tokenizer, text))
         return 2 + estimate_clip_tokens(text)
 
     def truncate(self, text: str, max_tokens: int = CLIP_MAX_TOKENS) -> tuple[str, int]:
@@ -108,6 +109,7 @@ def _cached_clip_tokenizers():
     bpe = _open_clip_bpe()
     if bpe is not None:
         yield bpe, str(bpe)
+    yield PACKAGED_BPE, "CLIP's BPE merges shipped with dishgen"
 
 
 def _load_clip_tokenizer(source: Path):
@@ -131,8 +133,15 @@ def _load_clip_tokenizer(source: Path):
     return _checked(_tokenizer_from_bpe(source), source)
 
 
+def _token_ids(tokenizer, text: str) -> list[int]:
+    """Token ids with start and end, from a transformers or a ``tokenizers`` tokenizer."""
+    if hasattr(tokenizer, "encode_batch"):  # tokenizers.Tokenizer
+        return tokenizer.encode(text).ids
+    return tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"]
+
+
 def _checked(tokenizer, source: Path):
-    ids = tokenizer("a photo of a cat")["input_ids"]
+    ids = _token_ids(tokenizer, "a photo of a cat")
     if ids != [49406, 320, 1125, 539, 320, 2368, 49407]:
         raise LLMError(f"{str(source)!r} is not a CLIP tokenizer (it read 'a photo of a cat' as "
                        f"{ids[:8]}); pass a CLIP tokenizer folder or bpe_simple_vocab_16e6.txt.gz")
@@ -140,17 +149,39 @@ def _checked(tokenizer, source: Path):
 
 
 def _tokenizer_from_bpe(source: Path):
-    from transformers import CLIPTokenizer
+    """CLIP's tokenizer built with ``tokenizers`` from OpenAI's BPE merges file.
 
-    # OpenAI's file: a header line, then 48,894 merges used by CLIP (49,408-token vocabulary).
-    merges = gzip.open(source).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
+    The same pipeline as CLIP's reference code (and transformers' CLIPTokenizerFast): NFC,
+    whitespace runs to one space, lower case; split into contractions, letter runs, single digits
+    and punctuation runs; byte-level characters; BPE with ``</w>`` closing each word.
+    """
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    try:
+        # A header line, then the 48,894 merges CLIP uses (49,408-token vocabulary).
+        merges = gzip.open(source).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
+    except (OSError, EOFError, UnicodeDecodeError) as err:
+        raise LLMError(f"cannot read CLIP BPE merges from {str(source)!r}: {err}") from None
     byte_chars = list(_bytes_to_unicode().values())
     vocab = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m.split()) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
-    with tempfile.TemporaryDirectory() as folder:
-        Path(folder, "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
-        Path(folder, "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-        return CLIPTokenizer.from_pretrained(folder, model_max_length=77)
+    try:
+        model = models.BPE({token: i for i, token in enumerate(vocab)}, [tuple(m.split()) for m in merges],
+                           end_of_word_suffix="</w>", unk_token="<|endoftext|>")
+    except Exception as err:  # tokenizers raises its own exception type for bad merges
+        raise LLMError(f"{str(source)!r} does not hold CLIP's BPE merges: {err}") from None
+    tokenizer = Tokenizer(model)
+    tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
+    words = Regex(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""")
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(words, behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<|startoftext|> $A <|endoftext|>",
+        special_tokens=[("<|startoftext|>", len(vocab) - 2), ("<|endoftext|>", len(vocab) - 1)])
+    return tokenizer
 
 
 def _bytes_to_unicode() -> dict[int, str]:
