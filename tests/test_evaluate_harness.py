@@ -117,15 +117,17 @@ def test_generation_is_batched_seeded_and_resumable(tiny_dataset, tmp_path, fake
     meta = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
     assert [m["file_name"] for m in meta] == [f.name for f in files]
     stamps = {f.name: f.stat().st_mtime_ns for f in files}
-    # Interrupted run: two images lost. A re-run makes only those.
-    (folder / "00003-1.png").unlink()
-    (folder / "00008-0.png").unlink()
+    uninterrupted = {f.name: f.read_bytes() for f in files}
+    # Interrupted run: two images lost. A re-run repeats only their batches, with the same seeds,
+    # writes only those two files, and they are the uninterrupted run's images exactly.
+    lost = ("00003-1.png", "00008-0.png")
+    for name in lost:
+        (folder / name).unlink()
     fake_models.calls.clear()
     evaluate(cfg, feature_network=TinyFeatures(), write=False)
-    assert [c[0] for c in fake_models.calls] == [[meta[6]["text"], meta[16]["text"]]]
-    assert all(f.stat().st_mtime_ns == stamps[f.name] for f in folder.glob("*.png") if f.name in stamps
-               and f.name not in ("00003-1.png", "00008-0.png"))
-    assert len(list(folder.glob("*.png"))) == 18
+    assert [(len(c[0]), c[2]) for c in fake_models.calls] == [(4, 7), (1, 15)]
+    assert all(f.stat().st_mtime_ns == stamps[f.name] for f in folder.glob("*.png") if f.name not in lost)
+    assert {f.name: f.read_bytes() for f in folder.glob("*.png")} == uninterrupted
     # Other settings into the same folder: refused, nothing generated.
     fake_models.calls.clear()
     cfg.seed = 8

@@ -200,10 +200,10 @@ def generate_set(
 ) -> ImageSet:
     """Generate ``images_per_caption`` images per caption into ``folder``, skipping those on disk.
 
-    Captions are sent in batches of about ``batch_size`` images; each batch is seeded with
-    ``seed + its first row``, so an uninterrupted run is repeatable. After an interruption only
-    the missing images are made (valid samples of the same model, though their noise may differ
-    from an uninterrupted run's).
+    Captions are sent in fixed batches of about ``batch_size`` images; each batch is seeded with
+    ``seed + its first row``. After an interruption, only the batches with a missing image run
+    again, in full and with their own seed, and only the missing files are written: with the same
+    batch size an interrupted and resumed run leaves exactly the images of an uninterrupted one.
 
     Args:
         generator: a :class:`dishgen.generate.Generator`.
@@ -227,11 +227,13 @@ def generate_set(
     check_generation_settings(folder, settings)
     atomic_write_json(folder / "generation.json", settings)
     k = images_per_caption
-    todo = [i for i, row in enumerate(rows) if any(not (folder / generated_file(row, s)).is_file() for s in range(k))]
     per_call = max(1, batch_size // k)
-    with tqdm(total=len(todo) * k, desc=f"generating {folder.name}", unit="img", disable=not progress) as bar:
-        for start in range(0, len(todo), per_call):
-            chunk = todo[start : start + per_call]
+    batches = [range(start, min(start + per_call, len(rows))) for start in range(0, len(rows), per_call)]
+    todo = [chunk for chunk in batches
+            if any(not (folder / generated_file(rows[i], s)).is_file() for i in chunk for s in range(k))]
+    total = sum(len(chunk) for chunk in todo) * k
+    with tqdm(total=total, desc=f"generating {folder.name}", unit="img", disable=not progress) as bar:
+        for chunk in todo:
             images = generator.generate([captions[i] for i in chunk], num_images=k, seed=seed + rows[chunk[0]],
                                         **(knobs or {}))
             if len(images) != len(chunk) * k:
