@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from dishgen.data.caption import CaptionInput, CaptionResult
+from dishgen.data.llm.answers import parse_json_answer
 from dishgen.data.llm.clip_tokens import CLIP_MAX_TOKENS, ClipTokenCounter
 from dishgen.data.llm.errors import LLMError
 from dishgen.fileio import atomic_write_json
@@ -380,20 +381,9 @@ def parse_caption(content: str | None) -> tuple[str | None, str]:
     Returns:
         ``(caption, "")`` when usable, else ``(None, reason)``.
     """
-    text = (content or "").strip()
-    if not text:
-        return None, "empty answer"
-    text = re.sub(r"^```(?:json)?\s*|\s*```$", "", text)  # a fenced code block
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        start, end = text.find("{"), text.rfind("}")
-        try:
-            data = json.loads(text[start:end + 1]) if 0 <= start < end else None
-        except json.JSONDecodeError:
-            data = None
-        if data is None:
-            return None, f"not JSON ({text[:60]!r})"
+    data, problem = parse_json_answer(content)
+    if problem:
+        return None, problem
     caption = data.get("caption") if isinstance(data, dict) else None
     if not isinstance(caption, str) or not caption.strip():
         return None, "JSON without a non-empty 'caption' string"

@@ -9,7 +9,6 @@ dish and is not the source caption.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import re
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dishgen.data.caption import describe_dish
+from dishgen.data.llm.answers import parse_json_answer
 from dishgen.data.synth.common import SynthError
 
 log = logging.getLogger(__name__)
@@ -171,20 +171,9 @@ def parse_variations(content: str | None) -> tuple[list[str] | None, str]:
     Returns:
         ``(strings, "")``, or ``(None, reason)`` for a malformed answer.
     """
-    text = re.sub(r"^```(?:json)?\s*|\s*```$", "", (content or "").strip())
-    if not text:
-        return None, "empty answer"
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        start, end = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1), max(
-            text.rfind("}"), text.rfind("]"))
-        try:
-            data = json.loads(text[start:end + 1]) if 0 <= start < end else None
-        except json.JSONDecodeError:
-            data = None
-        if data is None:
-            return None, f"not JSON ({text[:60]!r})"
+    data, problem = parse_json_answer(content, allow_list=True)
+    if problem:
+        return None, problem
     if isinstance(data, dict):
         data = data.get("variations", data.get("captions"))
     if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
