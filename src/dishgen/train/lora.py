@@ -132,7 +132,7 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
     )
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import cast_training_params, compute_snr
-    from peft import LoraConfig
+    from peft import LoraConfig, inject_adapter_in_model
     from tqdm.auto import tqdm
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -193,7 +193,10 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
     unet.add_adapter(LoraConfig(target_modules=list(config.unet_target_modules), **lora))
     trained = [unet]
     if config.train_text_encoder:
-        text_encoder.add_adapter(LoraConfig(target_modules=list(config.text_encoder_target_modules), **lora))
+        # peft directly, not transformers' `add_adapter`: that refuses whole peft releases by version
+        # (transformers 5.24 asks for peft >= 0.22 before any was published), for no change here.
+        inject_adapter_in_model(LoraConfig(target_modules=list(config.text_encoder_target_modules), **lora),
+                                text_encoder)
         trained.append(text_encoder)
     cast_training_params(trained, dtype=torch.float32)  # LoRA weights train in fp32 under autocast
     _set_attention(unet, config.attention, device)
@@ -201,6 +204,7 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
         unet.enable_gradient_checkpointing()
         if config.train_text_encoder:
             text_encoder.gradient_checkpointing_enable()
+            text_encoder.enable_input_require_grads()  # what add_adapter would have switched on
 
     # -- optimizer and LR schedule ---------------------------------------------------------------
     unet_params = [p for p in unet.parameters() if p.requires_grad]
