@@ -46,7 +46,7 @@ def main() -> None:
 
     import torch
 
-    from dishgen.generate import load_generator
+    from dishgen.generation import load_generator
 
     start = time.perf_counter()
     generator = load_generator(args.model)

@@ -77,7 +77,7 @@ def main() -> None:
 
     # Check it loads through the public interface and render the card's samples.
     sys.path.insert(0, str(REPO / "src"))
-    from dishgen.generate import load_generator
+    from dishgen.generation import load_generator
 
     generator = load_generator(str(out))
     images = generator.generate(CARD_PROMPTS, num_images=4, seed=0)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from dishgen.cli import cli
 from dishgen.families.cvae import CVAEModelError, load_model
-from dishgen.generate import WEIGHTS_DIR, default_model_path, load_generator, resolve_model
+from dishgen.generation import WEIGHTS_DIR, default_model_path, load_generator, resolve_model
 
 
 def test_default_model_is_bundled_small_and_safetensors_only():

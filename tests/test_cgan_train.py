@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from dishgen.config import ConfigError, resolve_config
 from dishgen.errors import DishgenError
 from dishgen.families import cgan as family
-from dishgen.generate import ModelReferenceError, load_generator
+from dishgen.generation import ModelReferenceError, load_generator
 from dishgen.models import cgan
 from dishgen.train import cgan as trainer
 from dishgen.train.cgan import PRESETS, CGANTrainConfig, train

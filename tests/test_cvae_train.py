@@ -71,7 +71,7 @@ def test_checkpoint_and_export_follow_the_contract(minilm_run):
 
 def test_reload_is_bit_exact_and_every_location_form_loads(minilm_run):
     from dishgen.families.cvae import load_model, resolve_model_folder
-    from dishgen.generate import load_generator
+    from dishgen.generation import load_generator
 
     saved = load_file(str(minilm_run / "model" / "model.safetensors"))
     model = load_model(minilm_run / "model")

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from test_metrics_evaluate import TinyFeatures
 
-import dishgen.generate
+import dishgen.generation
 from dishgen.errors import DishgenError
 from dishgen.evaluate import EvaluationConfig, evaluate
 from dishgen.evaluate.harness import EvaluationError, plan_entries
@@ -56,7 +56,7 @@ def fake_models(tmp_path, tiny_dataset, monkeypatch):
         config = json.loads((Path(model) / "config.json").read_text())
         return FakeGenerator(train_images, config["alpha"], calls)
 
-    monkeypatch.setattr(dishgen.generate, "load_generator", load)
+    monkeypatch.setattr(dishgen.generation, "load_generator", load)
 
     def make(name: str, alpha: float, steps=()):
         run = tmp_path / name

@@ -5,6 +5,7 @@ Runs the shared command on a tiny exported cGAN (random weights, MiniLM text enc
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -111,3 +112,28 @@ def test_unknown_knob_and_option_are_one_line_errors(model, tmp_path, monkeypatc
     code, err = run_main(monkeypatch, capsys, "sarma", "--lora", "x.safetensors", "--model", model)
     assert code == 2 and "takes no loader options" in err and "Traceback" not in err
     assert not pngs(tmp_path)
+
+
+def test_python_api_imports_as_the_readme_shows_in_a_fresh_interpreter():
+    # A fresh interpreter: the lazy package attribute once recursed forever on first import.
+    code = ("from dishgen import generate, load_generator\n"
+            "import dishgen\n"
+            "images = generate('sarma', num_images=2, seed=0)\n"
+            "assert dishgen.generate is generate and callable(load_generator)\n"
+            "print(len(images), images[0].size)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2", "(64,", "64)"]
+
+
+def test_knob_aliases_are_one_vocabulary():
+    from dishgen.generation import UnknownKnobError, check_knobs, normalize_knobs
+
+    allowed = ("negative_prompt", "guidance_scale", "num_inference_steps")
+    assert check_knobs("diffusion", allowed, {"steps": 5, "guidance": 2.0, "negative": "x"}) == {
+        "num_inference_steps": 5, "guidance_scale": 2.0, "negative_prompt": "x"}
+    assert normalize_knobs({"num_inference_steps": 5}) == {"num_inference_steps": 5}
+    with pytest.raises(UnknownKnobError, match="same knob"):
+        normalize_knobs({"steps": 5, "num_inference_steps": 6})
+    with pytest.raises(UnknownKnobError, match="does not take"):
+        check_knobs("cvae", ("temperature",), {"steps": 5})

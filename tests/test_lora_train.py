@@ -120,7 +120,7 @@ def test_lora_reloads_exactly_in_plain_diffusers(te_run, tiny_sd_dir):
 
 
 def test_unet_only_with_all_objective_options_loads_through_dishgen(tiny_sd_dir, tiny_dataset_64, tmp_path):
-    from dishgen.generate import load_generator
+    from dishgen.generation import load_generator
 
     out = tmp_path / "run"
     run_lora(tiny_sd_dir, tiny_dataset_64, out, "max_steps=2", "gradient_accumulation_steps=2",

@@ -174,7 +174,7 @@ def test_augment_refuses_to_resume_with_other_settings_and_to_overwrite(
 
 
 def test_augment_fails_before_any_work_when_the_generator_cannot_load(tmp_path, tiny_dataset):
-    from dishgen.generate import ModelReferenceError
+    from dishgen.generation import ModelReferenceError
 
     for model in ("default", str(tmp_path / "no-such-run")):  # no bundled model in a fresh tree
         if (

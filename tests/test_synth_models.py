@@ -157,7 +157,7 @@ def test_cgan_trainer_takes_a_step_on_the_mixed_dataset(mixed, tmp_path, tiny_cl
 
 
 def test_cli_fails_before_work_on_a_model_that_cannot_load(tmp_path, tiny_dataset):
-    from dishgen.generate import ModelReferenceError
+    from dishgen.generation import ModelReferenceError
 
     runner = CliRunner()
     result = runner.invoke(

@@ -82,7 +82,7 @@ def test_handler_validates_and_generates(service):
 
 def test_run_dirs_only_and_no_free_paths(tmp_path):
     (tmp_path / "runs" / "not-a-run").mkdir(parents=True)
-    from dishgen.generate import ModelReferenceError
+    from dishgen.generation import ModelReferenceError
 
     with pytest.raises(ModelReferenceError, match="no model to serve"):
         ModelChoices.discover(runs_dirs=[tmp_path / "runs"], include_default=False)

@@ -300,7 +300,7 @@ def _adapter_count(pipe) -> int:
 
 @dataclass
 class DiffusionGenerator:
-    """A loaded diffusion pipeline behind the common :class:`dishgen.generate.Generator` call."""
+    """A loaded diffusion pipeline behind the common :class:`dishgen.generation.Generator` call."""
 
     pipe: Any
     family: str = "diffusion"
@@ -327,9 +327,9 @@ class DiffusionGenerator:
         """
         import torch
 
-        from dishgen.generate import check_knobs
+        from dishgen.generation import check_knobs
 
-        check_knobs(self.family, self.knobs, knobs)
+        knobs = check_knobs(self.family, self.knobs, knobs)
         args = {**self.defaults, **{k: v for k, v in knobs.items() if v is not None}}
         batch_size = int(args.pop("batch_size", 4))
         if batch_size < 1:

@@ -16,7 +16,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 
     from dishgen.config import ConfigError
     from dishgen.data.dataset import DatasetError
-    from dishgen.generate import ModelReferenceError
+    from dishgen.generation import ModelReferenceError
 
     types_: list[type[BaseException]] = [DishgenError, ConfigError, DatasetError, ModelReferenceError, FileNotFoundError]
     # Error types of modules that are already imported (so none is imported just for this).

@@ -1,4 +1,4 @@
-"""The web app: a gradio page over :mod:`dishgen.generate`.
+"""The web app: a gradio page over :mod:`dishgen.generation`.
 
 Anyone who never opens a terminal can type a caption and get pictures. The page offers only
 models from an allow-list (the bundled model, run directories found under ``--runs-dir`` and
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dishgen.generate import ModelReferenceError, load_generator, resolve_model
+from dishgen.generation import ModelReferenceError, load_generator, resolve_model
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ def read_prompts_file(path: str) -> list[str]:
 @click.option("--scheduler", default=None, help="[diffusion] ddpm, ddim, pndm, euler, euler-a, dpm++, flow-match.")
 @click.option("--negative-prompt", default=None, help="[diffusion] What to steer away from.")
 @click.option("--guidance-scale", type=float, default=None, help="[diffusion] Classifier-free guidance scale.")
-@click.option("--steps", "num_inference_steps", type=click.IntRange(1, 1000), default=None, help="[diffusion] Denoising steps.")
+@click.option("--num-inference-steps", "--steps", "num_inference_steps", type=click.IntRange(1, 1000), default=None, help="[diffusion] Denoising steps.")
 @click.option("--height", type=int, default=None, help="[diffusion] Image height (multiple of 8).")
 @click.option("--width", type=int, default=None, help="[diffusion] Image width (multiple of 8).")
 @click.option("--token", default=None, envvar="HF_TOKEN", show_envvar=True, help="[diffusion] Hub token for gated models.")
@@ -65,7 +65,7 @@ def generate(prompts, model, prompts_file, interactive, num_images, seed, out_di
       dishgen generate "gibanica" --model stable-diffusion-v1-5/stable-diffusion-v1-5 \\
           --lora runs/lora --scheduler dpm++ --steps 25 --guidance-scale 7 --device cuda --dtype fp16
     """
-    from dishgen.generate import load_generator
+    from dishgen.generation import load_generator
     from dishgen.generation_io import write_images
 
     prompts = [p.strip() for p in prompts if p.strip()]

@@ -65,7 +65,7 @@ class EvaluationConfig:
         image_size: resize real and generated images to this square size before the feature
             networks (default: the feature network's own input size).
         knobs: generation knobs; each model receives those its family takes.
-        model_options: loader options for :func:`dishgen.generate.load_generator`.
+        model_options: loader options for :func:`dishgen.generation.load_generator`.
         progress: show progress bars.
     """
 
@@ -153,7 +153,7 @@ def _step_of(path: Path) -> int | None:
 
 def plan_entries(config: EvaluationConfig) -> list[Entry]:
     """Resolve every model and images folder into report rows, failing before any generation."""
-    from dishgen.generate import resolve_model
+    from dishgen.generation import resolve_model
     from dishgen.train.common import CHECKPOINT_RE, RunDir
 
     entries: list[Entry] = []
@@ -329,13 +329,14 @@ def evaluate(
 
 
 def _generate(entry: Entry, real: ImageSet, real_rows: list[int], config: EvaluationConfig) -> ImageSet:
-    from dishgen.generate import load_generator
+    from dishgen.generation import load_generator, normalize_knobs
 
     # Loader options (LoRA files, scheduler...) belong to diffusion models only.
     options = config.model_options if entry.family in ("diffusion", "lora") else {}
     generator = load_generator(entry.model, device=config.device, dtype=config.dtype, **options)
-    knobs = {k: v for k, v in config.knobs.items() if k in generator.knobs}
-    ignored = sorted(set(config.knobs) - set(knobs))
+    wanted = normalize_knobs(config.knobs)
+    knobs = {k: v for k, v in wanted.items() if k in generator.knobs}
+    ignored = sorted(set(wanted) - set(knobs))
     if ignored:
         log.warning("%s (%s) does not take %s; ignored for it", entry.component, generator.family, ", ".join(ignored))
     settings = {"model": entry.model, "family": generator.family, "seed": config.seed,

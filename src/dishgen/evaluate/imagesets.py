@@ -206,7 +206,7 @@ def generate_set(
     batch size an interrupted and resumed run leaves exactly the images of an uninterrupted one.
 
     Args:
-        generator: a :class:`dishgen.generate.Generator`.
+        generator: a :class:`dishgen.generation.Generator`.
         captions: one caption per row.
         rows: the split's row index of each caption (names the files).
         folder: the output folder.

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from dishgen.generate import ModelReferenceError, check_knobs
+from dishgen.generation import ModelReferenceError, check_knobs
 from dishgen.models.cgan import CGANConfig, Generator, truncated_noise
 
 FAMILY = "cgan"
@@ -165,7 +165,7 @@ class CGANGenerator:
         """
         from dishgen.images_tensor import tensor_to_pil
 
-        check_knobs(FAMILY, KNOBS, knobs)
+        knobs = check_knobs(FAMILY, KNOBS, knobs)
         truncation = float(knobs.get("truncation", 1.0))
         batch_size = int(knobs.get("batch_size") or 64)
         if batch_size < 1:

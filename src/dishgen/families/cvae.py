@@ -8,7 +8,7 @@ A cvae model folder (a ``checkpoint-<step>/`` or the final ``model/`` export) ho
     vocab.json           the LSTM's vocabulary (LSTM only)
 
 ``load_generator`` accepts such a folder or a run directory (its ``model/`` export if present,
-else its latest complete checkpoint) and returns a :class:`dishgen.generate.Generator`.
+else its latest complete checkpoint) and returns a :class:`dishgen.generation.Generator`.
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ class _LeftOutEncoder(nn.Module):
 
 
 class CVAEGenerator:
-    """A loaded cvae model behind the common :class:`dishgen.generate.Generator` interface."""
+    """A loaded cvae model behind the common :class:`dishgen.generation.Generator` interface."""
 
     family = FAMILY
     knobs = KNOBS
@@ -191,10 +191,10 @@ class CVAEGenerator:
         Returns:
             ``len(prompts) * num_images`` PIL images, prompt-major.
         """
-        from dishgen.generate import check_knobs
+        from dishgen.generation import check_knobs
         from dishgen.images_tensor import tensor_to_pil
 
-        check_knobs(FAMILY, KNOBS, knobs)
+        knobs = check_knobs(FAMILY, KNOBS, knobs)
         if isinstance(prompts, str):
             prompts = [prompts]
         bad = [p for p in prompts if not isinstance(p, str) or not p.strip()]

@@ -99,7 +99,7 @@ def augment_dataset(dataset: str | Path, out: str | Path, options: AugmentOption
         dataset: a dataset folder (``train/``, ``test/`` with ``metadata.jsonl``).
         out: the synthetic dataset to create; its splits mirror the augmented source splits.
         options: see :class:`AugmentOptions`.
-        generator: an already loaded :class:`dishgen.generate.Generator` (default: load
+        generator: an already loaded :class:`dishgen.generation.Generator` (default: load
             ``options.model`` with ``options.lora``).
 
     Returns:
@@ -191,7 +191,7 @@ class Prompt:
 
 def _prepare_generator(generator, options: AugmentOptions) -> tuple[Any, dict, dict]:
     """Load the generator (unless given) and check the knobs it will get, before any work."""
-    from dishgen.generate import check_knobs, load_generator
+    from dishgen.generation import check_knobs, load_generator
 
     given = generator is not None
     if generator is None:
@@ -202,7 +202,7 @@ def _prepare_generator(generator, options: AugmentOptions) -> tuple[Any, dict, d
     knobs = {**options.knobs, "batch_size": options.batch_size * options.images_per_caption}
     if diffusion and options.negative_prompt:
         knobs["negative_prompt"] = options.negative_prompt
-    check_knobs(generator.family, tuple(generator.knobs), knobs)
+    knobs = check_knobs(generator.family, tuple(generator.knobs), knobs)
     model = getattr(generator, "location", "") or (
         type(generator).__name__ if given else options.model)
     settings = {

@@ -161,10 +161,36 @@ class UnknownKnobError(DishgenError, TypeError):
     """A generation knob the family does not take (a ``TypeError``, shown by the CLI as one line)."""
 
 
-def check_knobs(family: str, allowed: tuple[str, ...], knobs: dict[str, Any]) -> None:
-    """Raise a clear error for knobs the family does not take."""
+# One knob vocabulary for the CLI, Python, the web page and evaluation: the diffusers names are the
+# knobs' names; these short spellings (the CLI's flags) are accepted everywhere as aliases.
+KNOB_ALIASES = {
+    "steps": "num_inference_steps",
+    "guidance": "guidance_scale",
+    "negative": "negative_prompt",
+}
+
+
+def normalize_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
+    """Rename alias knobs (``steps``...) to their canonical names; giving both spellings is an error."""
+    out: dict[str, Any] = {}
+    for key, value in knobs.items():
+        name = KNOB_ALIASES.get(key, key)
+        if name in out:
+            raise UnknownKnobError(f"{key!r} and {name!r} are the same knob; give it once")
+        out[name] = value
+    return out
+
+
+def check_knobs(family: str, allowed: tuple[str, ...], knobs: dict[str, Any]) -> dict[str, Any]:
+    """Normalize alias knobs and raise a clear error for knobs the family does not take.
+
+    Returns:
+        the knobs under their canonical names.
+    """
+    knobs = normalize_knobs(knobs)
     unknown = sorted(set(knobs) - set(allowed))
     if unknown:
         raise UnknownKnobError(
             f"the {family} family does not take {', '.join(unknown)}; it takes: {', '.join(allowed) or 'no knobs'}"
         )
+    return knobs
