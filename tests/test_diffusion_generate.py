@@ -222,3 +222,33 @@ def test_shape_only_sd15_has_the_real_sizes():
                   CLIPTextModel(CLIPTextConfig(**SD15_TEXT_ENCODER_CONFIG)))
     counts = [sum(p.numel() for p in m.parameters()) for m in models]
     assert counts == [859_520_964, 83_653_863, 123_060_480]  # SD 1.5's UNet, VAE, CLIP ViT-L/14 text
+
+
+def test_from_png_remakes_a_lora_image_with_its_negative_caption(tiny_sd_dir, foreign_lora, tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from dishgen.cli import cli
+    from dishgen.generation_io import read_provenance
+
+    folder, _ = foreign_lora
+    args = ["generate", "ćevapi na tanjiru", "--model", str(tiny_sd_dir), "--scheduler", "ddim", "--steps", "2",
+            "--height", "64", "--width", "64", "--seed", "4", "-n", "2", "--guidance-scale", "7",
+            "--negative-prompt", "mutno, ružno", "--lora", str(folder), "--lora-scale", "0.5", "--no-grid"]
+    result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    first, second = sorted((tmp_path / "a").glob("*.png"))
+    with Image.open(second) as im:
+        parameters = im.text["parameters"]
+    assert parameters.startswith("ćevapi na tanjiru\nNegative prompt: mutno, ružno\n"
+                                 "Steps: 2, Sampler: ddim, CFG scale: 7.0, Seed: 4, Image index: 1, Size: 64x64, ")
+    assert f"{folder}:0.5" in parameters.split("Lora: ")[1]
+    record = read_provenance(second)
+    assert record["lora"] == [{"path": str(folder), "scale": 0.5}] and record["negative_caption"] == "mutno, ružno"
+
+    again = CliRunner().invoke(cli, ["generate", "--from-png", str(second), "--out", str(tmp_path / "b")])
+    assert again.exit_code == 0, again.output
+    (remade,) = sorted((tmp_path / "b").glob("*.png"))
+    assert read_provenance(remade) == record
+    assert np.abs(pixels([Image.open(remade)]) - pixels([Image.open(second)])).max() <= 1
+    assert np.abs(pixels([Image.open(remade)]) - pixels([Image.open(first)])).mean() > 1

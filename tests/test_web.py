@@ -132,6 +132,24 @@ def test_server_answers_gradio_client_and_survives_concurrency(server):
     assert all(len(r[0]) == 1 for r in results)
 
 
+
+def test_gallery_downloads_carry_provenance(server):
+    from gradio_client import Client
+
+    from dishgen.generation_io import read_provenance
+
+    url, service = server
+    caption = "Ćevapi sa kajmakom i lukom"
+    gallery, seed = Client(url, verbose=False).predict(caption, "", "run: my-gan", 2, 11, 25, 7.0, api_name="/generate")
+    assert seed == 11 and len(gallery) == 2
+    for index, item in enumerate(gallery):  # the files the page serves for download
+        record = read_provenance(item["image"])
+        assert {k: record[k] for k in ("caption", "seed", "index", "model", "family", "size")} == {
+            "caption": caption, "seed": 11, "index": index, "model": service.choices.references["run: my-gan"],
+            "family": "cgan", "size": [32, 32]}
+        with Image.open(item["image"]) as im:
+            assert im.text["parameters"].startswith(f"{caption}\nSeed: 11, ")
+
 def _chromium() -> tuple[str, str] | None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")

@@ -309,16 +309,19 @@ class DiffusionGenerator:
     location: str = ""
     loras: list[str] = field(default_factory=list)
 
-    def generate(self, prompts: list[str], num_images: int = 1, seed: int | None = None, **knobs: Any) -> list:
+    def generate(self, prompts: list[str], num_images: int = 1, seed: int | None = None, *,
+                 first_index: int = 0, **knobs: Any) -> list:
         """Generate ``num_images`` images per prompt, prompt-major.
 
         Image ``k`` (in prompt-major order) is drawn from its own generator seeded ``seed + k``,
-        so a result does not depend on ``batch_size``.
+        so a result does not depend on ``batch_size``, and ``first_index=k`` (or ``seed + k``)
+        makes image ``k`` again alone.
 
         Args:
             prompts: captions.
             num_images: images per prompt.
             seed: base seed (random when None).
+            first_index: this call's first image is image ``first_index`` of the seed (default 0).
             **knobs: ``negative_prompt``, ``guidance_scale``, ``num_inference_steps``, ``height``,
                 ``width``, ``batch_size`` (images per pipeline call, default 4).
 
@@ -345,7 +348,7 @@ class DiffusionGenerator:
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
         negative = args.pop("negative_prompt", None)
-        jobs = [(p, seed + i * num_images + j) for i, p in enumerate(prompts) for j in range(num_images)]
+        jobs = [(p, seed + first_index + i * num_images + j) for i, p in enumerate(prompts) for j in range(num_images)]
         images = []
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start : start + batch_size]

@@ -146,10 +146,24 @@ class GenerationService:
         return loaded
 
     def generate(self, caption, negative, model, num_images, seed, steps=25, guidance=7.0) -> tuple[list, int]:
-        """Validate and run one request. Returns ``(images, seed used)``."""
+        """Validate and run one request.
+
+        Each image carries its provenance (caption, seed and index, model reference, knobs) in
+        ``image.info``, which becomes the ``parameters`` and ``dishgen`` chunks of the PNG the
+        gallery serves for download.
+
+        Returns:
+            ``(images, seed used)``.
+        """
+        from dishgen.generation_io import attach_provenance, call_provenance, image_provenance
+
         request = self.validate(caption, negative, model, num_images, seed, steps, guidance)
         gen = self.generator(request["model"])
         images = gen.generate([request["caption"]], num_images=request["num_images"], seed=request["seed"], **request["knobs"])
+        call = call_provenance(gen, model=self.choices.references[request["model"]], seed=request["seed"],
+                               knobs=request["knobs"], device=self.device, dtype=self.dtype)
+        for index, image in enumerate(images):
+            attach_provenance(image, image_provenance(call, request["caption"], index, image.size))
         return images, request["seed"]
 
 

@@ -52,9 +52,11 @@ def read_prompts_file(path: str) -> list[str]:
 @click.option("--height", type=int, default=None, help="[diffusion] Image height (multiple of 8).")
 @click.option("--width", type=int, default=None, help="[diffusion] Image width (multiple of 8).")
 @click.option("--token", default=None, envvar="HF_TOKEN", show_envvar=True, help="[diffusion] Hub token for gated models.")
+@click.option("--from-png", "from_png", type=click.Path(dir_okay=False),
+              help="Make an image again from the provenance in a PNG written by dishgen; other flags given override it.")
 def generate(prompts, model, prompts_file, interactive, num_images, seed, out_dir, grid, device, dtype, batch_size,
              temperature, truncation, lora, lora_scale, scheduler, negative_prompt, guidance_scale,
-             num_inference_steps, height, width, token):
+             num_inference_steps, height, width, token, from_png):
     """Generate images for PROMPTS and write them as PNG files.
 
     \b
@@ -64,15 +66,54 @@ def generate(prompts, model, prompts_file, interactive, num_images, seed, out_di
       dishgen generate --prompts-file prompts.txt --model runs/cvae/checkpoint-2000
       dishgen generate "gibanica" --model stable-diffusion-v1-5/stable-diffusion-v1-5 \\
           --lora runs/lora --scheduler dpm++ --steps 25 --guidance-scale 7 --device cuda --dtype fp16
+      dishgen generate --from-png outputs/sarma-20250101-120000-001.png
+
+    Every PNG carries its caption, seed, model and knobs (PNG text chunks 'parameters' and
+    'dishgen'); --from-png reads them back and makes the same image again.
     """
+    import random
+
     from dishgen.generation import load_generator
-    from dishgen.generation_io import write_images
+    from dishgen.generation_io import call_provenance, write_images
 
     prompts = [p.strip() for p in prompts if p.strip()]
     if prompts_file:
         prompts += read_prompts_file(prompts_file)
+    first_index = 0
+    recorded_knobs: dict = {}
+    model_overridden = True
+    if from_png:
+        from click.core import ParameterSource
+
+        from dishgen.generation_io import ProvenanceError, read_provenance
+
+        ctx = click.get_current_context()
+
+        def given(name: str) -> bool:
+            return ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+        record = read_provenance(from_png)
+        if "grid" in record:
+            raise ProvenanceError(f"{from_png!r} is a grid of {len(record['grid']['cells'])} images; pass one of its images")
+        if not prompts and not interactive:
+            prompts = [record["caption"]]
+        model_overridden = given("model")
+        if not model_overridden:
+            model = record["model"]
+        if not given("seed"):
+            seed, first_index = int(record["seed"]), int(record.get("index", 0))
+        device = device if given("device") else record.get("device")
+        dtype = dtype if given("dtype") else record.get("dtype")
+        if not given("scheduler"):
+            scheduler = record.get("scheduler")
+        if not given("lora") and record.get("lora"):
+            lora = tuple(item["path"] for item in record["lora"])
+            lora_scale = tuple(float(item["scale"]) for item in record["lora"])
+        if not given("negative_prompt"):
+            negative_prompt = record.get("negative_caption")
+        recorded_knobs = dict(record.get("knobs") or {})
     if not prompts and not interactive:
-        raise click.UsageError("give a prompt, --prompts-file FILE or --interactive")
+        raise click.UsageError("give a prompt, --prompts-file FILE, --interactive or --from-png FILE")
 
     options = {}
     if lora:
@@ -92,15 +133,24 @@ def generate(prompts, model, prompts_file, interactive, num_images, seed, out_di
     }.items() if v is not None}
 
     generator = load_generator(model, device=device, dtype=dtype, **options)
+    if recorded_knobs:  # from --from-png: flags given win; a new model keeps only the knobs it takes
+        if model_overridden:
+            recorded_knobs = {k: v for k, v in recorded_knobs.items() if k in generator.knobs}
+        knobs = {**recorded_knobs, **knobs}
 
-    def run(batch: list[str], batch_seed):
-        images = generator.generate(batch, num_images=num_images, seed=batch_seed, **knobs)
-        paths = write_images(images, batch, num_images, out_dir, grid=grid)
+    def run(batch: list[str], batch_seed, start: int = 0):
+        if batch_seed is None:  # draw it here, so that the PNGs can record it
+            batch_seed = random.randrange(2**31)
+        extra = {"first_index": start} if start else {}
+        images = generator.generate(batch, num_images=num_images, seed=batch_seed, **extra, **knobs)
+        record = call_provenance(generator, model=model, seed=batch_seed, knobs=knobs, loader_options=options,
+                                 device=device, dtype=dtype, first_index=start)
+        paths = write_images(images, batch, num_images, out_dir, grid=grid, provenance=record)
         for path in paths:
             click.echo(str(path))
 
     if prompts:
-        run(prompts, seed)
+        run(prompts, seed, first_index)
     if interactive:
         click.echo("Type a caption and press Enter (empty line to quit).", err=True)
         count = 0

@@ -344,7 +344,8 @@ def _generate(entry: Entry, real: ImageSet, real_rows: list[int], config: Evalua
     try:
         return generate_set(generator, real.captions, real_rows, entry.folder, settings=settings,
                             images_per_caption=config.images_per_caption, seed=config.seed,
-                            batch_size=config.batch_size, knobs=knobs, progress=config.progress)
+                            batch_size=config.batch_size, knobs=knobs, progress=config.progress,
+                            loader_options=options, device=config.device, dtype=config.dtype)
     finally:
         del generator
         if torch.cuda.is_available():

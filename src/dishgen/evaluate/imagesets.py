@@ -25,7 +25,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from dishgen.errors import DishgenError
-from dishgen.fileio import atomic_save_image, atomic_write_json, atomic_write_text, read_jsonl
+from dishgen.fileio import atomic_write_json, atomic_write_text, read_jsonl
+from dishgen.generation_io import call_provenance, image_provenance, save_png
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -197,6 +198,9 @@ def generate_set(
     batch_size: int = 16,
     knobs: dict | None = None,
     progress: bool = True,
+    loader_options: dict | None = None,
+    device=None,
+    dtype=None,
 ) -> ImageSet:
     """Generate ``images_per_caption`` images per caption into ``folder``, skipping those on disk.
 
@@ -204,6 +208,10 @@ def generate_set(
     ``seed + its first row``. After an interruption, only the batches with a missing image run
     again, in full and with their own seed, and only the missing files are written: with the same
     batch size an interrupted and resumed run leaves exactly the images of an uninterrupted one.
+
+    Every PNG carries its provenance (see :mod:`dishgen.generation_io`): its caption, the batch's
+    seed and the image's index in the batch (which make it again alone), model, family, knobs,
+    and its split ``row`` and ``sample``.
 
     Args:
         generator: a :class:`dishgen.generation.Generator`.
@@ -217,6 +225,9 @@ def generate_set(
         batch_size: images per ``generate`` call.
         knobs: family knobs for ``generate``.
         progress: show a tqdm bar.
+        loader_options: what the generator was loaded with (LoRA files, scheduler), for provenance.
+        device: the device asked for, for provenance.
+        dtype: the dtype asked for, for provenance.
 
     Returns:
         The complete set, ``len(captions) * images_per_caption`` images, caption-major.
@@ -234,14 +245,19 @@ def generate_set(
     total = sum(len(chunk) for chunk in todo) * k
     with tqdm(total=total, desc=f"generating {folder.name}", unit="img", disable=not progress) as bar:
         for chunk in todo:
-            images = generator.generate([captions[i] for i in chunk], num_images=k, seed=seed + rows[chunk[0]],
-                                        **(knobs or {}))
+            batch_seed = seed + rows[chunk[0]]
+            images = generator.generate([captions[i] for i in chunk], num_images=k, seed=batch_seed, **(knobs or {}))
             if len(images) != len(chunk) * k:
                 raise ImageSetError(f"the generator returned {len(images)} images for {len(chunk)} captions x {k}")
+            call = call_provenance(generator, model=settings.get("model", ""), seed=batch_seed, knobs=knobs,
+                                   loader_options=loader_options, device=device, dtype=dtype)
             for j, image in enumerate(images):  # prompt-major: K images per caption
-                path = folder / generated_file(rows[chunk[j // k]], j % k)
+                row, sample = rows[chunk[j // k]], j % k
+                path = folder / generated_file(row, sample)
                 if not path.is_file():
-                    atomic_save_image(image.convert("RGB"), path)
+                    image = image.convert("RGB")
+                    record = image_provenance(call, captions[chunk[j // k]], j, image.size)
+                    save_png(image, path, {**record, "row": row, "sample": sample})
             bar.update(len(images))
     names = [generated_file(row, s) for row in rows for s in range(k)]
     meta = [{"file_name": n, "text": captions[i // k], "row": rows[i // k], "sample": i % k} for i, n in enumerate(names)]

@@ -21,7 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dishgen.generation import ModelReferenceError, check_knobs
-from dishgen.models.cgan import CGANConfig, Generator, truncated_noise
+from dishgen.models.cgan import CGANConfig, Generator
+from dishgen.models.layers import noise_rows
 
 FAMILY = "cgan"
 KNOBS = ("truncation", "batch_size")
@@ -142,6 +143,7 @@ class CGANGenerator:
 
     family = FAMILY
     knobs = KNOBS
+    defaults = {"truncation": 1.0}
 
     def __init__(self, G: Generator, text_encoder, meta: dict[str, Any], device=None, dtype=None):
         self.device = torch.device(device or "cpu")
@@ -154,13 +156,18 @@ class CGANGenerator:
         self.resolution = G.config.resolution
 
     @torch.inference_mode()
-    def generate(self, prompts: list[str], num_images: int = 1, seed: int | None = None, **knobs: Any) -> list:
+    def generate(self, prompts: list[str], num_images: int = 1, seed: int | None = None, *,
+                 first_index: int = 0, **knobs: Any) -> list:
         """Generate ``num_images`` images per prompt (prompt-major) as PIL images.
+
+        Image ``k`` of a call takes row ``k`` of the seed's noise stream, so
+        ``generate([caption_k], seed=seed, first_index=k)`` makes that image again alone.
 
         Args:
             prompts: captions.
             num_images: images per caption.
             seed: makes the result repeatable; ``None`` draws a fresh seed.
+            first_index: where this call starts in the seed's noise stream (default 0).
             **knobs: ``truncation`` (float >= 0, default 1) and ``batch_size`` (default 64).
         """
         from dishgen.images_tensor import tensor_to_pil
@@ -176,11 +183,12 @@ class CGANGenerator:
         vectors = self.text_encoder.encode(unique)  # (U, c_dim)
         rows = torch.tensor([unique.index(p) for p in prompts]).repeat_interleave(num_images)
         c = vectors[rows]  # (N, c_dim), prompt-major
-        generator = torch.Generator().manual_seed(
-            int(seed) if seed is not None else int(torch.randint(0, 2**62, (1,)).item())
-        )
+        if truncation < 0:
+            raise ValueError(f"truncation={truncation} must be >= 0 (1 = no truncation)")
+        if first_index < 0:
+            raise ValueError(f"first_index={first_index} must be >= 0")
         # All noise up front on the CPU, so the images do not depend on batch_size or device.
-        z = truncated_noise((len(c), self.G.z_dim), truncation, generator)
+        z = noise_rows(len(c), self.G.z_dim, seed, first_index) * truncation  # (N, z_dim)
         images = []
         for start in range(0, len(c), batch_size):
             zb = z[start : start + batch_size].to(self.device, self.dtype)

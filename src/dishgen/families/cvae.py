@@ -174,18 +174,24 @@ class CVAEGenerator:
 
     family = FAMILY
     knobs = KNOBS
+    defaults = {"temperature": 1.0}
 
     def __init__(self, model, folder: Path):
         self.model = model
         self.folder = folder
 
-    def generate(self, prompts: list[str], num_images: int = 1, seed: int | None = None, **knobs: Any) -> list:
+    def generate(self, prompts: list[str], num_images: int = 1, seed: int | None = None, *,
+                 first_index: int = 0, **knobs: Any) -> list:
         """Sample ``num_images`` images per prompt from the prior (no image is used).
+
+        Image ``k`` of a call (prompt-major) takes row ``k`` of the seed's noise stream, so
+        ``generate([caption_k], seed=seed, first_index=k)`` makes that image again alone.
 
         Args:
             prompts: captions.
             num_images: images per caption.
             seed: repeatable noise; the same seed gives the same images for any ``batch_size``.
+            first_index: where this call starts in the seed's noise stream (default 0).
             **knobs: ``temperature`` (latent noise scale, default 1.0) and ``batch_size`` (default 64).
 
         Returns:
@@ -210,8 +216,10 @@ class CVAEGenerator:
             raise CVAEInputError(f"batch_size must be at least 1; got {batch_size}")
         if not prompts:
             return []
+        if first_index < 0:
+            raise CVAEInputError(f"first_index must be >= 0; got {first_index}")
         images = self.model.generate(list(prompts), num_samples=num_images, seed=seed,
-                                     temperature=temperature, batch_size=batch_size)
+                                     temperature=temperature, batch_size=batch_size, first_index=first_index)
         return tensor_to_pil(images)
 
 

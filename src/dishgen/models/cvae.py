@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dishgen.models.layers import upsample_conv3x3
+from dishgen.models.layers import noise_rows, upsample_conv3x3
 
 RESOLUTIONS = (64, 128, 256)
 
@@ -253,7 +253,7 @@ class CVAE(nn.Module):
 
     @torch.no_grad()
     def generate(self, captions: list[str] | torch.Tensor, num_samples: int = 1, seed: int | None = None,
-                 temperature: float = 1.0, batch_size: int = 64) -> torch.Tensor:
+                 temperature: float = 1.0, batch_size: int = 64, first_index: int = 0) -> torch.Tensor:
         """Sample images from the prior: z ~ N(0, temperature^2 I), x = decoder(z, c). No image is used.
 
         Args:
@@ -262,14 +262,15 @@ class CVAE(nn.Module):
             seed: makes the noise (and so the images) repeatable, whatever the batch size.
             temperature: scale of the latent noise; below 1 gives safer, blander images.
             batch_size: images per decoder pass.
+            first_index: image ``i`` of this call takes row ``first_index + i`` of the seed's noise
+                stream, so ``first_index=k`` with one caption makes image ``k`` of an earlier call alone.
 
         Returns:
             (len(captions) * num_samples, 3, R, R) in [-1, 1], caption-major.
         """
         text = self.text_inputs(captions) if isinstance(captions, (list, tuple)) else captions
         text = text.repeat_interleave(num_samples, dim=0)
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        z = torch.randn(len(text), self.config.z_dim, generator=generator) * temperature  # on CPU: same for any device
+        z = noise_rows(len(text), self.config.z_dim, seed, first_index) * temperature  # on CPU: same for any device
         dtype = self.cond_proj[0].weight.dtype
         out = []
         for start in range(0, len(text), batch_size):

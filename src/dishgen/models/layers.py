@@ -183,3 +183,31 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
             b_ema.lerp_(b, 1.0 - decay)
         else:
             b_ema.copy_(b)
+
+
+def noise_rows(num_rows: int, dim: int, seed: int | None, first_row: int = 0) -> torch.Tensor:
+    """Rows ``first_row .. first_row + num_rows - 1`` of the standard normal noise stream of ``seed``.
+
+    The stream is drawn one ``(dim,)`` row at a time on the CPU, so row ``k`` never depends on
+    how many rows a call asks for: image ``k`` of a seeded call can be made again alone with
+    ``first_row=k``. For ``dim`` a multiple of 16 (every default) the rows equal those of one
+    ``torch.randn((N, dim))`` draw, which is what earlier versions used.
+
+    Args:
+        num_rows: rows to return.
+        dim: length of a row (``z_dim``).
+        seed: the stream's seed; ``None`` draws a fresh one.
+        first_row: rows of the stream to skip first.
+
+    Returns:
+        ``(num_rows, dim)`` float32 CPU tensor.
+    """
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(int(seed))
+    for _ in range(first_row):  # cheap: a row is dim floats
+        torch.randn(dim, generator=generator)
+    rows = [torch.randn(dim, generator=generator) for _ in range(num_rows)]
+    return torch.stack(rows) if rows else torch.zeros(0, dim)

@@ -212,44 +212,9 @@ def plot_log(rows: list[dict[str, Any]], out_dir: Path, groups: dict[str, list[s
 
 def save_image_grid(images, path: Path, nrow: int = 8, labels: list[str] | None = None) -> Path:
     """Save a (B, 3, H, W) tensor in [-1, 1] as a PNG grid, optional row labels on the left."""
-    from PIL import Image, ImageDraw
-
     from dishgen.fileio import atomic_save_image
+    from dishgen.image_grid import captioned_grid
     from dishgen.images_tensor import tensor_to_pil
 
-    pics = tensor_to_pil(images)
-    if not pics:
-        raise ValueError("no images to put in a grid")
-    w, h = pics[0].size
-    ncol = min(nrow, len(pics))
-    nrows = math.ceil(len(pics) / ncol)
-    label_w = 0 if not labels else 160
-    grid = Image.new("RGB", (label_w + ncol * w, nrows * h), "white")
-    draw = ImageDraw.Draw(grid)
-    for i, pic in enumerate(pics):
-        r, c = divmod(i, ncol)
-        grid.paste(pic, (label_w + c * w, r * h))
-    if labels:
-        for r, text in enumerate(labels[:nrows]):
-            draw.text((4, r * h + 4), _wrap(text, 24), fill="black", font=_label_font())
-    atomic_save_image(grid, path)
+    atomic_save_image(captioned_grid(tensor_to_pil(images), ncol=nrow, labels=labels), path)
     return path
-
-
-def _label_font(size: int = 11):
-    """DejaVu Sans (shipped with matplotlib; it has č, ć, š, ž, đ), else Pillow's default font."""
-    from PIL import ImageFont
-
-    try:
-        import matplotlib
-
-        path = Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
-        return ImageFont.truetype(str(path), size)
-    except (ImportError, OSError):
-        return ImageFont.load_default()
-
-
-def _wrap(text: str, width: int) -> str:
-    import textwrap
-
-    return "\n".join(textwrap.wrap(text, width)[:6])
