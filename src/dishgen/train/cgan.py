@@ -363,8 +363,8 @@ def train(config: CGANTrainConfig, data: str | Path, out: str | Path, *, resume:
                 log_sums[key] = log_sums.get(key, 0.0) + value
             steps_since_log += 1
             progress.update(images_per_step)
-            progress.set_postfix(step=step, loss_D=f"{values['loss_D']:.3f}", loss_G=f"{values['loss_G']:.3f}",
-                                 refresh=False)
+            progress.set_postfix({"step": step, "loss_D": f"{values['loss_D']:.3f}",
+                                  "loss_G": f"{values['loss_G']:.3f}"}, refresh=False)
             if step % config.log_every == 0 or step == config.max_steps:
                 elapsed = time.perf_counter() - tick
                 row = {"step": step, **{k: v / steps_since_log for k, v in log_sums.items()},

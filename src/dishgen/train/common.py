@@ -172,7 +172,7 @@ def progress_bar(desc: str, *, step: int, max_steps: int, images_per_step: int, 
         enabled: show it (the main process only).
 
     Returns:
-        The bar: call ``update(images_per_step)`` once per step and ``set_postfix(step=..., loss=...)``.
+        The bar: call ``update(images_per_step)`` once per step and ``set_postfix({"step": ..., "loss": ...})``.
     """
     from tqdm.auto import tqdm
 

@@ -487,7 +487,7 @@ def train(config: CVAEConfig, data: str | Path, out: str | Path, *, resume: bool
             window_steps += 1
             window_time += time.perf_counter() - tic
             progress.update(global_batch)
-            progress.set_postfix(step=step, recon=f"{metrics[0]:.4f}", kl=f"{metrics[1]:.1f}", refresh=False)
+            progress.set_postfix({"step": step, "recon": f"{metrics[0]:.4f}", "kl": f"{metrics[1]:.1f}"}, refresh=False)
 
             if step % config.log_every == 0 or step == config.max_steps:
                 row = {"step": step, "epoch": round(step / steps_per_epoch, 3),

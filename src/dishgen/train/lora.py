@@ -400,7 +400,7 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
                 if log_with:
                     accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step)
                 progress.update(images_per_step)
-                progress.set_postfix(step=step, loss=f"{loss_value:.4f}", refresh=False)
+                progress.set_postfix({"step": step, "loss": f"{loss_value:.4f}"}, refresh=False)
                 if time.monotonic() - last_flush > 5:
                     flush_log()
             if config.sample_every and step % config.sample_every == 0:
