@@ -297,3 +297,47 @@ def test_cvae_progress_bar_counts_images(tiny_dataset_64, tmp_path, capsys):
     # 4 steps x batch 8 = 32 images; the rate is in images per second, the postfix has step and losses
     assert re.search(r"cvae: 100%.*\| 32/32 \[[^\]]*img/s, step=4, recon=\d\.\d{4}, kl=", err), err[-2000:]
     assert "it/s" not in err
+
+
+# -- several processes: a signal to one rank stops all of them at the same step ----------------------------
+
+TORCHRUN_HARNESS = textwrap.dedent('''
+    import os, signal, sys
+
+    import dishgen.train.common as common
+
+    real = common.check_finite
+
+    def sigterm_rank1_at_step_3(step, losses, run):
+        real(step, losses, run)
+        if step == 3 and os.environ["RANK"] == "1":  # only rank 1 is told to stop
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    common.check_finite = sigterm_rank1_at_step_3
+    from dishgen.cli import main
+
+    sys.argv = ["dishgen", *sys.argv[1:]]
+    main()
+''')
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_of_two_processes_stops_both_and_rank0_saves(tiny_dataset_64, tmp_path):
+    harness = tmp_path / "harness.py"
+    harness.write_text(TORCHRUN_HARNESS)
+    out = tmp_path / "run"
+    overrides = {**CVAE_TINY, "batch_size": 4, "max_steps": 20, "log_every": 1}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(harness),
+         "train", "cvae", "--data", str(tiny_dataset_64), "--out", str(out), *[f"{k}={v}" for k, v in overrides.items()]],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )
+    # The first worker to exit has status 143 (SIGTERM); torchrun then stops the other and fails.
+    assert proc.returncode != 0 and re.search(r"exitcode\s*: 143", proc.stderr), proc.stderr[-3000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("interrupted at step")]
+    assert len(lines) == 1 and lines[0].startswith(f"interrupted at step 3; checkpoint saved: {out / 'checkpoint-3'}")
+    assert lines[0].endswith("--resume (under the same launcher)")
+    assert checkpoint_steps(out) == [3] and (out / "checkpoint-3" / "COMPLETE").is_file()
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]  # both ranks stopped at step 3 (rank 0 had no signal of its own)

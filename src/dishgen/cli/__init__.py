@@ -88,7 +88,8 @@ def main() -> None:
     except click.exceptions.Exit as err:
         sys.exit(err.exit_code)
     except Interrupted as err:  # a trainer stopped on Ctrl-C/SIGTERM and saved a checkpoint
-        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops; rank 0 says so
+        # Under torchrun every rank stops; rank 0 says so (the trainers have already said it).
+        if os.environ.get("RANK", "0") == "0" and not getattr(err, "reported", False):
             click.echo(str(err), err=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:

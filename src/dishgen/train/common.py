@@ -288,19 +288,28 @@ class StopControl:
         self._last_checkpoint = now()
 
     def finish(self, step: int, checkpoint: Path) -> None:
-        """After the loop: report a stop. Raises :class:`~dishgen.errors.Interrupted` after a signal."""
+        """After the loop: say why the run stopped (main process) and, after a signal, raise
+        :class:`~dishgen.errors.Interrupted` on every process."""
         from dishgen.errors import Interrupted
 
         if self.reason is None:
             return
-        self.accelerator.wait_for_everyone()  # rank 0 has finished writing before anyone exits
         where = f"checkpoint saved: {checkpoint}. Resume with: {self.resume_command}"
         if self.accelerator.num_processes > 1:
             where += " (under the same launcher)"
         if self.reason == "interrupted":
-            raise Interrupted(f"interrupted at step {step}; {where}", self.signum)
-        if self.accelerator.is_main_process:
-            print(f"time limit reached (max_minutes={self.max_seconds / 60:g}) at step {step}; {where}", flush=True)
+            message = f"interrupted at step {step}; {where}"
+            if self.accelerator.is_main_process:  # said here: a launcher kills the others when one exits
+                print(message, file=sys.stderr, flush=True)
+        else:
+            message = f"time limit reached (max_minutes={self.max_seconds / 60:g}) at step {step}; {where}"
+            if self.accelerator.is_main_process:
+                print(message, flush=True)
+        self.accelerator.wait_for_everyone()  # rank 0 has written and said it before any process exits
+        if self.reason == "interrupted":
+            error = Interrupted(message, self.signum)
+            error.reported = True  # the CLI need not print it again
+            raise error
 
 
 def check_stop_config(config) -> None:
