@@ -70,13 +70,17 @@ def test_run_dir_is_complete_and_documented(te_run, tiny_sd_dir):
     for step in (2, 4):
         checkpoint = te_run / f"checkpoint-{step}"
         assert json.loads((checkpoint / "config.json").read_text())["family"] == "lora"
-        assert (checkpoint / LORA_WEIGHTS_NAME).is_file() and (checkpoint / "optimizer.bin").is_file()
+        assert (checkpoint / LORA_WEIGHTS_NAME).is_file()
+        for name in ("optimizer", "scheduler", "rng_state_0"):  # safetensors + JSON, as cgan/cvae
+            assert (checkpoint / f"{name}.safetensors").is_file() and (checkpoint / f"{name}.json").is_file()
         # accelerate must not have written the whole UNet: only the LoRA file holds weights
         assert not list(checkpoint.glob("model*.safetensors"))
     final = load_file(str(te_run / LORA_WEIGHTS_NAME))
     last = load_file(str(te_run / "checkpoint-4" / LORA_WEIGHTS_NAME))
     assert final.keys() == last.keys() and all(torch.equal(final[k], last[k]) for k in final)
     assert any(k.startswith("text_encoder.") for k in final) and any(k.startswith("unet.") for k in final)
+    # nothing in the run directory needs pickle to load (README: "all in safetensors")
+    assert not [p for p in te_run.rglob("*") if p.suffix in (".bin", ".pkl", ".pt", ".pth", ".ckpt")]
 
 
 def test_resume_continues_to_the_same_state(te_run, tiny_sd_dir, tiny_dataset_64, tmp_path):

@@ -10,6 +10,19 @@ class DishgenError(Exception):
     """Base class for errors whose message tells the user what to do."""
 
 
+class Interrupted(DishgenError):
+    """Work stopped on a signal (Ctrl-C, SIGTERM) after saving what is needed to continue.
+
+    The CLI prints the message (it says how to continue) and exits with ``128 + signal number``
+    (130 for Ctrl-C), the shell convention for a process ended by a signal.
+    """
+
+    def __init__(self, message: str, signum: int = 2):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Error classes shown to the user without a traceback (imported lazily where possible)."""
     import sys

@@ -71,8 +71,11 @@ def cli(verbose: int) -> None:
 
 
 def main() -> None:
-    """Console-script entry point: turns library errors into one clear line and exit code 2."""
-    from dishgen.errors import user_error_types
+    """Console-script entry point: turns library errors into one clear line and exit code 2
+    (128 + signal for a training run stopped by Ctrl-C or SIGTERM)."""
+    import os
+
+    from dishgen.errors import Interrupted, user_error_types
 
     try:
         cli.main(standalone_mode=False)
@@ -83,6 +86,11 @@ def main() -> None:
         err.show()
         sys.exit(err.exit_code)
     except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+    except Interrupted as err:  # a trainer stopped on Ctrl-C/SIGTERM and saved a checkpoint
+        # Under torchrun every rank stops; rank 0 says so (the trainers have already said it).
+        if os.environ.get("RANK", "0") == "0" and not getattr(err, "reported", False):
+            click.echo(str(err), err=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)

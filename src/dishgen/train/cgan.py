@@ -33,7 +33,16 @@ from dishgen.errors import DishgenError
 from dishgen.models import cgan
 from dishgen.models.augment import apply_params, parse_policy, sample_params
 from dishgen.models.layers import ema_update
-from dishgen.train.common import RunDir, check_finite, plot_log, save_image_grid
+from dishgen.train.common import (
+    RunDir,
+    StopControl,
+    check_finite,
+    check_stop_config,
+    plot_log,
+    progress_bar,
+    resume_command,
+    save_image_grid,
+)
 
 logger = logging.getLogger(__name__)
 FAMILY = "cgan"
@@ -81,6 +90,8 @@ class CGANTrainConfig:
     sample_every: int = 500
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3  # 0 keeps all
+    max_minutes: float = 0.0  # wall-clock limit per invocation: checkpoint, export and stop; 0 = none
+    checkpoint_every_minutes: float = 30.0  # also checkpoint after this much time; 0 = off
     sample_prompts: list[str] = field(default_factory=list)  # default: captions from the test split
     sample_per_prompt: int = 4
 
@@ -92,6 +103,7 @@ class CGANTrainConfig:
 
     def _validate(self) -> None:
         self.model_config(c_dim=1).validate()
+        check_stop_config(self)
         parse_policy(self.augment)
         positive = ("batch_size", "n_disc", "max_steps", "log_every", "sample_every", "checkpoint_every",
                     "r1_every", "sample_per_prompt")
@@ -180,7 +192,7 @@ def train(config: CGANTrainConfig, data: str | Path, out: str | Path, *, resume:
 
     config.validate()
     # -- accelerator and run dir ---------------------------------------------------------------------
-    asked = resolve_device(device)
+    device_arg, asked = device, resolve_device(device)
     accelerator = Accelerator(cpu=asked.type == "cpu")
     device = accelerator.device if accelerator.num_processes > 1 else asked
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -243,6 +255,7 @@ def train(config: CGANTrainConfig, data: str | Path, out: str | Path, *, resume:
 
     def write_checkpoint(at_step: int) -> None:
         _check_in_sync(accelerator, at_step, G, D)
+        control.saved(at_step)
         if not accelerator.is_main_process:
             return
         meta = _meta(model_config, encoder_info, "checkpoint", at_step, config)
@@ -271,95 +284,107 @@ def train(config: CGANTrainConfig, data: str | Path, out: str | Path, *, resume:
     r1_value = None  # logged as null until the first lazy R1 step
     tick = time.perf_counter()
     steps_since_log = 0
-    progress = _progress(step, config.max_steps, accelerator.is_main_process)
-    while step < config.max_steps:
-        step += 1
-        rng = step_generator(config.seed, step, rank, device)
+    images_per_step = config.batch_size * world * config.n_disc  # real images D judges per step
+    progress = progress_bar("cgan", step=step, max_steps=config.max_steps, images_per_step=images_per_step,
+                            enabled=accelerator.is_main_process)
+    control = StopControl(accelerator, max_minutes=config.max_minutes,
+                          checkpoint_every_minutes=config.checkpoint_every_minutes,
+                          resume_command=resume_command(FAMILY, data, out, device_arg))
+    with control:
+        while step < config.max_steps:
+            step += 1
+            rng = step_generator(config.seed, step, rank, device)
 
-        # Discriminator: hinge on real vs fake, mismatched captions, lazy R1. The last D step's
-        # fakes keep their graph: the G step reuses them (as pix2pix does), saving a G forward.
-        for k in range(config.n_disc):
-            idx = batch_indices(num_items, config.batch_size * world, (step - 1) * config.n_disc + k,
-                                config.seed)[rank::world].to(device)
-            real = _real_batch(images[idx], config.flip, rng, memory_format)  # (B, 3, R, R) in [-1, 1]
-            c = c_all[idx]  # (B, c_dim)
-            B = real.shape[0]
-            z = torch.randn(B, config.z_dim, generator=rng, device=device)
+            # Discriminator: hinge on real vs fake, mismatched captions, lazy R1. The last D step's
+            # fakes keep their graph: the G step reuses them (as pix2pix does), saving a G forward.
+            for k in range(config.n_disc):
+                idx = batch_indices(num_items, config.batch_size * world, (step - 1) * config.n_disc + k,
+                                    config.seed)[rank::world].to(device)
+                real = _real_batch(images[idx], config.flip, rng, memory_format)  # (B, 3, R, R) in [-1, 1]
+                c = c_all[idx]  # (B, c_dim)
+                B = real.shape[0]
+                z = torch.randn(B, config.z_dim, generator=rng, device=device)
+                with autocast():
+                    with torch.set_grad_enabled(k == config.n_disc - 1):
+                        fake = G(z, c)
+                    pair = torch.cat([real, fake.detach().to(real.dtype)])
+                    params = sample_params(2 * B, config.resolution, config.resolution, policy, rng, device)
+                    h = D.features(apply_params(pair, params))  # (2B, C): real features, then fake
+                    real_logits, fake_logits = D.logits(h[:B], c), D.logits(h[B:], c)
+                    loss_real, loss_fake = cgan.d_hinge_loss(real_logits, fake_logits)
+                    # GAN-INT-CLS split: mismatched pairs take a share w of the "fake" side, so the
+                    # negatives never outweigh the positives (a heavier fake side pulls a D that cannot
+                    # yet tell real from fake towards a constant negative output with dead features).
+                    w = config.mismatch_weight
+                    loss_D = loss_real + (1 - w) * loss_fake
+                    loss_mismatch = torch.zeros((), device=device)
+                    if w > 0:
+                        perm = torch.randperm(B, generator=rng, device=device)
+                        c_wrong = c[perm]
+                        differs = (c_wrong - c).abs().amax(dim=1) > 1e-6
+                        loss_mismatch = cgan.mismatch_loss(D.logits(h[:B], c_wrong), differs)
+                        loss_D = loss_D + w * loss_mismatch
+                loss_D_adv = loss_D.detach()  # logged without R1, whose lazy steps would spike the curve
+                if config.r1_gamma > 0 and k == 0 and step % config.r1_every == 0:
+                    # Lazy R1 in fp32, on the augmented real images D just judged (StyleGAN2 scaling).
+                    params_r1 = sample_params(B, config.resolution, config.resolution, policy, rng, device)
+                    real_aug = apply_params(real, params_r1).detach().requires_grad_(True)
+                    r1 = cgan.r1_penalty(D(real_aug, c), real_aug)
+                    r1_value = float(r1.detach())
+                    loss_D = loss_D + (config.r1_gamma / 2) * config.r1_every * r1
+                opt_D.zero_grad(set_to_none=True)
+                scaler_D.scale(loss_D).backward()
+                grad_norm_D = _reduce_and_clip(D, opt_D, scaler_D, accelerator, config.grad_clip)
+                scaler_D.step(opt_D)
+                scaler_D.update()
+
+            # Generator: fool the updated D with the same fakes (G has not changed since), freshly augmented.
+            D.requires_grad_(False)
             with autocast():
-                with torch.set_grad_enabled(k == config.n_disc - 1):
-                    fake = G(z, c)
-                pair = torch.cat([real, fake.detach().to(real.dtype)])
-                params = sample_params(2 * B, config.resolution, config.resolution, policy, rng, device)
-                h = D.features(apply_params(pair, params))  # (2B, C): real features, then fake
-                real_logits, fake_logits = D.logits(h[:B], c), D.logits(h[B:], c)
-                loss_real, loss_fake = cgan.d_hinge_loss(real_logits, fake_logits)
-                # GAN-INT-CLS split: mismatched pairs take a share w of the "fake" side, so the
-                # negatives never outweigh the positives (a heavier fake side pulls a D that cannot
-                # yet tell real from fake towards a constant negative output with dead features).
-                w = config.mismatch_weight
-                loss_D = loss_real + (1 - w) * loss_fake
-                loss_mismatch = torch.zeros((), device=device)
-                if w > 0:
-                    perm = torch.randperm(B, generator=rng, device=device)
-                    c_wrong = c[perm]
-                    differs = (c_wrong - c).abs().amax(dim=1) > 1e-6
-                    loss_mismatch = cgan.mismatch_loss(D.logits(h[:B], c_wrong), differs)
-                    loss_D = loss_D + w * loss_mismatch
-            loss_D_adv = loss_D.detach()  # logged without R1, whose lazy steps would spike the curve
-            if config.r1_gamma > 0 and k == 0 and step % config.r1_every == 0:
-                # Lazy R1 in fp32, on the augmented real images D just judged (StyleGAN2 scaling).
-                params_r1 = sample_params(B, config.resolution, config.resolution, policy, rng, device)
-                real_aug = apply_params(real, params_r1).detach().requires_grad_(True)
-                r1 = cgan.r1_penalty(D(real_aug, c), real_aug)
-                r1_value = float(r1.detach())
-                loss_D = loss_D + (config.r1_gamma / 2) * config.r1_every * r1
-            opt_D.zero_grad(set_to_none=True)
-            scaler_D.scale(loss_D).backward()
-            grad_norm_D = _reduce_and_clip(D, opt_D, scaler_D, accelerator, config.grad_clip)
-            scaler_D.step(opt_D)
-            scaler_D.update()
+                params = sample_params(B, config.resolution, config.resolution, policy, rng, device)
+                loss_G = cgan.g_hinge_loss(D(apply_params(fake, params), c))
+            opt_G.zero_grad(set_to_none=True)
+            scaler_G.scale(loss_G).backward()
+            grad_norm_G = _reduce_and_clip(G, opt_G, scaler_G, accelerator, config.grad_clip)
+            scaler_G.step(opt_G)
+            scaler_G.update()
+            D.requires_grad_(True)
 
-        # Generator: fool the updated D with the same fakes (G has not changed since), freshly augmented.
-        D.requires_grad_(False)
-        with autocast():
-            params = sample_params(B, config.resolution, config.resolution, policy, rng, device)
-            loss_G = cgan.g_hinge_loss(D(apply_params(fake, params), c))
-        opt_G.zero_grad(set_to_none=True)
-        scaler_G.scale(loss_G).backward()
-        grad_norm_G = _reduce_and_clip(G, opt_G, scaler_G, accelerator, config.grad_clip)
-        scaler_G.step(opt_G)
-        scaler_G.update()
-        D.requires_grad_(True)
+            decay = min(config.ema_decay, (1 + step) / (10 + step)) if config.ema_rampup else config.ema_decay
+            ema_update(G_ema, G, decay)
 
-        decay = min(config.ema_decay, (1 + step) / (10 + step)) if config.ema_rampup else config.ema_decay
-        ema_update(G_ema, G, decay)
-
-        # -- bookkeeping ----------------------------------------------------------------------------------
-        check_finite(step, {"loss_D": float(loss_D.detach()), "loss_G": float(loss_G.detach())}, run)
-        values = {"loss_D": float(loss_D_adv), "loss_G": float(loss_G.detach()), "loss_D_real": float(loss_real.detach()), "loss_D_fake": float(loss_fake.detach()),
-                  "loss_D_mismatch": float(loss_mismatch.detach()), "logits_real": float(real_logits.detach().mean()),
-                  "logits_fake": float(fake_logits.detach().mean()), "grad_norm_D": grad_norm_D,
-                  "grad_norm_G": grad_norm_G}
-        for key, value in values.items():
-            log_sums[key] = log_sums.get(key, 0.0) + value
-        steps_since_log += 1
-        progress.update(1)
-        if step % config.log_every == 0 or step == config.max_steps:
-            elapsed = time.perf_counter() - tick
-            row = {"step": step, **{k: v / steps_since_log for k, v in log_sums.items()},
-                   "lr_G": opt_G.param_groups[0]["lr"], "lr_D": opt_D.param_groups[0]["lr"],
-                   "r1": r1_value, "ema_decay": decay,
-                   "images_per_s": steps_since_log * config.batch_size * world * config.n_disc / elapsed}
-            if accelerator.is_main_process:
-                run.log(row)
-                progress.set_postfix(loss_D=f"{row['loss_D']:.3f}", loss_G=f"{row['loss_G']:.3f}",
-                                     img_s=f"{row['images_per_s']:.1f}")
-            log_sums, steps_since_log, tick = {}, 0, time.perf_counter()
-        if step % config.sample_every == 0:
-            write_samples(step)
-        if step % config.checkpoint_every == 0 or step == config.max_steps:
-            write_checkpoint(step)
+            # -- bookkeeping ----------------------------------------------------------------------------------
+            check_finite(step, {"loss_D": float(loss_D.detach()), "loss_G": float(loss_G.detach())}, run)
+            values = {"loss_D": float(loss_D_adv), "loss_G": float(loss_G.detach()), "loss_D_real": float(loss_real.detach()), "loss_D_fake": float(loss_fake.detach()),
+                      "loss_D_mismatch": float(loss_mismatch.detach()), "logits_real": float(real_logits.detach().mean()),
+                      "logits_fake": float(fake_logits.detach().mean()), "grad_norm_D": grad_norm_D,
+                      "grad_norm_G": grad_norm_G}
+            for key, value in values.items():
+                log_sums[key] = log_sums.get(key, 0.0) + value
+            steps_since_log += 1
+            progress.update(images_per_step)
+            progress.set_postfix({"step": step, "loss_D": f"{values['loss_D']:.3f}",
+                                  "loss_G": f"{values['loss_G']:.3f}"}, refresh=False)
+            if step % config.log_every == 0 or step == config.max_steps:
+                elapsed = time.perf_counter() - tick
+                row = {"step": step, **{k: v / steps_since_log for k, v in log_sums.items()},
+                       "lr_G": opt_G.param_groups[0]["lr"], "lr_D": opt_D.param_groups[0]["lr"],
+                       "r1": r1_value, "ema_decay": decay,
+                       "images_per_s": steps_since_log * images_per_step / elapsed}
+                if accelerator.is_main_process:
+                    run.log(row)
+                log_sums, steps_since_log, tick = {}, 0, time.perf_counter()
+            if step % config.sample_every == 0:
+                write_samples(step)
+            if step % config.checkpoint_every == 0 or step == config.max_steps:
+                write_checkpoint(step)
+            stop = control.poll(step)  # Ctrl-C / SIGTERM, max_minutes, checkpoint_every_minutes
+            if stop.checkpoint:
+                write_checkpoint(step)
+            if stop.reason:
+                break
     progress.close()
+    control.finish(step, run.checkpoint_path(step))  # after Ctrl-C: raises, no export
 
     # -- export ------------------------------------------------------------------------------------------
     if accelerator.is_main_process:
@@ -436,12 +461,6 @@ def _check_in_sync(accelerator, step: int, *nets) -> None:
     if not torch.allclose(gathered, gathered[:1], rtol=1e-9, atol=0):
         raise DishgenError(f"step {step}: the weights differ between processes ({gathered.tolist()}); "
                            "this is a bug, please report it")
-
-
-def _progress(initial: int, total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, disable=not enabled, desc="cgan", mininterval=2.0)
 
 
 def _meta(model_config, encoder_info, kind, step, config):

@@ -8,14 +8,25 @@ A run directory (ARCHITECTURE.md) holds everything one run produced, and nothing
     RUN/samples/step-<N>.png     sample grids for fixed prompts and noise
     RUN/checkpoint-<N>/          all state to resume exactly (safetensors + JSON, no pickle)
     RUN/model/                   the final export: config.json + model.safetensors + README.md
+
+It also holds the mechanics every training loop shares: the progress bar (images/s, ETA) and
+:class:`StopControl` (Ctrl-C / SIGTERM, the ``max_minutes`` wall-clock limit and time-based
+checkpoints, agreed across processes).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import shlex
 import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +156,170 @@ def check_finite(step: int, losses: dict[str, float], run: RunDir) -> None:
             f"training diverged at step {step}: {', '.join(f'{k}={v}' for k, v in bad.items())}; {where}. "
             "Lower the learning rate or enable gradient clipping, then --resume."
         )
+
+
+# -- progress and stopping ------------------------------------------------------------------------
+
+
+def progress_bar(desc: str, *, step: int, max_steps: int, images_per_step: int, enabled: bool):
+    """A tqdm bar that counts training images, so its rate is images/s and its ETA is real.
+
+    Args:
+        desc: the label (the family's name).
+        step: the step the run starts at (non-zero after ``--resume``).
+        max_steps: the last step.
+        images_per_step: images seen per optimizer step over all processes (global batch).
+        enabled: show it (the main process only).
+
+    Returns:
+        The bar: call ``update(images_per_step)`` once per step and ``set_postfix({"step": ..., "loss": ...})``.
+    """
+    from tqdm.auto import tqdm
+
+    return tqdm(total=max_steps * images_per_step, initial=step * images_per_step, unit="img",
+                desc=desc, disable=not enabled, mininterval=2.0, dynamic_ncols=True)
+
+
+def resume_command(family: str, data: str | Path, out: str | Path, device: str | None = None) -> str:
+    """The command line that continues a run (its saved config already holds every override)."""
+    words = ["dishgen", "train", family, "--data", str(data), "--out", str(out), "--resume"]
+    if device:
+        words += ["--device", device]
+    return shlex.join(words)
+
+
+# The clock of StopControl; tests replace it to reach a time limit without waiting.
+now = time.monotonic
+
+
+@dataclass
+class StopDecision:
+    """What a training loop does after a step: write a checkpoint now, and/or stop (and why)."""
+
+    checkpoint: bool = False
+    reason: str | None = None  # "interrupted" (a signal) or "time limit"
+
+
+class StopControl:
+    """Stops a training loop cleanly on Ctrl-C / SIGTERM or a wall-clock limit, and asks for a
+    checkpoint every ``checkpoint_every_minutes`` (so a slow CPU loses minutes, not hours).
+
+    Used around the loop::
+
+        with StopControl(accelerator, max_minutes=..., checkpoint_every_minutes=...,
+                         resume_command=...) as control:
+            while step < max_steps:
+                ...one step...
+                stop = control.poll(step)      # the same answer on every process
+                if stop.checkpoint:
+                    write_checkpoint(step)     # which calls control.saved(step)
+                if stop.reason:
+                    break
+        control.finish(step, checkpoint_folder)  # raises Interrupted after a signal
+
+    A signal only sets a flag: the step in progress finishes, a complete checkpoint is written
+    (atomically, like every checkpoint) and :meth:`finish` raises :class:`~dishgen.errors.Interrupted`,
+    which the CLI turns into one line with the resume command and exit code 130 (SIGINT) or 143
+    (SIGTERM). A second signal in a single process quits at once (``KeyboardInterrupt``); an
+    unfinished checkpoint folder is then removed, never left half-written. Under a launcher
+    (torchrun, accelerate launch), which forwards the terminal's Ctrl-C a second time, repeated
+    signals only keep the flag raised. Each step the processes combine their flags (an all-gather
+    of three numbers), so all of them stop at the same step and rank 0 writes. The previous
+    signal handlers come back when the block ends.
+    """
+
+    def __init__(self, accelerator, *, max_minutes: float = 0.0, checkpoint_every_minutes: float = 0.0,
+                 resume_command: str = ""):
+        self.accelerator = accelerator
+        self.max_seconds = 60.0 * max_minutes
+        self.checkpoint_seconds = 60.0 * checkpoint_every_minutes
+        self.resume_command = resume_command
+        self.signum = 0  # the first signal received (0: none)
+        self.reason: str | None = None
+        self._previous: dict[int, object] = {}
+        # Under a launcher the same Ctrl-C arrives twice (terminal, then the launcher forwarding it).
+        self._quit_on_repeat = accelerator.num_processes == 1 and "LOCAL_RANK" not in os.environ
+        self._saved_step: int | None = None
+
+    def __enter__(self) -> StopControl:
+        self.started = self._last_checkpoint = now()
+        if threading.current_thread() is threading.main_thread():  # signal handlers live there only
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.signum and self._quit_on_repeat:
+            raise KeyboardInterrupt
+        if not self.signum:
+            self.signum = signum
+            if self.accelerator.is_main_process:
+                again = " (press Ctrl-C again to quit without saving)" if self._quit_on_repeat else ""
+                # os.write: print() is not safe inside a signal handler that may interrupt print().
+                os.write(sys.stderr.fileno(), f"\n{signal.Signals(signum).name}: finishing this step, then "
+                         f"saving a checkpoint{again}\n".encode())
+
+    def poll(self, step: int) -> StopDecision:
+        """Decide, after ``step``, whether to checkpoint and whether to stop; all processes agree."""
+        t = now()
+        flags = [self.signum, int(self.max_seconds > 0 and t - self.started >= self.max_seconds),
+                 int(self.checkpoint_seconds > 0 and t - self._last_checkpoint >= self.checkpoint_seconds)]
+        if self.accelerator.num_processes > 1:
+            import torch
+
+            gathered = self.accelerator.gather(torch.tensor([flags], device=self.accelerator.device))
+            flags = gathered.amax(dim=0).tolist()  # (processes, 3) -> the strongest of each flag
+        signum, time_up, checkpoint_due = flags
+        if signum:
+            self.signum, self.reason = int(signum), "interrupted"
+        elif time_up:
+            self.reason = "time limit"
+        wanted = bool(self.reason or checkpoint_due)
+        return StopDecision(checkpoint=wanted and self._saved_step != step, reason=self.reason)
+
+    def saved(self, step: int) -> None:
+        """Note that a checkpoint of ``step`` was written (restarts the time-based interval)."""
+        self._saved_step = step
+        self._last_checkpoint = now()
+
+    def finish(self, step: int, checkpoint: Path) -> None:
+        """After the loop: say why the run stopped (main process) and, after a signal, raise
+        :class:`~dishgen.errors.Interrupted` on every process."""
+        from dishgen.errors import Interrupted
+
+        if self.reason is None:
+            return
+        where = f"checkpoint saved: {checkpoint}. Resume with: {self.resume_command}"
+        if self.accelerator.num_processes > 1:
+            where += " (under the same launcher)"
+        if self.reason == "interrupted":
+            message = f"interrupted at step {step}; {where}"
+            if self.accelerator.is_main_process:  # said here: a launcher kills the others when one exits
+                print(message, file=sys.stderr, flush=True)
+        else:
+            message = f"time limit reached (max_minutes={self.max_seconds / 60:g}) at step {step}; {where}"
+            if self.accelerator.is_main_process:
+                print(message, flush=True)
+        self.accelerator.wait_for_everyone()  # rank 0 has written and said it before any process exits
+        if self.reason == "interrupted":
+            error = Interrupted(message, self.signum)
+            error.reported = True  # the CLI need not print it again
+            raise error
+
+
+def check_stop_config(config) -> None:
+    """``max_minutes`` and ``checkpoint_every_minutes`` must not be negative (0 turns them off)."""
+    from dishgen.config import ConfigError
+
+    for name in ("max_minutes", "checkpoint_every_minutes"):
+        value = getattr(config, name)
+        if not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"{name}={value} must be a number of minutes >= 0 (0 turns it off)")
 
 
 def ema_smooth(values: list[float], alpha: float = 0.98) -> list[float]:

@@ -99,13 +99,17 @@ class CVAEConfig:
     sample_every: int = 500
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
+    max_minutes: float = 0.0  # wall-clock limit per invocation: checkpoint, export and stop; 0 = none
+    checkpoint_every_minutes: float = 30.0  # also checkpoint after this much time; 0 = off
     sample_prompts: list[str] = field(default_factory=lambda: list(DEFAULT_PROMPTS))
     samples_per_prompt: int = 6
     num_recon_images: int = 8
 
     def validate(self) -> None:
         from dishgen.models.cvae import RESOLUTIONS
+        from dishgen.train.common import check_stop_config
 
+        check_stop_config(self)
         if self.resolution not in RESOLUTIONS:
             raise ValueError(f"resolution={self.resolution} is not supported; choose one of {RESOLUTIONS}")
         for name in ("z_dim", "batch_size", "max_steps", "log_every", "sample_every", "checkpoint_every",
@@ -246,7 +250,15 @@ def train(config: CVAEConfig, data: str | Path, out: str | Path, *, resume: bool
         kl_penalty,
         reconstruction_error,
     )
-    from dishgen.train.common import RunDir, check_finite, plot_log, save_image_grid
+    from dishgen.train.common import (
+        RunDir,
+        StopControl,
+        check_finite,
+        plot_log,
+        progress_bar,
+        resume_command,
+        save_image_grid,
+    )
     from dishgen.train.state import load_state, rng_state, save_state, set_rng_state
 
     config.validate()
@@ -399,6 +411,11 @@ def train(config: CVAEConfig, data: str | Path, out: str | Path, *, resume: bool
         model.train()
 
     def write_checkpoint(step: int) -> None:
+        """Called on every process: rank 0 writes, all note the time (for checkpoint_every_minutes)."""
+        control.saved(step)
+        if not is_main:
+            return
+
         def writer(folder: Path) -> None:
             save_model(folder, unwrapped, text_encoder_id=config.text_encoder, training=config_dict)
             save_state(folder / "optimizer", optimizer.state_dict())
@@ -406,6 +423,7 @@ def train(config: CVAEConfig, data: str | Path, out: str | Path, *, resume: bool
             save_state(folder / "rng", rng_state())
             atomic_write_json(folder / "trainer_state.json", {"step": step, "epoch": step / steps_per_epoch})
         run.write_checkpoint(step, writer, keep=config.keep_checkpoints)
+        plot()
 
     def plot() -> None:
         plot_log(run.read_log(), run.path / "plots", {
@@ -418,72 +436,85 @@ def train(config: CVAEConfig, data: str | Path, out: str | Path, *, resume: bool
     step = start_step
     window: dict[str, float] = {}
     window_steps, window_time = 0, 0.0
-    while step < config.max_steps:
-        tic = time.perf_counter()
-        epoch, index = divmod(step, steps_per_epoch)
-        order = epoch_order(num_train, config.seed, epoch)
-        batch = order[index * global_batch : (index + 1) * global_batch][rank::world]
-        generator = step_generator(config.seed, step, rank)
-        x = train_images[batch].float() / 127.5 - 1  # (B, 3, R, R) in [-1, 1]
-        if config.augment:
-            x = augment(x, generator, hflip=config.hflip, translate=config.translate)
-        eps = torch.randn(len(batch), config.z_dim, generator=generator)
-        x, text, eps = to_device(x), to_device(train_text[batch]), to_device(eps)
+    progress = progress_bar("cvae", step=step, max_steps=config.max_steps, images_per_step=global_batch,
+                            enabled=is_main)
+    control = StopControl(accelerator, max_minutes=config.max_minutes,
+                          checkpoint_every_minutes=config.checkpoint_every_minutes,
+                          resume_command=resume_command("cvae", data, out, device))
+    with control:
+        while step < config.max_steps:
+            tic = time.perf_counter()
+            epoch, index = divmod(step, steps_per_epoch)
+            order = epoch_order(num_train, config.seed, epoch)
+            batch = order[index * global_batch : (index + 1) * global_batch][rank::world]
+            generator = step_generator(config.seed, step, rank)
+            x = train_images[batch].float() / 127.5 - 1  # (B, 3, R, R) in [-1, 1]
+            if config.augment:
+                x = augment(x, generator, hflip=config.hflip, translate=config.translate)
+            eps = torch.randn(len(batch), config.z_dim, generator=generator)
+            x, text, eps = to_device(x), to_device(train_text[batch]), to_device(eps)
 
-        with accelerator.autocast():
-            x_hat, mu, logvar = model(x, text, eps)
-            recon = reconstruction_error(x, x_hat, config.recon_loss).mean()  # per image, summed over pixels
-            kl = kl_divergence(mu, logvar)  # (B, z_dim)
-            kl_weight = kl_weight_at(step, config.beta, kl_warmup_steps)
-            loss = recon + kl_weight * kl_penalty(kl, config.free_bits)
-            if perceptual is not None:
-                loss = loss + config.perceptual_weight * num_pixels * perceptual_distance(perceptual, x, x_hat).mean()
-            # The negative ELBO per image, divided by the pixel count: the same optimum, but
-            # gradients of order 1 whatever the resolution, so lr and grad_clip carry over.
-            loss = loss / num_pixels
-        # Averaged over processes before the update, so a NaN on any one stops them all together.
-        metrics = torch.tensor([recon.item() / num_pixels, kl.sum(1).mean().item(), loss.item(),
-                                active_units(mu.detach())], device=accelerator.device)
-        metrics = accelerator.reduce(metrics, reduction="mean").tolist()
-        check_finite(step + 1, {"total": metrics[2]}, run)
-        accelerator.backward(loss)
-        if config.grad_clip > 0:
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
-        else:
-            grad_norm = torch.linalg.vector_norm(torch.stack(
-                [p.grad.norm() for p in model.parameters() if p.grad is not None]))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
+            with accelerator.autocast():
+                x_hat, mu, logvar = model(x, text, eps)
+                recon = reconstruction_error(x, x_hat, config.recon_loss).mean()  # per image, summed over pixels
+                kl = kl_divergence(mu, logvar)  # (B, z_dim)
+                kl_weight = kl_weight_at(step, config.beta, kl_warmup_steps)
+                loss = recon + kl_weight * kl_penalty(kl, config.free_bits)
+                if perceptual is not None:
+                    loss = loss + config.perceptual_weight * num_pixels * perceptual_distance(perceptual, x, x_hat).mean()
+                # The negative ELBO per image, divided by the pixel count: the same optimum, but
+                # gradients of order 1 whatever the resolution, so lr and grad_clip carry over.
+                loss = loss / num_pixels
+            # Averaged over processes before the update, so a NaN on any one stops them all together.
+            metrics = torch.tensor([recon.item() / num_pixels, kl.sum(1).mean().item(), loss.item(),
+                                    active_units(mu.detach())], device=accelerator.device)
+            metrics = accelerator.reduce(metrics, reduction="mean").tolist()
+            check_finite(step + 1, {"total": metrics[2]}, run)
+            accelerator.backward(loss)
+            if config.grad_clip > 0:
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+            else:
+                grad_norm = torch.linalg.vector_norm(torch.stack(
+                    [p.grad.norm() for p in model.parameters() if p.grad is not None]))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
 
-        for key, value in zip(("recon", "kl", "total", "active_units", "grad_norm"),
-                              [*metrics, float(grad_norm)], strict=True):
-            window[key] = window.get(key, 0.0) + value
-        window_steps += 1
-        window_time += time.perf_counter() - tic
+            for key, value in zip(("recon", "kl", "total", "active_units", "grad_norm"),
+                                  [*metrics, float(grad_norm)], strict=True):
+                window[key] = window.get(key, 0.0) + value
+            window_steps += 1
+            window_time += time.perf_counter() - tic
+            progress.update(global_batch)
+            progress.set_postfix({"step": step, "recon": f"{metrics[0]:.4f}", "kl": f"{metrics[1]:.1f}"}, refresh=False)
 
-        if step % config.log_every == 0 or step == config.max_steps:
-            row = {"step": step, "epoch": round(step / steps_per_epoch, 3),
-                   **{k: v / window_steps for k, v in window.items()},
-                   "kl_weight": kl_weight, "lr": scheduler.get_last_lr()[0],
-                   "images_per_s": window_steps * global_batch / window_time}
-            if is_main:
-                run.log(row)
-                logger.info("step %d recon %.4f kl %.1f", step, row["recon"], row["kl"])
-            window, window_steps, window_time = {}, 0, 0.0
-        if step % (steps_per_epoch * config.validate_every_epochs) == 0 and test_rows and is_main:
-            val = evaluate(test_images, test_text)
-            subset = eval_subset  # as many training images as test images, no augmentation
-            train_eval = evaluate(train_images[subset], train_text[subset])
-            run.log({"step": step, "epoch": round(step / steps_per_epoch, 3), "val_recon": val["recon"],
-                     "val_kl": val["kl"], "val_active_units": val["active_units"],
-                     "train_eval_recon": train_eval["recon"]})
-        if is_main and (step % config.sample_every == 0 or step == config.max_steps):
-            write_grids(step)
-        if is_main and (step % config.checkpoint_every == 0 or step == config.max_steps):
-            write_checkpoint(step)
-            plot()
+            if step % config.log_every == 0 or step == config.max_steps:
+                row = {"step": step, "epoch": round(step / steps_per_epoch, 3),
+                       **{k: v / window_steps for k, v in window.items()},
+                       "kl_weight": kl_weight, "lr": scheduler.get_last_lr()[0],
+                       "images_per_s": window_steps * global_batch / window_time}
+                if is_main:
+                    run.log(row)
+                window, window_steps, window_time = {}, 0, 0.0
+            if step % (steps_per_epoch * config.validate_every_epochs) == 0 and test_rows and is_main:
+                val = evaluate(test_images, test_text)
+                subset = eval_subset  # as many training images as test images, no augmentation
+                train_eval = evaluate(train_images[subset], train_text[subset])
+                run.log({"step": step, "epoch": round(step / steps_per_epoch, 3), "val_recon": val["recon"],
+                         "val_kl": val["kl"], "val_active_units": val["active_units"],
+                         "train_eval_recon": train_eval["recon"]})
+            if is_main and (step % config.sample_every == 0 or step == config.max_steps):
+                write_grids(step)
+            if step % config.checkpoint_every == 0 or step == config.max_steps:
+                write_checkpoint(step)
+            stop = control.poll(step)  # Ctrl-C / SIGTERM, max_minutes, checkpoint_every_minutes
+            if stop.checkpoint:
+                write_checkpoint(step)
+            if stop.reason:
+                break
+    progress.close()
+    control.finish(step, run.checkpoint_path(step))  # after Ctrl-C: raises, no export
 
     # -- export -----------------------------------------------------------------------------------
     export = run.path / "model"

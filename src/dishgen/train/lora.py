@@ -11,15 +11,15 @@ Run directory::
     RUN/config.json                          {"family": "lora", "base": ..., every training setting}
     RUN/log.jsonl, RUN/plots/*.png           loss (raw, EMA, 100-step mean), grad norm, learning rates
     RUN/samples/step-<N>.png                 validation prompts, fixed seeds
-    RUN/checkpoint-<N>/                      accelerate save_state + pytorch_lora_weights.safetensors
+    RUN/checkpoint-<N>/                      the LoRA, optimizer, LR schedule, random states (below)
     RUN/pytorch_lora_weights.safetensors     the LoRA (diffusers format), loadable by any diffusers tool
     RUN/README.md                            model card with YAML metadata
 
 The run directory and every checkpoint are model references (``dishgen generate --model RUN``).
-Generation loads only safetensors. Resuming reads accelerate's ``optimizer.bin``,
-``scheduler.bin`` (and ``scaler.pt`` for fp16), which accelerate writes with ``torch.save`` and
-reads back with ``torch.load(weights_only=True)``; the per-rank random states are stored by dishgen
-as safetensors + JSON.
+Nothing in it needs pickle: a checkpoint holds ``pytorch_lora_weights.safetensors`` and the
+optimizer, LR-schedule, gradient-scaler (fp16) and per-rank random states as safetensors + JSON
+(:mod:`dishgen.train.state`), rather than accelerate's ``save_state`` files (``optimizer.bin``,
+``random_states_0.pkl``), which are pickles.
 """
 
 from __future__ import annotations
@@ -33,7 +33,16 @@ import torch
 
 from dishgen.config import config_to_dict
 from dishgen.diffusion import LORA_WEIGHTS_NAME, DiffusionError
-from dishgen.train.common import RunDir, check_finite, plot_log, rolling_mean, save_image_grid
+from dishgen.train.common import (
+    RunDir,
+    StopControl,
+    check_finite,
+    plot_log,
+    progress_bar,
+    resume_command,
+    rolling_mean,
+    save_image_grid,
+)
 from dishgen.train.lora_config import (
     PRESETS,
     TEXT_ENCODER_TARGETS,
@@ -115,13 +124,13 @@ def train(config: LoraTrainConfig, data: str | Path, out: str | Path, *, resume:
     accelerator = Accelerator(cpu=asked.type == "cpu", mixed_precision=config.mixed_precision,
                               log_with=log_with, project_dir=str(out))
     try:
-        return _train(config, data, out, resume, accelerator, log_with)
+        return _train(config, data, out, resume, accelerator, log_with, device)
     finally:
         accelerator.end_training()
         _reset_accelerate_state()
 
 
-def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_with) -> Path:
+def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_with, device_arg) -> Path:
     from accelerate import DistributedType
     from accelerate.utils import gather_object, set_seed
     from diffusers import (
@@ -133,7 +142,6 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import cast_training_params, compute_snr
     from peft import LoraConfig, inject_adapter_in_model
-    from tqdm.auto import tqdm
     from transformers import CLIPTextModel, CLIPTokenizer
 
     from dishgen.data.dataset import DatasetError, load_split
@@ -230,21 +238,22 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
 
     bare_text_encoder = bare(text_encoder) if config.train_text_encoder else None
 
-    # accelerate's save_state/load_state would write the whole UNet; these hooks keep it to the LoRA.
-    def save_hook(models, weights, folder):
-        save_lora(folder, bare(unet), bare_text_encoder)
-        weights.clear()
-
-    def load_hook(models, folder):
-        models.clear()
-        load_lora_into(folder, bare(unet), bare_text_encoder)
-
-    accelerator.register_save_state_pre_hook(save_hook)
-    accelerator.register_load_state_pre_hook(load_hook)
-
     if start_step is not None:
+        # Not accelerate's load_state: its optimizer.bin / random_states_0.pkl are pickles.
         folder = run.checkpoint_path(start_step)
-        accelerator.load_state(str(folder))
+        if (folder / "optimizer.bin").is_file() and not (folder / "optimizer.json").is_file():
+            raise DishgenError(f"{folder} was written by an older dishgen in accelerate's pickle format, "
+                               "which this version does not load; resume it with the dishgen that wrote it, "
+                               "or start a new run")
+        try:
+            load_lora_into(folder, bare(unet), bare_text_encoder)
+            optimizer.load_state_dict(load_state(folder / "optimizer"))
+            lr_scheduler.load_state_dict(load_state(folder / "scheduler"))
+            if accelerator.scaler is not None and (folder / "scaler.json").is_file():
+                accelerator.scaler.load_state_dict(load_state(folder / "scaler"))
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            raise DishgenError(f"cannot resume from {folder}: {err}. Resume with the config it was trained "
+                               "with, or remove that checkpoint folder to resume from the one before it") from err
         rng_file = folder / f"rng_state_{rank}"
         if Path(str(rng_file) + ".json").is_file():
             set_rng_state(load_state(rng_file))
@@ -281,11 +290,16 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
 
     def write_checkpoint(at_step: int):
         states = gather_object([rng_state()])  # every rank's random state, written by rank 0
+        control.saved(at_step)
         if main:
             flush_log()
 
             def writer(folder: Path):
-                accelerator.save_state(str(folder), safe_serialization=True)
+                save_lora(folder, bare(unet), bare_text_encoder)
+                save_state(folder / "optimizer", optimizer.state_dict())
+                save_state(folder / "scheduler", lr_scheduler.state_dict())
+                if accelerator.scaler is not None:  # fp16
+                    save_state(folder / "scaler", accelerator.scaler.state_dict())
                 for r, state in enumerate(states):
                     save_state(folder / f"rng_state_{r}", state)
                 atomic_write_json(folder / "config.json", {"family": FAMILY, **config_dict})
@@ -327,67 +341,79 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
     accum = config.gradient_accumulation_steps
     for model in trained:
         model.train()
-    progress = tqdm(initial=step, total=config.max_steps, disable=not main, desc="lora")
-    while step < config.max_steps:
-        started = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        for micro in range(accum):
-            indices, epoch = micro_batch_indices(len(rows), config.batch_size, step * accum + micro, rank, world,
-                                                 config.seed)
-            texts = ["" if config.caption_dropout and torch.rand(()) < config.caption_dropout else captions[i]
-                     for i in indices]
-            # Gradients are all-reduced only on the last micro-step of an accumulation.
-            with contextlib.ExitStack() as stack:
-                if micro < accum - 1:
-                    for model in trained:
-                        stack.enter_context(accelerator.no_sync(model))
-                with accelerator.autocast():
-                    latents = sample_latents(indices)  # (B, 4, R/8, R/8)
-                    noise = offset_noise(torch.randn_like(latents), config.noise_offset)
-                    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
-                                              device=device)
-                    noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
-                    hidden = text_embeddings(texts)
-                    if prediction_type == "v_prediction":
-                        target = noise_scheduler.get_velocity(latents, noise, timesteps)
-                    else:
-                        target = noise
-                    pred = unet(noisy_latents, timesteps, hidden, return_dict=False)[0]
-                per_sample = torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="none")
-                per_sample = per_sample.mean(dim=(1, 2, 3))  # (B,)
-                if config.snr_gamma:
-                    weights = min_snr_weights(compute_snr(noise_scheduler, timesteps), config.snr_gamma, prediction_type)
-                    per_sample = per_sample * weights.to(per_sample)
-                loss = per_sample.mean()
-                accelerator.backward(loss / accum)
-            loss_sum += loss.detach()
-        grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm if config.max_grad_norm > 0 else math.inf)
-        optimizer.step()
-        lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
+    images_per_step = config.batch_size * accum * world
+    progress = progress_bar("lora", step=step, max_steps=config.max_steps, images_per_step=images_per_step,
+                            enabled=main)
+    control = StopControl(accelerator, max_minutes=config.max_minutes,
+                          checkpoint_every_minutes=config.checkpoint_every_minutes,
+                          resume_command=resume_command(FAMILY, data, out, device_arg))
+    with control:
+        while step < config.max_steps:
+            started = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            for micro in range(accum):
+                indices, epoch = micro_batch_indices(len(rows), config.batch_size, step * accum + micro, rank, world,
+                                                     config.seed)
+                texts = ["" if config.caption_dropout and torch.rand(()) < config.caption_dropout else captions[i]
+                         for i in indices]
+                # Gradients are all-reduced only on the last micro-step of an accumulation.
+                with contextlib.ExitStack() as stack:
+                    if micro < accum - 1:
+                        for model in trained:
+                            stack.enter_context(accelerator.no_sync(model))
+                    with accelerator.autocast():
+                        latents = sample_latents(indices)  # (B, 4, R/8, R/8)
+                        noise = offset_noise(torch.randn_like(latents), config.noise_offset)
+                        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
+                                                  device=device)
+                        noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
+                        hidden = text_embeddings(texts)
+                        if prediction_type == "v_prediction":
+                            target = noise_scheduler.get_velocity(latents, noise, timesteps)
+                        else:
+                            target = noise
+                        pred = unet(noisy_latents, timesteps, hidden, return_dict=False)[0]
+                    per_sample = torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="none")
+                    per_sample = per_sample.mean(dim=(1, 2, 3))  # (B,)
+                    if config.snr_gamma:
+                        weights = min_snr_weights(compute_snr(noise_scheduler, timesteps), config.snr_gamma, prediction_type)
+                        per_sample = per_sample * weights.to(per_sample)
+                    loss = per_sample.mean()
+                    accelerator.backward(loss / accum)
+                loss_sum += loss.detach()
+            grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm if config.max_grad_norm > 0 else math.inf)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
 
-        loss_value = accelerator.reduce(loss_sum / accum, "mean").item()
-        check_finite(step, {"loss": loss_value}, run)
-        seconds = time.perf_counter() - started
-        row = {"step": step, "epoch": epoch, "loss": loss_value, "grad_norm": float(grad_norm),
-               "lr_unet": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 4),
-               "images_per_second": round(config.batch_size * accum * world / seconds, 2)}
-        if config.train_text_encoder:
-            row["lr_text_encoder"] = optimizer.param_groups[1]["lr"]
-        if main:
-            pending_log.append(row)
-            if log_with:
-                accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step)
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss_value:.4f}")
-            if time.monotonic() - last_flush > 5:
-                flush_log()
-        if config.sample_every and step % config.sample_every == 0:
-            write_samples(step)
-        if step == config.max_steps or (config.checkpoint_every and step % config.checkpoint_every == 0):
-            write_checkpoint(step)
+            loss_value = accelerator.reduce(loss_sum / accum, "mean").item()
+            check_finite(step, {"loss": loss_value}, run)
+            seconds = time.perf_counter() - started
+            row = {"step": step, "epoch": epoch, "loss": loss_value, "grad_norm": float(grad_norm),
+                   "lr_unet": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 4),
+                   "images_per_second": round(config.batch_size * accum * world / seconds, 2)}
+            if config.train_text_encoder:
+                row["lr_text_encoder"] = optimizer.param_groups[1]["lr"]
+            if main:
+                pending_log.append(row)
+                if log_with:
+                    accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step)
+                progress.update(images_per_step)
+                progress.set_postfix({"step": step, "loss": f"{loss_value:.4f}"}, refresh=False)
+                if time.monotonic() - last_flush > 5:
+                    flush_log()
+            if config.sample_every and step % config.sample_every == 0:
+                write_samples(step)
+            if step == config.max_steps or (config.checkpoint_every and step % config.checkpoint_every == 0):
+                write_checkpoint(step)
+            stop = control.poll(step)  # Ctrl-C / SIGTERM, max_minutes, checkpoint_every_minutes
+            if stop.checkpoint:
+                write_checkpoint(step)
+            if stop.reason:
+                break
     progress.close()
+    control.finish(step, run.checkpoint_path(step))  # after Ctrl-C: raises, no final LoRA
 
     # -- the final LoRA and its model card -------------------------------------------------------
     if main:

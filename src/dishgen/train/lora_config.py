@@ -75,11 +75,16 @@ class LoraTrainConfig:
     sample_every: int = 250
     checkpoint_every: int = 500
     keep_checkpoints: int = 3  # 0 keeps all
+    max_minutes: float = 0.0  # wall-clock limit per invocation: checkpoint, save the LoRA, stop; 0 = none
+    checkpoint_every_minutes: float = 30.0  # also checkpoint after this much time; 0 = off
     seed: int = 0
     tensorboard: bool = True  # when tensorboard is installed
 
     def validate(self) -> None:
         """Reject settings that cannot work, naming the fix."""
+        from dishgen.train.common import check_stop_config
+
+        check_stop_config(self)
         if self.resolution <= 0 or self.resolution % 8:
             raise ConfigError(f"resolution={self.resolution} must be a positive multiple of 8 (e.g. 512)")
         if not 0.0 <= self.caption_dropout < 1.0:
