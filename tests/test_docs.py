@@ -73,7 +73,7 @@ COVERAGE: list[Doc] = [
     Doc("README.md", "dishgen serve  ", "run:readme", "`dishgen serve` is parsed only: it serves until stopped"),
     Doc("README.md", "cli/          one click group", "output", "layout of src/dishgen"),
     # docs/cgan.md
-    Doc("docs/cgan.md", "--out runs/gan --config my.yaml", "run:families"),
+    Doc("docs/cgan.md", "--out runs/gan-yaml --config my.yaml", "run:families"),
     Doc("docs/cgan.md", "runs/gan/config.json            resolved config", "tree:families"),
     Doc("docs/cgan.md", "torchrun --standalone --nproc_per_node 2", "run:families", "parsed only: several processes"),
     Doc("docs/cgan.md", "--truncation 0.7 --batch-size 128 --no-grid", "run:families"),
@@ -119,8 +119,8 @@ COVERAGE: list[Doc] = [
     Doc("docs/synthetic.md", "--out datasets/synth --model MODEL [--variations 3]", "synopsis"),
     Doc("docs/synthetic.md", "dishgen data augment DATASET --out SYNTH", "synopsis"),
     Doc("docs/synthetic.md", "dishgen data mix REAL SYNTH --out DATASET", "synopsis"),
-    Doc("docs/synthetic.md", "# 1. Real data, and synthetic variations", "run:data"),
-    Doc("docs/synthetic.md", "from dishgen.data.synth import AugmentOptions", "python:data"),
+    Doc("docs/synthetic.md", "# 1. Real data, and synthetic variations", "run:families"),
+    Doc("docs/synthetic.md", "from dishgen.data.synth import AugmentOptions", "python:families"),
 ]
 
 BLOCKS = extract_blocks()
@@ -384,10 +384,7 @@ def test_data_docs(docs_env, monkeypatch):
     html_text = httpx.get(docs_env["coolinarika"] + page).text
     given = {"summary = scrape(": {"html_text": html_text, "url": docs_env["coolinarika"] + page}}
 
-    def fresh_dataset():  # the vLLM example builds `dataset` again, as an alternative to the build above
-        shutil.rmtree("dataset")
-
-    run_scenario("data", docs_env, monkeypatch, before={"# Local Ollama: no key": fresh_dataset}, given=given)
+    run_scenario("data", docs_env, monkeypatch, given=given)
     assert len(Path("raw/recepti/recipes.jsonl").read_text().splitlines()) >= 2
     rows = [json.loads(line) for line in Path("dataset/train/metadata.jsonl").read_text().splitlines()]
     assert rows and all(row["captioner"].startswith("llm:") for row in rows)
