@@ -183,7 +183,8 @@ def substitute(text: str, values: dict[str, str]) -> str:
 # with runpy); "parse" parses the dishgen command line (every option must exist and convert) without
 # running it; "make" runs `make -n TARGET`; "env" applies an `export` to the environment; "none".
 EXEMPT: list[tuple[str, str, str]] = [
-    (r"^make (run|test)\b", "make", "sets up .venv and runs the whole suite (CI runs `make test` itself)"),
+    (r"^make (run|test|lock)\b", "make", "sets up .venv and runs the whole suite (CI runs `make test` itself)"),
+    (r"^python -c ", "python-c", "run in-process: the code is exec-uted in the scenario's directory"),
     (r"^python -m venv|^pip install", "none", "installs packages; `make test` does it from the lock"),
     (r"\bpython (bench/\S+)", "help", "benchmark, run by hand"),
     (r"\bpython (scripts/bundle_model\.py)", "help", "rewrites src/dishgen/weights/; run by hand"),
@@ -204,11 +205,18 @@ def exemption(command: str) -> tuple[str, str, str] | None:
 
 
 def dishgen_args(command: str) -> list[str]:
-    """The arguments after ``dishgen`` (or ``$(which dishgen)``) in a shell command line."""
+    """The arguments after ``dishgen`` (or ``$(which dishgen)``) in a shell command line; a word
+    with a shell wildcard that matches files is expanded, as the shell would."""
+    import glob
+
     words = shlex.split(command.replace("$(which dishgen)", "dishgen").replace('"dishgen"', "dishgen"))
     for index, word in enumerate(words):
         if word == "dishgen" or word.endswith("/dishgen"):
-            return words[index + 1:]
+            args = []
+            for arg in words[index + 1:]:
+                matches = sorted(glob.glob(arg)) if any(ch in arg for ch in "*?[") else []
+                args += matches or [arg]
+            return args
     raise ValueError(f"no dishgen command in {command!r}")
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -63,11 +64,14 @@ COVERAGE: list[Doc] = [
     # README.md
     Doc("README.md", "make run     #", "run:readme", "`make -n`: installs a venv; CI runs `make test`"),
     Doc("README.md", "--out runs/cvae-ffml64 --preset cpu", "run:readme"),
+    Doc("README.md", "make lock    #", "run:readme", "`make -n`: re-resolves from PyPI and runs the suite"),
     Doc("README.md", "python -m venv .venv", "run:readme", "package installs: not run"),
     Doc("README.md", "dishgen data import flickr30k/results.csv", "run:readme"),
     Doc("README.md", "--variations 3 --model runs/lora --device cuda", "run:readme"),
     Doc("README.md", "dishgen train cgan --data datasets/dishes --out runs/gan", "run:readme"),
     Doc("README.md", "dishgen generate --interactive --model runs/vae", "run:readme"),
+    Doc("README.md", "dishgen generate --from-png sarma/cevapi-with-onions-*-003.png --out again", "run:readme"),
+    Doc("README.md", "Seed: 7, Image index: 3, Size: 64x64", "output", "the parameters text the block above prints"),
     Doc("README.md", "from dishgen import generate, load_generator", "python:readme"),
     Doc("README.md", "--checkpoints all --data datasets/dishes", "run:readme"),
     Doc("README.md", "dishgen serve  ", "run:readme", "`dishgen serve` is parsed only: it serves until stopped"),
@@ -215,6 +219,8 @@ def run_block(block: Block, values: dict, inputs: dict | None = None, monkeypatc
             elif check == "make":
                 target = command.split()[1]
                 subprocess.run(["make", "-n", "-C", str(REPO), target], check=True, capture_output=True)
+            elif check == "python-c":
+                exec(compile(shlex.split(command)[2], f"{block.file}:{block.line}", "exec"), {"__name__": "__docs__"})
             elif check == "env":
                 for assignment in command.split()[1:]:
                     key, _, value = assignment.partition("=")
