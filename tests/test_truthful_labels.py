@@ -103,3 +103,73 @@ def test_reference_row_names_the_split_used(split, tiny_dataset, tiny_clip_dir, 
     clip_row = rows[f"real {split} photos"]
     assert clip_row["split"] == split and f"{split!r} split" in clip_row["note"] and "clip_score" in clip_row["metrics"]
     assert f"*real {split} photos*" in markdown(report, charts=[], grid=None)
+
+
+# -- d: a build says when its split is not what was asked ----------------------------------------
+
+
+def test_split_notes_name_forced_one_photo_dishes_and_an_empty_test_split():
+    from dishgen.data.split import split_indices, split_notes
+
+    groups = ["sarma", "sarma", "ajvar", "burek", "burek", "pita"]
+    _, test = split_indices(groups, 0.3, seed=0)
+    notes = split_notes(groups, test, 0.3)
+    assert notes["one_photo_dishes_in_train"] == ["ajvar", "pita"]
+    assert len(notes["warnings"]) == 1 and "2 dish(es) with a single photo were put in train" in notes["warnings"][0]
+    singles = ["a", "b", "c", "d"]
+    _, test = split_indices(singles, 0.5, seed=0)
+    assert test == []
+    warnings = split_notes(singles, test, 0.5)["warnings"]
+    assert "the test split is empty (no dish has two or more photos" in warnings[0]
+    assert split_notes(singles, [], 0.0)["warnings"] == []  # no test split asked for, nothing to say
+    assert split_notes(singles, [1, 2], 0.5, by="image") == {"one_photo_dishes_in_train": [], "warnings": []}
+
+
+def test_build_logs_and_records_an_empty_test_split(tmp_path, sample_images, caplog):
+    import logging
+
+    from dishgen.data.build import BuildOptions, build_dataset
+    from dishgen.data.importer import import_photo_folder
+
+    photos = tmp_path / "photos"
+    for dish in sorted(p for p in sample_images.iterdir() if p.is_dir())[:3]:  # one photo of each of 3 dishes
+        (photos / dish.name).mkdir(parents=True)
+        shutil.copy(sorted(dish.glob("*.jpg"))[0], photos / dish.name / "01.jpg")
+    raw = tmp_path / "raw"
+    import_photo_folder(photos, raw)
+    with caplog.at_level(logging.WARNING, logger="dishgen.data.build"):
+        summary = build_dataset([raw], tmp_path / "ds", BuildOptions(size=16, workers=1, test_fraction=0.4))
+    assert summary["counts"]["test"]["images"] == 0
+    recorded = json.loads((tmp_path / "ds" / "dataset.json").read_text())["split"]
+    assert len(recorded["one_photo_dishes_in_train"]) == 3 and recorded["test_fraction"] == 0.4
+    assert any("the test split is empty" in w for w in recorded["warnings"])
+    logged = [r.getMessage() for r in caplog.records]
+    assert logged == recorded["warnings"]
+
+
+# -- e: import follows symlinked folders, once, and says what it skipped -------------------------
+
+
+def test_import_follows_symlinked_dish_folders_and_skips_loops(tmp_path, sample_images):
+    from dishgen.data.importer import import_photo_folder
+    from dishgen.data.records import read_records
+
+    dishes = sorted(p for p in sample_images.iterdir() if p.is_dir())[:2]
+    root, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
+    shutil.copytree(dishes[0], root / "sarma")
+    shutil.copytree(dishes[1], elsewhere / "burek")
+    (root / "burek").symlink_to(elsewhere / "burek", target_is_directory=True)  # a dish kept elsewhere
+    (root / "sarma" / "again").symlink_to(root, target_is_directory=True)  # a loop back to the top
+    (elsewhere / "burek" / "up").symlink_to(elsewhere, target_is_directory=True)  # a loop through the link
+    (root / "burek-copy").symlink_to(elsewhere / "burek", target_is_directory=True)  # the same folder twice
+
+    result = import_photo_folder(root, tmp_path / "raw")
+    records = read_records(tmp_path / "raw")
+    n_sarma, n_burek = (len(list(d.glob("*.jpg"))) for d in dishes)
+    assert result["added"] == n_sarma + n_burek == len(records)
+    assert sorted({r.name for r in records}) == ["burek", "sarma"]
+    reasons = dict(result["skipped"])
+    assert reasons[str(root / "sarma" / "again")] == f"symlink loop: it leads back to {root}"
+    # burek/up is a new folder (elsewhere/), whose burek/ is the folder being walked: the loop closes there
+    assert reasons[str(root / "burek" / "up" / "burek")] == f"symlink loop: it leads back to {root / 'burek'}"
+    assert "already imported" in reasons[str(root / "burek-copy")]
