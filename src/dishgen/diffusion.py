@@ -62,10 +62,9 @@ def load_pipeline(location: str | Path, *, device=None, dtype=None, token: str |
         token: hub token for gated models (default: ``HF_TOKEN`` / the cached login).
 
     Raises:
-        DiffusionError: the model cannot be found (no such folder, gated without a token) or the
-            device/dtype cannot be used.
-        HubModelUnavailable: a hub id that is not cached while the hub cannot be reached (within
-            about 1.5 s, before any download is tried: see :mod:`dishgen.hub`).
+        DiffusionError: the model cannot be found (no such folder, gated without a token; a hub
+            id that is not cached while the hub cannot be reached fails within about 1.5 s,
+            before any download is tried: see :mod:`dishgen.hub`) or the device/dtype cannot be used.
     """
     from dishgen.hub import resolve_hub_model
 
@@ -76,7 +75,8 @@ def load_pipeline(location: str | Path, *, device=None, dtype=None, token: str |
             f"base model {text!r} not found: no such folder, and not a hub id of the form owner/name"
         )
     # before the heavy imports, so that an unreachable hub is reported in about a second
-    source = resolve_hub_model(text, what="diffusion model", option="--model PATH", marker="model_index.json")
+    source = resolve_hub_model(text, what="diffusion model", option="--model PATH", marker="model_index.json",
+                               error=DiffusionError)
     from diffusers import DiffusionPipeline
 
     from dishgen.devices import resolve_device, resolve_dtype
@@ -261,7 +261,7 @@ def load_loras(pipe, loras: list[str | Path], scales: list[float] | None = None,
     for index, lora in enumerate(loras):
         source = resolve_lora_path(lora)
         if isinstance(source, str):  # a hub id: its cached snapshot, or fail now rather than after retries
-            source = resolve_hub_model(source, what="LoRA", option="--lora PATH")
+            source = resolve_hub_model(source, what="LoRA", option="--lora PATH", error=DiffusionError)
         name = f"lora{index}"
         state = load_file(str(source)) if isinstance(source, Path) else None
         before = _adapter_count(pipe)

@@ -129,7 +129,7 @@ def endpoint_reachable(endpoint: str | None = None, timeout: float = CONNECT_TIM
 
 def resolve_hub_model(
     location: str | Path, *, what: str, option: str | None = None, revision: str | None = None,
-    marker: str | None = None,
+    marker: str | None = None, error: type[Exception] = HubModelUnavailable,
 ) -> str:
     """Where to load ``location`` from: itself, its cached snapshot, or a fast one-line failure.
 
@@ -139,12 +139,15 @@ def resolve_hub_model(
         option: how to pass a local folder instead, with ``PATH`` in it (``--clip-model PATH``).
         revision: the hub revision wanted (default ``main``).
         marker: a file the cached snapshot must hold (see :func:`cached_snapshot`).
+        error: the exception class to raise, so each caller keeps its documented error type
+            (``DiffusionError``, ``BackboneUnavailable``...); it takes the message.
 
     Returns:
         ``location`` unchanged (not a hub id, or the hub is reachable), or the cached snapshot folder.
 
     Raises:
-        HubModelUnavailable: not cached, and ``HF_HUB_OFFLINE`` is set or the hub cannot be reached.
+        HubModelUnavailable: (or ``error``) not cached, and ``HF_HUB_OFFLINE`` is set or the hub
+            cannot be reached.
     """
     text = str(location)
     if not looks_like_hub_id(text):
@@ -161,7 +164,7 @@ def resolve_hub_model(
     at = f"@{revision}" if revision else ""
     download = f"hf download {text}" + (f" --revision {revision}" if revision else "")
     use = f"pass that folder with {option}" if option else "pass that folder instead of the id"
-    raise HubModelUnavailable(
+    raise error(
         f"{what} {text}{at} is not in the local Hugging Face cache ({hub_cache_dir()}) and the hub cannot be "
         f"reached ({reason}). Download it with `{download}` once online, or on a connected machine with "
         f"`{download} --local-dir PATH` and {use}"

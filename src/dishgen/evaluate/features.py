@@ -171,11 +171,12 @@ def load_clip(model: str | Path = DEFAULT_CLIP_MODEL, device=None) -> ClipEmbedd
     """Load a CLIP model (hub id or local folder) for CLIPScore and CLIP features.
 
     Raises:
-        BackboneUnavailable: the model cannot be loaded (missing folder, not CLIP).
-        HubModelUnavailable: a hub id that is not cached while the hub cannot be reached.
+        BackboneUnavailable: the model cannot be loaded (missing folder, not CLIP, or a hub id
+            that is not cached while the hub cannot be reached).
     """
     location = str(model)
-    source = resolve_hub_model(location, what="CLIP backbone", option="--clip-model PATH", marker="config.json")
+    source = resolve_hub_model(location, what="CLIP backbone", option="--clip-model PATH", marker="config.json",
+                               error=BackboneUnavailable)
     from transformers import AutoConfig, AutoTokenizer, CLIPModel
 
     try:
@@ -195,11 +196,12 @@ def load_dinov2(model: str | Path = DEFAULT_DINOV2_MODEL, device=None) -> Dinov2
     """Load DINOv2 (hub id or local folder) as a feature network.
 
     Raises:
-        BackboneUnavailable: the model cannot be loaded.
-        HubModelUnavailable: a hub id that is not cached while the hub cannot be reached.
+        BackboneUnavailable: the model cannot be loaded (or is a hub id that is not cached while
+            the hub cannot be reached).
     """
     location = str(model)
-    source = resolve_hub_model(location, what="DINOv2 backbone", option="--feature-model PATH", marker="config.json")
+    source = resolve_hub_model(location, what="DINOv2 backbone", option="--feature-model PATH", marker="config.json",
+                               error=BackboneUnavailable)
     from transformers import AutoConfig, AutoModel
 
     try:

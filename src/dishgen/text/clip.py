@@ -34,13 +34,10 @@ def _locate(name_or_path: str) -> tuple[str, str | Path, str | Path]:
             f"text encoder 'clip:{name_or_path}': folder {str(path)!r} does not exist; pass an existing "
             "save_pretrained folder or a hub id such as clip:openai/clip-vit-base-patch32"
         )
-    from dishgen.hub import HubModelUnavailable, resolve_hub_model
+    from dishgen.hub import resolve_hub_model
 
-    try:
-        source = resolve_hub_model(name_or_path, what="CLIP text encoder", option="text_encoder=clip:PATH",
-                                   marker="config.json")
-    except HubModelUnavailable as err:  # the error type callers of text encoders expect
-        raise TextEncoderNotAvailable(str(err)) from None
+    source = resolve_hub_model(name_or_path, what="CLIP text encoder", option="text_encoder=clip:PATH",
+                               marker="config.json", error=TextEncoderNotAvailable)
     return f"clip:{name_or_path}", source, source
 
 

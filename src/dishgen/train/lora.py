@@ -451,7 +451,7 @@ def _check_base(base: str, revision: str | None) -> str:
     if not Path(base).expanduser().is_dir() and (base.count("/") != 1 or base.startswith((".", "/", "~"))):
         raise DiffusionError(f"base model {base!r} not found: no such folder, and not a hub id of the form owner/name")
     source = resolve_hub_model(base, what="base model", option="--base PATH", revision=revision,
-                               marker="model_index.json")
+                               marker="model_index.json", error=DiffusionError)
     try:
         index = DiffusionPipeline.load_config(source, revision=revision)
     except Exception as err:
