@@ -103,6 +103,16 @@ def test_evaluate_dinov2_default_fails_fast(mode, hf_cache, tiny_dataset, tiny_c
                           "hf download facebook/dinov2-base", "--feature-model PATH")
 
 
+def test_evaluate_a_hub_model_fails_fast_before_any_scoring(hf_cache, tiny_dataset, tiny_clip_dir, tmp_path,
+                                                            monkeypatch):
+    _go_offline("unreachable", monkeypatch)
+    start = time.monotonic()
+    result = CliRunner().invoke(cli, ["evaluate", "--model", "some-owner/some-model", "--data", str(tiny_dataset),
+                                      "--out", str(tmp_path / "r"), "--clip-model", str(tiny_clip_dir), "--no-progress"])
+    _assert_fast_one_line(result, time.monotonic() - start, "diffusion model some-owner/some-model",
+                          "hf download some-owner/some-model")
+
+
 @pytest.mark.parametrize("mode", OFFLINE_MODES)
 def test_generate_with_a_hub_id_fails_fast(mode, hf_cache, tmp_path, monkeypatch):
     _go_offline(mode, monkeypatch)

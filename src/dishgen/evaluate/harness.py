@@ -163,13 +163,16 @@ def _step_of(path: Path) -> int | None:
 def plan_entries(config: EvaluationConfig) -> list[Entry]:
     """Resolve every model and images folder into report rows, failing before any generation."""
     from dishgen.generation import resolve_model
+    from dishgen.hub import resolve_hub_model
     from dishgen.train.common import CHECKPOINT_RE, RunDir
 
     entries: list[Entry] = []
     for ref in config.models:
         family, location = resolve_model(ref)
         path = Path(location) if isinstance(location, Path) or Path(str(location)).is_dir() else None
-        if path is None:  # a hub id
+        if path is None:  # a hub id: not cached and offline fails now, not after the reference rows
+            resolve_hub_model(str(location), what="diffusion model", option="--model PATH",
+                              marker="model_index.json", error=EvaluationError)
             entries.append(Entry(str(ref), "model", None, family, str(ref)))
             continue
         is_checkpoint = bool(CHECKPOINT_RE.match(path.name))
