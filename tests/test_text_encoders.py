@@ -66,7 +66,7 @@ def test_clip_text_model_without_projection_uses_pooled_output(tiny_clip_dir, tm
 def test_unavailable_encoders_fail_clearly(tmp_path):
     with pytest.raises(TextEncoderNotAvailable, match="does not exist"):
         load_text_encoder(f"clip:{tmp_path / 'missing'}")
-    with pytest.raises(TextEncoderNotAvailable, match="could not load text encoder 'clip:nobody/no-such-clip'"):
+    with pytest.raises(TextEncoderNotAvailable, match="CLIP text encoder nobody/no-such-clip is not in the local"):
         load_text_encoder("clip:nobody/no-such-clip")  # offline: no hub
     with pytest.raises(TextEncoderNotAvailable, match="unknown text encoder 'bert'"):
         load_text_encoder("bert")

@@ -62,9 +62,21 @@ def load_pipeline(location: str | Path, *, device=None, dtype=None, token: str |
         token: hub token for gated models (default: ``HF_TOKEN`` / the cached login).
 
     Raises:
-        DiffusionError: the model cannot be found (no such folder, offline and not cached, gated
-            without a token) or the device/dtype cannot be used.
+        DiffusionError: the model cannot be found (no such folder, gated without a token; a hub
+            id that is not cached while the hub cannot be reached fails within about 1.5 s,
+            before any download is tried: see :mod:`dishgen.hub`) or the device/dtype cannot be used.
     """
+    from dishgen.hub import resolve_hub_model
+
+    text = str(location)
+    is_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and " " not in text
+    if not is_hub_id and not Path(text).expanduser().exists():
+        raise DiffusionError(
+            f"base model {text!r} not found: no such folder, and not a hub id of the form owner/name"
+        )
+    # before the heavy imports, so that an unreachable hub is reported in about a second
+    source = resolve_hub_model(text, what="diffusion model", option="--model PATH", marker="model_index.json",
+                               error=DiffusionError)
     from diffusers import DiffusionPipeline
 
     from dishgen.devices import resolve_device, resolve_dtype
@@ -74,14 +86,8 @@ def load_pipeline(location: str | Path, *, device=None, dtype=None, token: str |
         torch_dtype = resolve_dtype(dtype, torch_device)
     except ValueError as err:
         raise DiffusionError(str(err)) from None
-    text = str(location)
-    is_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and " " not in text
-    if not is_hub_id and not Path(text).expanduser().exists():
-        raise DiffusionError(
-            f"base model {text!r} not found: no such folder, and not a hub id of the form owner/name"
-        )
     try:
-        pipe = DiffusionPipeline.from_pretrained(text, token=token, **dtype_kwarg(torch_dtype))
+        pipe = DiffusionPipeline.from_pretrained(source, token=token, **dtype_kwarg(torch_dtype))
     except Exception as err:  # hub, filesystem and config errors all come through here
         raise DiffusionError(explain_load_error(text, err)) from err
     if not hasattr(pipe, "unet") and not hasattr(pipe, "transformer"):
@@ -109,7 +115,7 @@ def explain_load_error(location: str, err: Exception) -> str:
                 "it needs model_index.json and the component folders written by save_pretrained")
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     hint = ("HF_HUB_OFFLINE is set and it is not in the local cache: download it on a machine with "
-            f"internet (`huggingface-cli download {location}`) or pass a local folder") if offline else (
+            f"internet (`hf download {location}`) or pass a local folder") if offline else (
             "check the id for typos, your network, or pass a local diffusers folder")
     return f"base model {location!r} could not be loaded: {hint} ({name}: {message})"
 
@@ -246,12 +252,16 @@ def load_loras(pipe, loras: list[str | Path], scales: list[float] | None = None,
     """
     from safetensors.torch import load_file
 
+    from dishgen.hub import resolve_hub_model
+
     scales = list(scales) if scales is not None else [1.0] * len(loras)
     if len(scales) != len(loras):
         raise DiffusionError(f"got {len(loras)} LoRA files but {len(scales)} scales; give one scale per LoRA")
     names = []
     for index, lora in enumerate(loras):
         source = resolve_lora_path(lora)
+        if isinstance(source, str):  # a hub id: its cached snapshot, or fail now rather than after retries
+            source = resolve_hub_model(source, what="LoRA", option="--lora PATH", error=DiffusionError)
         name = f"lora{index}"
         state = load_file(str(source)) if isinstance(source, Path) else None
         before = _adapter_count(pipe)

@@ -90,6 +90,13 @@ def build(raw, out, size, min_size, crop, output_format, test_fraction, seed, sp
 
     An interrupted build resumes when run again with the same --out (work is kept in
     OUT.partial/); an existing, finished dataset is never overwritten without --overwrite.
+
+    \b
+    Examples:
+      dishgen data build raw/ffml --out datasets/dishes --size 64
+      dishgen data build raw/ffml raw/recepti --out datasets/dishes --size 512 --test-fraction 0.15
+      dishgen data build raw/recepti --out datasets/dishes --captioner llm \\
+          --llm-base-url http://127.0.0.1:8000/v1 --llm-model qwen2.5-7b-instruct
     """
     from dishgen.data.build import BuildOptions, build_dataset, print_dropped, summary_text
 
@@ -115,7 +122,13 @@ def build(raw, out, size, min_size, crop, output_format, test_fraction, seed, sp
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
 def stats(dataset: Path, as_json: bool):
-    """Show counts per split, dishes, caption lengths and image sizes of DATASET."""
+    """Show counts per split, dishes, caption lengths and image sizes of DATASET.
+
+    \b
+    Examples:
+      dishgen data stats datasets/dishes
+      dishgen data stats datasets/dishes --json
+    """
     from dishgen.data.stats import dataset_stats, format_stats
 
     result = dataset_stats(dataset)

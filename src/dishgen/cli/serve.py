@@ -29,10 +29,14 @@ def serve(host, port, models, runs_dirs, no_default, device, dtype, max_images, 
       dishgen serve
       dishgen serve --runs-dir runs --model "SD 1.5 + LoRA=runs/lora"
     """
+    from dishgen.hub import looks_like_hub_id, resolve_hub_model
     from dishgen.web import GenerationService, ModelChoices, WebLimits
     from dishgen.web import serve as run_server
 
     choices = ModelChoices.discover(list(models), list(runs_dirs), include_default=not no_default)
+    for reference in choices.references.values():  # a hub model out of reach fails now, not at the first click
+        if looks_like_hub_id(reference):
+            resolve_hub_model(reference, what="diffusion model", option="--model NAME=PATH", marker="model_index.json")
     limits = WebLimits(max_images=max_images, max_steps=max_steps, concurrency=concurrency)
     service = GenerationService(choices, limits, device=device, dtype=dtype)
     click.echo(f"serving {len(choices.names)} model(s) on http://{host}:{port} (Ctrl-C to stop)")

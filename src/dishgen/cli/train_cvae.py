@@ -12,14 +12,15 @@ from dishgen.cli.train import trainer_options
 def cvae(data, out, config_file, preset, resume, device, overrides):
     """Train the conditional VAE on DATASET, writing the run directory OUT.
 
-    \b
     Presets: cpu (MiniLM, 64 px, trains on a laptop CPU), paper (the original project's setting,
-    CLIP ViT-B/32). Any config key can be overridden as KEY=VALUE, for example:
+    CLIP ViT-B/32). Any config key can be overridden as KEY=VALUE. With --resume the saved config
+    of OUT is used; --config and overrides (max_steps=N to train longer) apply on top.
+
+    \b
+    Examples:
       dishgen train cvae --data DS --out runs/cvae --preset cpu
       dishgen train cvae --data DS --out runs/cvae max_steps=200 batch_size=16 text_encoder=lstm
       dishgen train cvae --data DS --out runs/cvae --resume
-    With --resume the saved config of OUT is used; --config and overrides (max_steps=N to train longer)
-    apply on top.
     """
     import os
 

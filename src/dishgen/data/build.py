@@ -29,7 +29,7 @@ from dishgen import __version__
 from dishgen.data.caption import CaptionInput, get_captioner
 from dishgen.data.images import ImageResult, ImageSettings, process_image
 from dishgen.data.records import RECORDS_FILE, RawRecord, read_records
-from dishgen.data.split import dish_key, split_indices
+from dishgen.data.split import dish_key, split_indices, split_notes
 from dishgen.errors import DishgenError
 from dishgen.fileio import (
     append_jsonl,
@@ -291,6 +291,10 @@ def build_dataset(raw_dirs: list[str | Path], out: str | Path, options: BuildOpt
 
     group_keys = [dish_key(item.record.name) if item.record.name else f"image:{item.result.sha256}" for item, _ in captioned]
     train_idx, test_idx = split_indices(group_keys, options.test_fraction, options.seed, options.split_by)
+    notes = split_notes([dish_key(item.record.name) if item.record.name else "" for item, _ in captioned],
+                        test_idx, options.test_fraction, options.split_by)
+    for warning in notes["warnings"]:
+        log.warning("%s", warning)
 
     # Assemble the final layout inside the work folder, then rename it into place.
     final = work / "_final"
@@ -330,6 +334,7 @@ def build_dataset(raw_dirs: list[str | Path], out: str | Path, options: BuildOpt
         "converted": dict(sorted(fixes.items())),
         "dropped": dropped,
         "merged": merges,
+        "split": {"by": options.split_by, "test_fraction": options.test_fraction, **notes},
         "seconds": {"images": round(t_images, 2), "total": round(time.time() - started, 2)},
     }
     atomic_write_json(final / "dataset.json", summary)

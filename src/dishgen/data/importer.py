@@ -15,6 +15,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -71,6 +72,45 @@ def _existing_ids(raw: Path) -> set[str]:
     return {r.id for r in read_records(raw)}
 
 
+def _walk_files(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files under ``root`` (hidden names left out), following symlinked folders once each.
+
+    A folder is known by its device and inode, so a symlink back to a folder above it (a loop) or
+    a second link to a folder already walked is skipped, and recorded with the reason.
+    """
+    files: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    walked: dict[tuple[int, int], Path] = {}
+    def unreadable(err: OSError) -> None:
+        skipped.append((str(err.filename), f"unreadable folder ({err.strerror})"))
+
+    for folder, subfolders, names in os.walk(root, followlinks=True, onerror=unreadable):
+        here = Path(folder)
+        info = here.stat()
+        walked.setdefault((info.st_dev, info.st_ino), here)
+        keep = []
+        for sub in sorted(subfolders):
+            path = here / sub
+            if sub.startswith("."):
+                continue
+            try:
+                sub_info = path.stat()
+            except OSError as err:  # a dangling link
+                skipped.append((str(path), f"unreadable folder or broken symlink ({err.strerror})"))
+                continue
+            first = walked.get((sub_info.st_dev, sub_info.st_ino))
+            if first is not None:
+                loop = first == here or first in here.parents
+                skipped.append((str(path), f"symlink loop: it leads back to {first}" if loop
+                                else f"the same folder as {first}, already imported"))
+                continue
+            walked[(sub_info.st_dev, sub_info.st_ino)] = path
+            keep.append(sub)
+        subfolders[:] = keep  # os.walk descends only into these
+        files += [here / n for n in names if not n.startswith(".") and (here / n).is_file()]
+    return sorted(files), skipped
+
+
 def import_photo_folder(photo_dir: str | Path, out: str | Path, *, source: str | None = None,
                         license: str | None = None) -> dict:
     """Import ``<dish name>/<images>`` folders (images directly in ``photo_dir`` get its name).
@@ -83,7 +123,8 @@ def import_photo_folder(photo_dir: str | Path, out: str | Path, *, source: str |
         license: the ``license`` field (default: detected from a LICENSE file beside the photos).
 
     Returns:
-        Counts: ``{"added": n, "already_present": n, "skipped": [(path, reason), ...]}``.
+        Counts: ``{"added": n, "already_present": n, "skipped": [(path, reason), ...]}``;
+        symlinked folders are followed, and a symlink loop is skipped with its reason.
     """
     root = Path(photo_dir)
     if not root.exists():
@@ -94,8 +135,8 @@ def import_photo_folder(photo_dir: str | Path, out: str | Path, *, source: str |
     raw.mkdir(parents=True, exist_ok=True)
     source = source or (root.parent.name if root.name.lower() in ("images", "photos") else root.name)
     license = license if license is not None else detect_license(root)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
-    skipped = [(str(p), "not an image file (by extension)") for p in files if p.suffix.lower() in _SKIP_SUFFIXES]
+    files, skipped = _walk_files(root)
+    skipped += [(str(p), "not an image file (by extension)") for p in files if p.suffix.lower() in _SKIP_SUFFIXES]
     files = [p for p in files if p.suffix.lower() not in _SKIP_SUFFIXES]
     if not files:
         raise ImportError_(f"no image files found under {str(root)!r}")

@@ -55,3 +55,40 @@ def split_indices(
             test.extend(members[key])
     test_set = set(test)
     return sorted(i for i in range(n) if i not in test_set), sorted(test)
+
+
+def split_notes(
+    groups: Sequence[str], test: Sequence[int], test_fraction: float, by: str = "dish"
+) -> dict[str, object]:
+    """What a split did that the user did not ask for, for ``dataset.json`` and the build log.
+
+    Args:
+        groups: the group keys given to :func:`split_indices`.
+        test: its test indices.
+        test_fraction: the share asked for.
+        by: ``"dish"`` or ``"image"``.
+
+    Returns:
+        ``{"one_photo_dishes_in_train": [dish keys], "warnings": [one line each]}``: the dishes
+        with a single photo that splitting by dish forced into train, and a warning for an empty
+        test split or for such forced dishes.
+    """
+    counts: dict[str, int] = {}
+    for g in groups:
+        if g:
+            counts[g] = counts.get(g, 0) + 1
+    forced = sorted(k for k, v in counts.items() if v == 1) if by == "dish" else []
+    warnings = []
+    if test_fraction > 0 and not test:
+        if round(len(groups) * test_fraction) == 0:
+            why = f"{len(groups)} image(s) x test_fraction {test_fraction:g} rounds to 0"
+        elif by == "dish" and not any(v >= 2 for v in counts.values()):
+            why = "no dish has two or more photos, and a one-photo dish always goes to train"
+        else:
+            why = "no dish's photos fitted the test share"
+        warnings.append(f"the test split is empty ({why}); evaluate on it is impossible: add photos, raise "
+                        "--test-fraction or use --split-by image")
+    if forced and test_fraction > 0:
+        warnings.append(f"{len(forced)} dish(es) with a single photo were put in train (a dish seen once cannot be "
+                        f"tested without leaking its look), e.g. {', '.join(repr(k) for k in forced[:3])}")
+    return {"one_photo_dishes_in_train": forced, "warnings": warnings}

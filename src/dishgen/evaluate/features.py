@@ -5,8 +5,9 @@ in [0, 255] (the torchmetrics convention) and returns ``(B, D)`` float features;
 resizing and normalisation, so the same module can be handed to torchmetrics directly.
 
 The real backbones load from a Hugging Face hub id or a local folder (``save_pretrained`` /
-``hf download --local-dir``); where they cannot be had, loading fails at once with a message
-saying how to get them, before any image is generated.
+``hf download --local-dir``); a hub id is looked up in the local cache first and, when it is not
+there and the hub cannot be reached, fails within about 1.5 s (:mod:`dishgen.hub`) with a message
+saying how to get it, before any image is generated.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from dishgen.errors import DishgenError
+from dishgen.hub import resolve_hub_model
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 DEFAULT_DINOV2_MODEL = "facebook/dinov2-base"
@@ -169,20 +171,23 @@ def load_clip(model: str | Path = DEFAULT_CLIP_MODEL, device=None) -> ClipEmbedd
     """Load a CLIP model (hub id or local folder) for CLIPScore and CLIP features.
 
     Raises:
-        BackboneUnavailable: the model cannot be loaded (offline, missing folder, not CLIP).
+        BackboneUnavailable: the model cannot be loaded (missing folder, not CLIP, or a hub id
+            that is not cached while the hub cannot be reached).
     """
+    location = str(model)
+    source = resolve_hub_model(location, what="CLIP backbone", option="--clip-model PATH", marker="config.json",
+                               error=BackboneUnavailable)
     from transformers import AutoConfig, AutoTokenizer, CLIPModel
 
-    location = str(model)
     try:
-        model_type = AutoConfig.from_pretrained(location).model_type
+        model_type = AutoConfig.from_pretrained(source).model_type
         if model_type != "clip":  # from_pretrained would load random weights with a warning
             raise BackboneUnavailable(f"{location!r} holds a {model_type!r} model, not CLIP (for --clip-model)")
-        clip = CLIPModel.from_pretrained(location)
-        tokenizer = AutoTokenizer.from_pretrained(location)
+        clip = CLIPModel.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError, KeyError) as err:
         raise _unavailable("CLIP", location, err, "--clip-model") from err
-    size, mean, std = _processor_settings(location, int(clip.config.vision_config.image_size),
+    size, mean, std = _processor_settings(source, int(clip.config.vision_config.image_size),
                                           OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
     return ClipEmbedder(clip.to(device or "cpu").eval(), tokenizer, size, mean, std, name=location)
 
@@ -191,19 +196,22 @@ def load_dinov2(model: str | Path = DEFAULT_DINOV2_MODEL, device=None) -> Dinov2
     """Load DINOv2 (hub id or local folder) as a feature network.
 
     Raises:
-        BackboneUnavailable: the model cannot be loaded.
+        BackboneUnavailable: the model cannot be loaded (or is a hub id that is not cached while
+            the hub cannot be reached).
     """
+    location = str(model)
+    source = resolve_hub_model(location, what="DINOv2 backbone", option="--feature-model PATH", marker="config.json",
+                               error=BackboneUnavailable)
     from transformers import AutoConfig, AutoModel
 
-    location = str(model)
     try:
-        model_type = AutoConfig.from_pretrained(location).model_type
+        model_type = AutoConfig.from_pretrained(source).model_type
         if model_type != "dinov2":
             raise BackboneUnavailable(f"{location!r} holds a {model_type!r} model, not DINOv2 (for --feature-model)")
-        network = AutoModel.from_pretrained(location)
+        network = AutoModel.from_pretrained(source)
     except (OSError, ValueError, KeyError) as err:
         raise _unavailable("DINOv2", location, err, "--feature-model") from err
-    size, mean, std = _processor_settings(location, 224, IMAGENET_MEAN, IMAGENET_STD)
+    size, mean, std = _processor_settings(source, 224, IMAGENET_MEAN, IMAGENET_STD)
     return Dinov2Features(network.to(device or "cpu"), size, mean, std)
 
 

@@ -132,21 +132,30 @@ def select_checkpoints(found: list[tuple[int, Path]], which: str, run: Path) -> 
 
 
 def _step_of(path: Path) -> int | None:
-    """The training step of a model folder: its checkpoint name, its config, or its run's log."""
-    import json
+    """The training step of the weights a loader takes from ``path``.
 
+    A model folder says its own step (``checkpoint-<N>``, or ``step`` in its config). A run
+    directory is loaded the way the families load it: its final weights (``model/``, or LoRA
+    weights at the top) when present, else its latest complete checkpoint; so a stopped run
+    is labelled with that checkpoint's step, not with the last step in its log. The log's last
+    step is used only for final weights that do not record a step.
+    """
+    from dishgen.families import recorded_step
     from dishgen.fileio import read_jsonl
-    from dishgen.train.common import CHECKPOINT_RE
+    from dishgen.train.common import RunDir
 
-    match = CHECKPOINT_RE.match(path.name)
-    if match:
-        return int(match.group(1))
-    try:
-        step = json.loads((path / "config.json").read_text(encoding="utf-8")).get("step")
-    except (OSError, ValueError):
-        step = None
-    if isinstance(step, int):
+    step = recorded_step(path)
+    if step is not None:
         return step
+    has_final = (path / "model").is_dir() or any(path.glob("*.safetensors"))
+    if has_final and (path / "model").is_dir():
+        step = recorded_step(path / "model")
+        if step is not None:
+            return step
+    if not has_final:
+        checkpoints = RunDir(path, "").checkpoints()
+        if checkpoints:
+            return checkpoints[-1][0]
     steps = [r["step"] for r in read_jsonl(path / "log.jsonl") if isinstance(r.get("step"), int)]
     return max(steps) if steps else None
 
@@ -154,13 +163,16 @@ def _step_of(path: Path) -> int | None:
 def plan_entries(config: EvaluationConfig) -> list[Entry]:
     """Resolve every model and images folder into report rows, failing before any generation."""
     from dishgen.generation import resolve_model
+    from dishgen.hub import resolve_hub_model
     from dishgen.train.common import CHECKPOINT_RE, RunDir
 
     entries: list[Entry] = []
     for ref in config.models:
         family, location = resolve_model(ref)
         path = Path(location) if isinstance(location, Path) or Path(str(location)).is_dir() else None
-        if path is None:  # a hub id
+        if path is None:  # a hub id: not cached and offline fails now, not after the reference rows
+            resolve_hub_model(str(location), what="diffusion model", option="--model PATH",
+                              marker="model_index.json", error=EvaluationError)
             entries.append(Entry(str(ref), "model", None, family, str(ref)))
             continue
         is_checkpoint = bool(CHECKPOINT_RE.match(path.name))
@@ -374,9 +386,10 @@ def _add_references(report, real, real_f, train_set, train_f, metrics, config, d
     if real_f.clip_image is not None:
         clip_only = [m for m in metrics if m in CLIP_METRICS]
         result = score(real_f, real_f, clip_only, bootstrap=config.bootstrap, seed=config.seed)
-        report["references"].append({"component": "real test photos", "kind": "reference", "step": None,
-                                     "n_generated": len(real), "metrics": result,
-                                     "note": "real photos scored against their own captions"})
+        report["references"].append({"component": f"real {config.split} photos", "kind": "reference", "step": None,
+                                     "split": config.split, "n_generated": len(real), "metrics": result,
+                                     "note": f"real photos of the {config.split!r} split scored against their own "
+                                             "captions"})
     if train_f is not None and any(m in metrics for m in ("fid", "kid")):
         n = min(len(train_set), len(real) * config.images_per_caption)
         pick = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed))[:n]
@@ -384,5 +397,6 @@ def _add_references(report, real, real_f, train_set, train_f, metrics, config, d
         result = score(real_f, subset, [m for m in metrics if m in ("fid", "kid")],
                        bootstrap=config.bootstrap, seed=config.seed, device=device)
         report["references"].append({"component": "real train photos", "kind": "reference", "step": None,
-                                     "n_generated": n, "metrics": result,
-                                     "note": "real training photos scored as if generated: the FID/KID floor at this N"})
+                                     "split": "train", "n_generated": n, "metrics": result,
+                                     "note": f"real photos of the 'train' split scored as if generated, against the "
+                                             f"{config.split!r} split: the FID/KID floor at this N"})

@@ -210,7 +210,7 @@ def _value(row: dict, key: str) -> tuple[float, float, float] | None:
 
 def _reference_line(report: dict, key: str) -> tuple[float, str] | None:
     if key == "memorization":
-        return 1.0, "real test photos"
+        return 1.0, f"real {report.get('dataset', {}).get('split', 'test')} photos"
     for ref in report["references"]:
         v = _value(ref, key)
         if v is not None:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from dishgen.families import announce_choice
 from dishgen.generation import ModelReferenceError, check_knobs
 from dishgen.models.cgan import CGANConfig, Generator
 from dishgen.models.layers import noise_rows
@@ -221,6 +222,7 @@ def load_generator(location: str | Path, device=None, dtype=None, **options: Any
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     G, meta = load_G_ema(location)
+    announce_choice(location, find_weights(location)[0])
     info = meta["text_encoder"]
     try:
         encoder = load_text_encoder(info["id"], device=torch_device)

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from dishgen.errors import DishgenError
+from dishgen.families import announce_choice
 from dishgen.fileio import atomic_path, atomic_write_json
 
 FAMILY = "cvae"
@@ -240,4 +241,6 @@ def load_generator(location: str | Path, device=None, dtype=None, **options: Any
             "(those belong to diffusion models)"
         )
     model = load_model(location, device=device, dtype=dtype)
-    return CVAEGenerator(model, resolve_model_folder(location))
+    folder = resolve_model_folder(location)
+    announce_choice(location, folder)
+    return CVAEGenerator(model, folder)

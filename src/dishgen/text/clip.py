@@ -34,7 +34,11 @@ def _locate(name_or_path: str) -> tuple[str, str | Path, str | Path]:
             f"text encoder 'clip:{name_or_path}': folder {str(path)!r} does not exist; pass an existing "
             "save_pretrained folder or a hub id such as clip:openai/clip-vit-base-patch32"
         )
-    return f"clip:{name_or_path}", name_or_path, name_or_path
+    from dishgen.hub import resolve_hub_model
+
+    source = resolve_hub_model(name_or_path, what="CLIP text encoder", option="text_encoder=clip:PATH",
+                               marker="config.json", error=TextEncoderNotAvailable)
+    return f"clip:{name_or_path}", source, source
 
 
 class CLIPTextEncoder:
@@ -47,13 +51,15 @@ class CLIPTextEncoder:
 
     Raises:
         TextEncoderNotAvailable: the folder does not exist, or the hub id cannot be loaded here
-            (not downloaded and no network, or not a CLIP model).
+            (not a CLIP model, or a download that failed).
+            A hub id that is not cached while the hub cannot be reached fails within about
+            1.5 s (see :mod:`dishgen.hub`).
     """
 
     def __init__(self, name_or_path: str, device=None, batch_size: int = 64):
+        self.id, model_location, tokenizer_location = _locate(name_or_path)  # fails fast when offline
         from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-        self.id, model_location, tokenizer_location = _locate(name_or_path)
         self.device = torch.device(device or "cpu")
         self.batch_size = batch_size
         try:
@@ -66,7 +72,7 @@ class CLIPTextEncoder:
         except (OSError, ValueError, KeyError) as err:
             raise TextEncoderNotAvailable(
                 f"could not load text encoder {self.id!r}: {err}. Without network access, download the "
-                "model on a connected machine (huggingface-cli download ...) or pass a local folder"
+                "model on a connected machine (hf download ...) or pass a local folder"
             ) from err
         self.model = model.to(self.device).eval().requires_grad_(False)
         config = self.model.config

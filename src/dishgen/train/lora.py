@@ -153,7 +153,7 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
     if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
         raise DishgenError("LoRA training runs data-parallel (DDP): its trainable weights are a few MB, so "
                            "sharding them gains nothing; choose 'multi-GPU' (no DeepSpeed/FSDP) in accelerate config")
-    _check_base(config.base, config.revision)  # before anything is written or decoded
+    base = _check_base(config.base, config.revision)  # before anything is written or decoded
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     device = accelerator.device
     run = RunDir(out, FAMILY)
@@ -174,11 +174,11 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
     # -- base model ------------------------------------------------------------------------------
     load = {"revision": config.revision}
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(config.base, subfolder="tokenizer", **load)
-        text_encoder = CLIPTextModel.from_pretrained(config.base, subfolder="text_encoder", variant=config.variant, **load)
-        vae = AutoencoderKL.from_pretrained(config.base, subfolder="vae", variant=config.variant, **load)
-        unet = UNet2DConditionModel.from_pretrained(config.base, subfolder="unet", variant=config.variant, **load)
-        noise_scheduler = DDPMScheduler.from_pretrained(config.base, subfolder="scheduler", **load)
+        tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer", **load)
+        text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder", variant=config.variant, **load)
+        vae = AutoencoderKL.from_pretrained(base, subfolder="vae", variant=config.variant, **load)
+        unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", variant=config.variant, **load)
+        noise_scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler", **load)
     except Exception as err:
         raise DiffusionError(explain_load_error(config.base, err)) from err
     if config.prediction_type:
@@ -464,16 +464,22 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _check_base(base: str, revision: str | None) -> None:
-    """Fail early, with the fix, when the base model is not an SD 1.x/2.x-class pipeline."""
+def _check_base(base: str, revision: str | None) -> str:
+    """Fail early, with the fix, when the base model is not an SD 1.x/2.x-class pipeline.
+
+    Returns where to load it from: the folder, the cached hub snapshot, or the hub id.
+    """
     from diffusers import DiffusionPipeline
 
     from dishgen.diffusion import explain_load_error
+    from dishgen.hub import resolve_hub_model
 
     if not Path(base).expanduser().is_dir() and (base.count("/") != 1 or base.startswith((".", "/", "~"))):
         raise DiffusionError(f"base model {base!r} not found: no such folder, and not a hub id of the form owner/name")
+    source = resolve_hub_model(base, what="base model", option="--base PATH", revision=revision,
+                               marker="model_index.json", error=DiffusionError)
     try:
-        index = DiffusionPipeline.load_config(base, revision=revision)
+        index = DiffusionPipeline.load_config(source, revision=revision)
     except Exception as err:
         raise DiffusionError(explain_load_error(base, err)) from err
     needed = {"unet", "vae", "text_encoder", "tokenizer"}
@@ -483,6 +489,7 @@ def _check_base(base: str, revision: str | None) -> None:
             "(UNet + one CLIP text encoder), e.g. stable-diffusion-v1-5/stable-diffusion-v1-5 or "
             "stabilityai/stable-diffusion-2-1"
         )
+    return source
 
 
 def _set_attention(unet, choice: str, device) -> None:

@@ -126,11 +126,21 @@ PRESETS: dict[str, dict] = {
 
 def resolve_train_config(out: str | Path, *, base=None, preset=None, config_file=None, overrides=(),
                          resume=False) -> LoraTrainConfig:
-    """The run's config: on ``--resume`` the saved one, else defaults -> preset; then file, overrides."""
+    """The run's config: on ``--resume`` the saved one, else defaults -> preset; then file, overrides.
+
+    Raises:
+        ConfigError: an unknown key or a bad value.
+        HubModelUnavailable: the base is a hub id that is not cached while the hub cannot be reached.
+    """
     config = resolve_run_config(LoraTrainConfig, out, presets=PRESETS, preset=preset, config_file=config_file,
                                 overrides=overrides, resume=resume)
     if base:
         config = apply_overrides(config, {"base": base})
     if Path(config.base).expanduser().is_dir():  # a local folder: store it absolute (cwd may change)
         config = apply_overrides(config, {"base": str(Path(config.base).expanduser().resolve())})
+    else:  # a hub id: offline and not cached fails here, in about a second, before torch and diffusers load
+        from dishgen.hub import resolve_hub_model
+
+        resolve_hub_model(config.base, what="base model", option="--base PATH", revision=config.revision,
+                          marker="model_index.json")
     return config
