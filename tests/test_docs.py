@@ -51,6 +51,9 @@ class Doc:
       ``json``             a JSON example: it must parse;
       ``yaml-config``      a YAML config example: it must load with ``dishgen.config.load_config_file``;
       ``output``           sample output or a layout sketch, nothing to run (say what, in ``why``).
+      ``console``          ``$ COMMAND`` lines with the ``Error: ...`` they print: each command runs
+                           (``dataset`` and ``out`` are a tiny dataset and a folder of its images)
+                           and must fail with that message (parts in parentheses may differ).
     """
 
     file: str
@@ -73,6 +76,7 @@ COVERAGE: list[Doc] = [
     Doc("README.md", "dishgen generate --from-png sarma/cevapi-with-onions-*-003.png --out again", "run:readme"),
     Doc("README.md", "Seed: 7, Image index: 3, Size: 64x64", "output", "the parameters text the block above prints"),
     Doc("README.md", "from dishgen import generate, load_generator", "python:readme"),
+    Doc("README.md", "$ HF_HUB_OFFLINE=1 dishgen evaluate --images out", "console"),
     Doc("README.md", "--checkpoints all --data datasets/dishes", "run:readme"),
     Doc("README.md", "dishgen serve  ", "run:readme", "`dishgen serve` is parsed only: it serves until stopped"),
     Doc("README.md", "cli/          one click group", "output", "layout of src/dishgen"),
@@ -150,7 +154,7 @@ def test_every_doc_block_is_covered():
         if not [b for b in BLOCKS if b.file == doc.file and doc.fragment in b.text]:
             problems.append(f"entry {doc} matches no code block of {doc.file} (was the example changed?)")
         kind = doc.check.split(":")[0]
-        if kind not in {"run", "python", "tree", "synopsis", "json", "yaml-config", "output"}:
+        if kind not in {"run", "python", "tree", "synopsis", "json", "yaml-config", "output", "console"}:
             problems.append(f"entry {doc} has an unknown check {doc.check!r}")
         if kind == "output" and not doc.why:
             problems.append(f"entry {doc} must say in `why` what the block shows")
@@ -177,6 +181,36 @@ def test_yaml_config_examples_load(block, tmp_path):
     path = tmp_path / "example.yaml"
     path.write_text(block.text, encoding="utf-8")
     assert load_config_file(path)
+
+
+@pytest.mark.parametrize("block", blocks_checked_by("console"), ids=lambda b: f"{b.file}:{b.line}")
+def test_console_examples_print_the_error_they_show(block, tmp_path, monkeypatch, tiny_dataset):
+    """A ``$ command`` + ``Error: ...`` transcript: the command fails with that message."""
+    monkeypatch.chdir(tmp_path)
+    Path("dataset").symlink_to(tiny_dataset)
+    shutil.copytree(tiny_dataset / "test", "out", ignore=shutil.ignore_patterns("*.jsonl"))
+    lines = block.text.splitlines()
+    for index, line in enumerate(lines):
+        if not line.startswith("$ "):
+            continue
+        words = shlex.split(line[2:])
+        while words and re.fullmatch(r"[A-Z_]+=.*", words[0]):
+            key, _, value = words.pop(0).partition("=")
+            monkeypatch.setenv(key, value)
+        from click.testing import CliRunner
+
+        from dishgen.cli import cli
+
+        from dishgen.errors import user_error_types
+
+        result = CliRunner().invoke(cli, dishgen_args(" ".join(shlex.quote(w) for w in words)))
+        # `dishgen` (cli.main) prints a user error as the one line "Error: <message>", exit code 2.
+        assert isinstance(result.exception, user_error_types()), (line, result.output, result.exception)
+        printed = f"Error: {result.exception}"
+        expected = lines[index + 1]
+        assert expected.startswith("Error: "), expected
+        for part in re.split(r"\([^)]*\)", expected):
+            assert " ".join(part.split()) in " ".join(printed.split()), (part, printed)
 
 
 @pytest.mark.parametrize("block", blocks_checked_by("synopsis"), ids=lambda b: f"{b.file}:{b.line}")
