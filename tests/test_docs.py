@@ -200,7 +200,6 @@ def test_console_examples_print_the_error_they_show(block, tmp_path, monkeypatch
         from click.testing import CliRunner
 
         from dishgen.cli import cli
-
         from dishgen.errors import user_error_types
 
         result = CliRunner().invoke(cli, dishgen_args(" ".join(shlex.quote(w) for w in words)))
