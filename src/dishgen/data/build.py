@@ -28,7 +28,14 @@ from tqdm.auto import tqdm
 from dishgen import __version__
 from dishgen.data.caption import CaptionInput, get_captioner
 from dishgen.data.images import ImageResult, ImageSettings, process_image
-from dishgen.data.records import RECORDS_FILE, RawRecord, read_records
+from dishgen.data.records import (
+    MAX_LINE_CHARS,
+    MAX_NAME_CHARS,
+    RECORDS_FILE,
+    RawRecord,
+    clean_lines,
+    clean_text,
+)
 from dishgen.data.split import dish_key, split_indices, split_notes
 from dishgen.errors import DishgenError
 from dishgen.fileio import (
@@ -78,6 +85,9 @@ class BuildOptions:
             raise BuildError(f"--format must be 'png' or 'jpg', got {self.output_format!r}")
         if self.split_by not in ("dish", "image"):
             raise BuildError(f"--split-by must be 'dish' or 'image', got {self.split_by!r}")
+        from dishgen.data.dedupe import check_threshold
+
+        check_threshold(self.dedupe_threshold)  # before any image is decoded
 
 
 @dataclass
@@ -85,6 +95,25 @@ class _Item:
     raw_dir: Path
     record: RawRecord
     result: ImageResult | None = None
+
+
+def _checked_record(row: object) -> tuple[RawRecord | None, str | None]:
+    """A record with its text cleaned (the one normaliser, ``clean_text``), or why it is unusable."""
+    if not isinstance(row, dict):
+        return None, f"not a JSON object (a {type(row).__name__})"
+    record = RawRecord.from_json(row)
+    for key in ("name", "image", "source", "url", "license"):
+        if not isinstance(getattr(record, key), str):
+            return None, f"its {key!r} is a {type(getattr(record, key)).__name__}, not text"
+    image = record.image
+    if "\0" in image or len(image) > 4096 or any("\ud800" <= c <= "\udfff" for c in image):
+        return None, f"its image path {clean_text(image, 80)!r} is not a valid file name"
+    record.name = clean_text(record.name, MAX_NAME_CHARS)
+    record.source, record.url, record.license = (clean_text(v, MAX_LINE_CHARS) for v in (record.source, record.url, record.license))
+    record.captions = clean_lines(record.captions) if record.captions else []
+    record.ingredients = clean_lines(record.ingredients) if record.ingredients else []
+    record.preparation = clean_lines(record.preparation) if record.preparation else []
+    return record, None
 
 
 def _collect(raw_dirs: list[Path], exclude: list[str] = ()) -> tuple[list[_Item], list[dict]]:
@@ -102,7 +131,11 @@ def _collect(raw_dirs: list[Path], exclude: list[str] = ()) -> tuple[list[_Item]
             raise BuildError(
                 f"input {str(raw)!r} has no {RECORDS_FILE}; create it with `dishgen data import` or `dishgen data scrape`"
             )
-        for record in read_records(raw):
+        for number, row in enumerate(read_jsonl(raw / RECORDS_FILE), 1):
+            record, problem = _checked_record(row)
+            if problem:
+                dropped.append({"raw": str(raw), "name": f"{RECORDS_FILE}:{number}", "reason": problem, "kind": "bad_record"})
+                continue
             if not record.image:
                 dropped.append({"raw": str(raw), "name": record.name, "reason": "record has no image", "kind": "no_image"})
                 continue
@@ -324,7 +357,7 @@ def build_dataset(raw_dirs: list[str | Path], out: str | Path, options: BuildOpt
     summary = {
         "dishgen_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "inputs": [{"path": str(p), "records": len(read_records(p))} for p in raw_paths],
+        "inputs": [{"path": str(p), "records": len(read_jsonl(p / RECORDS_FILE))} for p in raw_paths],
         "options": {k: v for k, v in asdict(options).items() if k not in ("captioner_options", "overwrite", "workers")},
         "captioner": {"name": options.captioner, "id": _captioner_id(captioner, options),
                       **{k: v for k, v in options.captioner_options.items() if "key" not in k.lower()}},
