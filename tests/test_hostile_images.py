@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import multiprocessing
 import os
 import shutil
 import struct
@@ -208,3 +209,26 @@ def test_dedupe_refuses_hashes_over_64_bits_and_mismatched_lists():
     assert find_duplicates(["a", "b", "a"], ["0", "f" * 16, "0"], 64) == {0: [(1, "near duplicate (pHash distance 64)"),
                                                                               (2, "exact duplicate (same bytes)")]}
     assert find_duplicates(["a", "b", "a"], ["0", "0", "0"], -1) == {0: [(2, "exact duplicate (same bytes)")]}
+
+
+@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="the crash is planted through fork")
+def test_a_worker_process_that_dies_costs_only_its_image(tmp_path: Path, monkeypatch):
+    photos = tmp_path / "photos" / "SARMA"
+    photos.mkdir(parents=True)
+    for i in range(6):
+        shutil.copy(SAMPLE_JPGS[i], photos / f"{i}.jpg")
+    Image.open(SAMPLE_JPGS[6]).convert("RGB").resize((200, 100)).save(photos / "killer.png")
+    real_phash = images_module.phash_hex
+
+    def phash_that_kills_its_process(image):  # stands for a segfault in a C decoder, or the OOM killer
+        if image.size == (200, 100):
+            os._exit(1)
+        return real_phash(image)
+
+    monkeypatch.setattr(images_module, "phash_hex", phash_that_kills_its_process)  # forked workers inherit it
+    raw = tmp_path / "raw"
+    import_photo_folder(tmp_path / "photos", raw)
+    summary = build_dataset([raw], tmp_path / "ds", BuildOptions(size=16, min_size=16, workers=2, test_fraction=0.0))
+    assert summary["counts"]["train"]["images"] == 6
+    [dropped] = summary["dropped"]
+    assert dropped["kind"] == "crashed" and "crashed the worker process" in dropped["reason"]

@@ -18,8 +18,10 @@ import logging
 import os
 import shutil
 import time
-from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -167,21 +169,13 @@ def _process_all(items: list[_Item], work: Path, settings: ImageSettings, worker
     if not todo:
         return
     workers = workers or os.cpu_count() or 1
-    chunk = max(1, min(32, len(todo) // (workers * 8) or 1))
     by_path = {}
     for item, path in todo:
         by_path.setdefault(path, []).append(item)
-    paths = list(by_path)
     batch: list[dict] = []
-    with tqdm(total=len(paths), desc="images", unit="img") as bar:
-        if workers == 1:
-            results = (process_image(p, str(staging), settings) for p in paths)
-            executor = None
-        else:
-            executor = ProcessPoolExecutor(max_workers=workers)
-            results = executor.map(process_image, paths, [str(staging)] * len(paths), [settings] * len(paths), chunksize=chunk)
+    with tqdm(total=len(by_path), desc="images", unit="img") as bar:
         try:
-            for path, result in zip(paths, results, strict=False):
+            for path, result in _results(list(by_path), str(staging), settings, workers):
                 for item in by_path[path]:
                     item.result = result
                 batch.append(result.to_json())
@@ -192,8 +186,58 @@ def _process_all(items: list[_Item], work: Path, settings: ImageSettings, worker
         finally:
             if batch:
                 append_jsonl(done_file, batch)
-            if executor is not None:
-                executor.shutdown(cancel_futures=True)
+
+
+def _results(paths: list[str], staging: str, settings: ImageSettings, workers: int) -> Iterator[tuple[str, ImageResult]]:
+    """``(path, result)`` for every path, in completion order, from ``workers`` processes.
+
+    A worker process that dies (a decoder that crashes, the out-of-memory killer) breaks the
+    whole pool; then the images that were in flight are run again one by one, each in a fresh
+    process, so only the image that kills its process is dropped (kind ``crashed``), and the
+    rest go on in a new pool.
+    """
+    if workers == 1:
+        for path in paths:
+            yield path, process_image(path, staging, settings)
+        return
+    pending = deque(paths)
+    while pending:
+        suspects: list[str] = []
+        executor = ProcessPoolExecutor(max_workers=workers)
+        in_flight: dict[Future, str] = {}
+        try:
+            while pending or in_flight:
+                while pending and len(in_flight) < workers * 4:
+                    path = pending.popleft()
+                    in_flight[executor.submit(process_image, path, staging, settings)] = path
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    path = in_flight.pop(future)
+                    if isinstance(future.exception(), BrokenProcessPool):
+                        suspects.append(path)
+                    else:
+                        yield path, future.result()
+                if suspects:
+                    break
+            for future, path in in_flight.items():  # the pool is broken: finished results still count
+                if future.done() and future.exception() is None:
+                    yield path, future.result()
+                else:
+                    suspects.append(path)
+        finally:
+            executor.shutdown(cancel_futures=True)
+        for path in suspects:
+            yield path, _process_alone(path, staging, settings)
+
+
+def _process_alone(path: str, staging: str, settings: ImageSettings) -> ImageResult:
+    """process_image in a process of its own: a crash there drops this image only."""
+    with ProcessPoolExecutor(max_workers=1) as executor:
+        try:
+            return executor.submit(process_image, path, staging, settings).result()
+        except BrokenProcessPool:
+            return ImageResult(source=path, error_kind="crashed",
+                               error="its decoding crashed the worker process (a damaged file, or not enough memory)")
 
 
 def _captioner_id(captioner, options: BuildOptions) -> str:
