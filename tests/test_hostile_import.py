@@ -47,7 +47,7 @@ def test_names_that_are_not_utf8_are_imported_and_built(tmp_path: Path):
     shutil.copy(SAMPLE_JPGS[2], good_dish / "01.jpg")
     shutil.copy(SAMPLE_JPGS[3], os.fsdecode(bytes(good_dish) + b"/\xc3(.jpg"))  # a broken 2-byte sequence
 
-    raw = tmp_path / "raw"
+    raw = Path(os.fsdecode(bytes(tmp_path) + b"/raw \xff"))  # the raw folder's own name is not UTF-8 either
     result = import_photo_folder(photos, raw, source="test")
     assert result["added"] == 4 and result["skipped"] == []
     rows = _strict_jsonl(raw / "recipes.jsonl")
@@ -62,7 +62,8 @@ def test_names_that_are_not_utf8_are_imported_and_built(tmp_path: Path):
     assert summary["counts"]["train"]["images"] == 4
     metadata = _strict_jsonl(tmp_path / "ds" / "train" / "metadata.jsonl")
     assert {r["dish"] for r in metadata} == {"SARMA", "caf\ufffd dish"}
-    json.loads((tmp_path / "ds" / "dataset.json").read_bytes().decode("utf-8"))
+    built = json.loads((tmp_path / "ds" / "dataset.json").read_bytes().decode("utf-8"))
+    assert built["inputs"][0]["path"].endswith("raw \ufffd")
 
 
 def test_fifos_loops_dangling_links_and_odd_folders_are_skipped_and_counted(tmp_path: Path):

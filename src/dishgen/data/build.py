@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from dishgen import __version__
 from dishgen.data.caption import CaptionInput, get_captioner
 from dishgen.data.images import ImageResult, ImageSettings, process_image
+from dishgen.data.importer import display_name
 from dishgen.data.records import (
     MAX_LINE_CHARS,
     MAX_NAME_CHARS,
@@ -136,14 +137,14 @@ def _collect(raw_dirs: list[Path], exclude: list[str] = ()) -> tuple[list[_Item]
         for number, row in enumerate(read_jsonl(raw / RECORDS_FILE), 1):
             record, problem = _checked_record(row)
             if problem:
-                dropped.append({"raw": str(raw), "name": f"{RECORDS_FILE}:{number}", "reason": problem, "kind": "bad_record"})
+                dropped.append({"raw": display_name(raw), "name": f"{RECORDS_FILE}:{number}", "reason": problem, "kind": "bad_record"})
                 continue
             if not record.image:
-                dropped.append({"raw": str(raw), "name": record.name, "reason": "record has no image", "kind": "no_image"})
+                dropped.append({"raw": display_name(raw), "name": record.name, "reason": "record has no image", "kind": "no_image"})
                 continue
             hit = next((p.pattern for p in patterns if p.search(record.name or "")), None)
             if hit is not None:
-                dropped.append({"raw": str(raw), "image": record.image, "name": record.name,
+                dropped.append({"raw": display_name(raw), "image": record.image, "name": record.name,
                                 "reason": f"dish name matches --exclude {hit!r}", "kind": "excluded"})
                 continue
             items.append(_Item(raw, record))
@@ -157,11 +158,12 @@ def _process_all(items: list[_Item], work: Path, settings: ImageSettings, worker
     staging = work / "_staging"
     staging.mkdir(parents=True, exist_ok=True)
     done_file = work / "_processed.jsonl"
+    # Keyed by the path as valid UTF-8 text (undecodable bytes as \xNN), so any path can be written.
     done = {row["source"]: ImageResult(**row) for row in read_jsonl(done_file)}
     todo = []
     for item in items:
         path = str((item.raw_dir / item.record.image).resolve())
-        previous = done.get(path)
+        previous = done.get(_path_key(path))
         if previous is not None and (previous.error or (staging / previous.staged).is_file()):
             item.result = previous
         else:
@@ -178,7 +180,7 @@ def _process_all(items: list[_Item], work: Path, settings: ImageSettings, worker
             for path, result in _results(list(by_path), str(staging), settings, workers):
                 for item in by_path[path]:
                     item.result = result
-                batch.append(result.to_json())
+                batch.append({**result.to_json(), "source": _path_key(path)})
                 if len(batch) >= 64:
                     append_jsonl(done_file, batch)
                     batch = []
@@ -238,6 +240,10 @@ def _process_alone(path: str, staging: str, settings: ImageSettings) -> ImageRes
         except BrokenProcessPool:
             return ImageResult(source=path, error_kind="crashed",
                                error="its decoding crashed the worker process (a damaged file, or not enough memory)")
+
+
+def _path_key(path: str) -> str:
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _captioner_id(captioner, options: BuildOptions) -> str:
@@ -328,7 +334,7 @@ def build_dataset(raw_dirs: list[str | Path], out: str | Path, options: BuildOpt
         for fix in res.fixes:
             fixes[fix.split(" (")[0] if "extension" not in fix else "wrong extension (format detected from bytes)"] += 1
         if res.error:
-            dropped.append({"raw": str(item.raw_dir), "image": item.record.image, "name": item.record.name,
+            dropped.append({"raw": display_name(item.raw_dir), "image": item.record.image, "name": item.record.name,
                             "reason": res.error, "kind": res.error_kind})
         else:
             valid.append(item)
@@ -344,14 +350,14 @@ def build_dataset(raw_dirs: list[str | Path], out: str | Path, options: BuildOpt
     merges = []
     for kept, members in groups.items():
         merges.append({
-            "kept": valid[kept].record.image, "kept_raw": str(valid[kept].raw_dir),
-            "merged": [{"image": valid[m].record.image, "raw": str(valid[m].raw_dir), "name": valid[m].record.name,
+            "kept": valid[kept].record.image, "kept_raw": display_name(valid[kept].raw_dir),
+            "merged": [{"image": valid[m].record.image, "raw": display_name(valid[m].raw_dir), "name": valid[m].record.name,
                         "reason": reason} for m, reason in members],
         })
         for m, reason in members:
             merged_away.add(m)
             kind = "exact_duplicate" if reason.startswith("exact") else "near_duplicate"
-            dropped.append({"raw": str(valid[m].raw_dir), "image": valid[m].record.image, "name": valid[m].record.name,
+            dropped.append({"raw": display_name(valid[m].raw_dir), "image": valid[m].record.image, "name": valid[m].record.name,
                             "reason": f"{reason} of {valid[kept].record.image}", "kind": kind})
     kept_items = [item for i, item in enumerate(valid) if i not in merged_away]
 
@@ -361,7 +367,7 @@ def build_dataset(raw_dirs: list[str | Path], out: str | Path, options: BuildOpt
         if captions.get(index):
             captioned.append((item, captions[index]))
         else:
-            dropped.append({"raw": str(item.raw_dir), "image": item.record.image, "name": item.record.name,
+            dropped.append({"raw": display_name(item.raw_dir), "image": item.record.image, "name": item.record.name,
                             "reason": item.result.error or "no caption", "kind": item.result.error_kind or "caption_failed"})
     if not captioned:
         raise BuildError(f"no usable images remain after validation ({len(dropped)} dropped; see the reasons with -v)")
@@ -401,7 +407,7 @@ def build_dataset(raw_dirs: list[str | Path], out: str | Path, options: BuildOpt
     summary = {
         "dishgen_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "inputs": [{"path": str(p), "records": len(read_jsonl(p / RECORDS_FILE))} for p in raw_paths],
+        "inputs": [{"path": display_name(p), "records": len(read_jsonl(p / RECORDS_FILE))} for p in raw_paths],
         "options": {k: v for k, v in asdict(options).items() if k not in ("captioner_options", "overwrite", "workers")},
         "captioner": {"name": options.captioner, "id": _captioner_id(captioner, options),
                       **{k: v for k, v in options.captioner_options.items() if "key" not in k.lower()}},
