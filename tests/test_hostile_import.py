@@ -55,11 +55,13 @@ def test_names_that_are_not_utf8_are_imported_and_built(tmp_path: Path):
     assert {r["original_path"] for r in rows} >= {"caf\ufffd dish/\ufffd\ufffd.jpg", "SARMA/\ufffd(.jpg"}
     for row in rows:  # copied under a generated name: the content hash
         assert Path(row["image"]).name.isascii() and (raw / row["image"]).is_file()
-    # Re-import: the same ids, nothing added.
+    # Re-import: the same ids, nothing added, even past a line of recipes.jsonl that is no record.
+    with open(raw / "recipes.jsonl", "a", encoding="utf-8") as f:
+        f.write("[1, 2]\n")
     assert import_photo_folder(photos, raw, source="test")["already_present"] == 4
 
     summary = build_dataset([raw], tmp_path / "ds", BuildOptions(size=16, min_size=16, workers=1, test_fraction=0.0))
-    assert summary["counts"]["train"]["images"] == 4
+    assert summary["counts"]["train"]["images"] == 4 and summary["dropped_by_reason"] == {"bad_record": 1}
     metadata = _strict_jsonl(tmp_path / "ds" / "train" / "metadata.jsonl")
     assert {r["dish"] for r in metadata} == {"SARMA", "caf\ufffd dish"}
     built = json.loads((tmp_path / "ds" / "dataset.json").read_bytes().decode("utf-8"))

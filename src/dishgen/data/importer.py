@@ -35,10 +35,9 @@ from dishgen.data.records import (
     RECORDS_FILE,
     RawRecord,
     clean_text,
-    read_records,
 )
 from dishgen.errors import DishgenError
-from dishgen.fileio import append_jsonl, atomic_path, repair_jsonl
+from dishgen.fileio import append_jsonl, atomic_path, read_jsonl, repair_jsonl
 
 IMAGE_COLUMNS = ("image", "image_name", "file_name", "filename", "file", "path", "image_path", "img", "photo")
 CAPTION_COLUMNS = ("caption", "text", "comment", "description", "sentence", "title")
@@ -134,7 +133,7 @@ def _copy_in(src: Path, raw: Path, sha: str) -> str:
 
 def _existing_ids(raw: Path) -> set[str]:
     repair_jsonl(raw / RECORDS_FILE)
-    return {r.id for r in read_records(raw)}
+    return {row.get("id") for row in read_jsonl(raw / RECORDS_FILE) if isinstance(row, dict)}  # a bad line is build's to report
 
 
 def _walk_files(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
