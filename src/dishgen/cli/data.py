@@ -56,6 +56,8 @@ def import_(source: Path, out: Path, images_dir, source_name, license_):
                f"{len(result['skipped'])} skipped)")
     for path, reason in result["skipped"][:20]:
         click.echo(f"  skipped {path}: {reason}", err=True)
+    if len(result["skipped"]) > 20:
+        click.echo(f"  ... and {len(result['skipped']) - 20} more skipped", err=True)
 
 
 @data.command("build")

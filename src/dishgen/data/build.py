@@ -18,8 +18,10 @@ import logging
 import os
 import shutil
 import time
-from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,7 +30,15 @@ from tqdm.auto import tqdm
 from dishgen import __version__
 from dishgen.data.caption import CaptionInput, get_captioner
 from dishgen.data.images import ImageResult, ImageSettings, process_image
-from dishgen.data.records import RECORDS_FILE, RawRecord, read_records
+from dishgen.data.importer import display_name
+from dishgen.data.records import (
+    MAX_LINE_CHARS,
+    MAX_NAME_CHARS,
+    RECORDS_FILE,
+    RawRecord,
+    clean_lines,
+    clean_text,
+)
 from dishgen.data.split import dish_key, split_indices, split_notes
 from dishgen.errors import DishgenError
 from dishgen.fileio import (
@@ -78,6 +88,9 @@ class BuildOptions:
             raise BuildError(f"--format must be 'png' or 'jpg', got {self.output_format!r}")
         if self.split_by not in ("dish", "image"):
             raise BuildError(f"--split-by must be 'dish' or 'image', got {self.split_by!r}")
+        from dishgen.data.dedupe import check_threshold
+
+        check_threshold(self.dedupe_threshold)  # before any image is decoded
 
 
 @dataclass
@@ -85,6 +98,25 @@ class _Item:
     raw_dir: Path
     record: RawRecord
     result: ImageResult | None = None
+
+
+def _checked_record(row: object) -> tuple[RawRecord | None, str | None]:
+    """A record with its text cleaned (the one normaliser, ``clean_text``), or why it is unusable."""
+    if not isinstance(row, dict):
+        return None, f"not a JSON object (a {type(row).__name__})"
+    record = RawRecord.from_json(row)
+    for key in ("name", "image", "source", "url", "license"):
+        if not isinstance(getattr(record, key), str):
+            return None, f"its {key!r} is a {type(getattr(record, key)).__name__}, not text"
+    image = record.image
+    if "\0" in image or len(image) > 4096 or any("\ud800" <= c <= "\udfff" for c in image):
+        return None, f"its image path {clean_text(image, 80)!r} is not a valid file name"
+    record.name = clean_text(record.name, MAX_NAME_CHARS)
+    record.source, record.url, record.license = (clean_text(v, MAX_LINE_CHARS) for v in (record.source, record.url, record.license))
+    record.captions = clean_lines(record.captions) if record.captions else []
+    record.ingredients = clean_lines(record.ingredients) if record.ingredients else []
+    record.preparation = clean_lines(record.preparation) if record.preparation else []
+    return record, None
 
 
 def _collect(raw_dirs: list[Path], exclude: list[str] = ()) -> tuple[list[_Item], list[dict]]:
@@ -102,13 +134,17 @@ def _collect(raw_dirs: list[Path], exclude: list[str] = ()) -> tuple[list[_Item]
             raise BuildError(
                 f"input {str(raw)!r} has no {RECORDS_FILE}; create it with `dishgen data import` or `dishgen data scrape`"
             )
-        for record in read_records(raw):
+        for number, row in enumerate(read_jsonl(raw / RECORDS_FILE), 1):
+            record, problem = _checked_record(row)
+            if problem:
+                dropped.append({"raw": display_name(raw), "name": f"{RECORDS_FILE}:{number}", "reason": problem, "kind": "bad_record"})
+                continue
             if not record.image:
-                dropped.append({"raw": str(raw), "name": record.name, "reason": "record has no image", "kind": "no_image"})
+                dropped.append({"raw": display_name(raw), "name": record.name, "reason": "record has no image", "kind": "no_image"})
                 continue
             hit = next((p.pattern for p in patterns if p.search(record.name or "")), None)
             if hit is not None:
-                dropped.append({"raw": str(raw), "image": record.image, "name": record.name,
+                dropped.append({"raw": display_name(raw), "image": record.image, "name": record.name,
                                 "reason": f"dish name matches --exclude {hit!r}", "kind": "excluded"})
                 continue
             items.append(_Item(raw, record))
@@ -122,11 +158,12 @@ def _process_all(items: list[_Item], work: Path, settings: ImageSettings, worker
     staging = work / "_staging"
     staging.mkdir(parents=True, exist_ok=True)
     done_file = work / "_processed.jsonl"
+    # Keyed by the path as valid UTF-8 text (undecodable bytes as \xNN), so any path can be written.
     done = {row["source"]: ImageResult(**row) for row in read_jsonl(done_file)}
     todo = []
     for item in items:
         path = str((item.raw_dir / item.record.image).resolve())
-        previous = done.get(path)
+        previous = done.get(_path_key(path))
         if previous is not None and (previous.error or (staging / previous.staged).is_file()):
             item.result = previous
         else:
@@ -134,24 +171,16 @@ def _process_all(items: list[_Item], work: Path, settings: ImageSettings, worker
     if not todo:
         return
     workers = workers or os.cpu_count() or 1
-    chunk = max(1, min(32, len(todo) // (workers * 8) or 1))
     by_path = {}
     for item, path in todo:
         by_path.setdefault(path, []).append(item)
-    paths = list(by_path)
     batch: list[dict] = []
-    with tqdm(total=len(paths), desc="images", unit="img") as bar:
-        if workers == 1:
-            results = (process_image(p, str(staging), settings) for p in paths)
-            executor = None
-        else:
-            executor = ProcessPoolExecutor(max_workers=workers)
-            results = executor.map(process_image, paths, [str(staging)] * len(paths), [settings] * len(paths), chunksize=chunk)
+    with tqdm(total=len(by_path), desc="images", unit="img") as bar:
         try:
-            for path, result in zip(paths, results, strict=False):
+            for path, result in _results(list(by_path), str(staging), settings, workers):
                 for item in by_path[path]:
                     item.result = result
-                batch.append(result.to_json())
+                batch.append({**result.to_json(), "source": _path_key(path)})
                 if len(batch) >= 64:
                     append_jsonl(done_file, batch)
                     batch = []
@@ -159,8 +188,62 @@ def _process_all(items: list[_Item], work: Path, settings: ImageSettings, worker
         finally:
             if batch:
                 append_jsonl(done_file, batch)
-            if executor is not None:
-                executor.shutdown(cancel_futures=True)
+
+
+def _results(paths: list[str], staging: str, settings: ImageSettings, workers: int) -> Iterator[tuple[str, ImageResult]]:
+    """``(path, result)`` for every path, in completion order, from ``workers`` processes.
+
+    A worker process that dies (a decoder that crashes, the out-of-memory killer) breaks the
+    whole pool; then the images that were in flight are run again one by one, each in a fresh
+    process, so only the image that kills its process is dropped (kind ``crashed``), and the
+    rest go on in a new pool.
+    """
+    if workers == 1:
+        for path in paths:
+            yield path, process_image(path, staging, settings)
+        return
+    pending = deque(paths)
+    while pending:
+        suspects: list[str] = []
+        executor = ProcessPoolExecutor(max_workers=workers)
+        in_flight: dict[Future, str] = {}
+        try:
+            while pending or in_flight:
+                while pending and len(in_flight) < workers * 4:
+                    path = pending.popleft()
+                    in_flight[executor.submit(process_image, path, staging, settings)] = path
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    path = in_flight.pop(future)
+                    if isinstance(future.exception(), BrokenProcessPool):
+                        suspects.append(path)
+                    else:
+                        yield path, future.result()
+                if suspects:
+                    break
+            for future, path in in_flight.items():  # the pool is broken: finished results still count
+                if future.done() and future.exception() is None:
+                    yield path, future.result()
+                else:
+                    suspects.append(path)
+        finally:
+            executor.shutdown(cancel_futures=True)
+        for path in suspects:
+            yield path, _process_alone(path, staging, settings)
+
+
+def _process_alone(path: str, staging: str, settings: ImageSettings) -> ImageResult:
+    """process_image in a process of its own: a crash there drops this image only."""
+    with ProcessPoolExecutor(max_workers=1) as executor:
+        try:
+            return executor.submit(process_image, path, staging, settings).result()
+        except BrokenProcessPool:
+            return ImageResult(source=path, error_kind="crashed",
+                               error="its decoding crashed the worker process (a damaged file, or not enough memory)")
+
+
+def _path_key(path: str) -> str:
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _captioner_id(captioner, options: BuildOptions) -> str:
@@ -251,7 +334,7 @@ def build_dataset(raw_dirs: list[str | Path], out: str | Path, options: BuildOpt
         for fix in res.fixes:
             fixes[fix.split(" (")[0] if "extension" not in fix else "wrong extension (format detected from bytes)"] += 1
         if res.error:
-            dropped.append({"raw": str(item.raw_dir), "image": item.record.image, "name": item.record.name,
+            dropped.append({"raw": display_name(item.raw_dir), "image": item.record.image, "name": item.record.name,
                             "reason": res.error, "kind": res.error_kind})
         else:
             valid.append(item)
@@ -267,14 +350,14 @@ def build_dataset(raw_dirs: list[str | Path], out: str | Path, options: BuildOpt
     merges = []
     for kept, members in groups.items():
         merges.append({
-            "kept": valid[kept].record.image, "kept_raw": str(valid[kept].raw_dir),
-            "merged": [{"image": valid[m].record.image, "raw": str(valid[m].raw_dir), "name": valid[m].record.name,
+            "kept": valid[kept].record.image, "kept_raw": display_name(valid[kept].raw_dir),
+            "merged": [{"image": valid[m].record.image, "raw": display_name(valid[m].raw_dir), "name": valid[m].record.name,
                         "reason": reason} for m, reason in members],
         })
         for m, reason in members:
             merged_away.add(m)
             kind = "exact_duplicate" if reason.startswith("exact") else "near_duplicate"
-            dropped.append({"raw": str(valid[m].raw_dir), "image": valid[m].record.image, "name": valid[m].record.name,
+            dropped.append({"raw": display_name(valid[m].raw_dir), "image": valid[m].record.image, "name": valid[m].record.name,
                             "reason": f"{reason} of {valid[kept].record.image}", "kind": kind})
     kept_items = [item for i, item in enumerate(valid) if i not in merged_away]
 
@@ -284,7 +367,7 @@ def build_dataset(raw_dirs: list[str | Path], out: str | Path, options: BuildOpt
         if captions.get(index):
             captioned.append((item, captions[index]))
         else:
-            dropped.append({"raw": str(item.raw_dir), "image": item.record.image, "name": item.record.name,
+            dropped.append({"raw": display_name(item.raw_dir), "image": item.record.image, "name": item.record.name,
                             "reason": item.result.error or "no caption", "kind": item.result.error_kind or "caption_failed"})
     if not captioned:
         raise BuildError(f"no usable images remain after validation ({len(dropped)} dropped; see the reasons with -v)")
@@ -324,7 +407,7 @@ def build_dataset(raw_dirs: list[str | Path], out: str | Path, options: BuildOpt
     summary = {
         "dishgen_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "inputs": [{"path": str(p), "records": len(read_records(p))} for p in raw_paths],
+        "inputs": [{"path": display_name(p), "records": len(read_jsonl(p / RECORDS_FILE))} for p in raw_paths],
         "options": {k: v for k, v in asdict(options).items() if k not in ("captioner_options", "overwrite", "workers")},
         "captioner": {"name": options.captioner, "id": _captioner_id(captioner, options),
                       **{k: v for k, v in options.captioner_options.items() if "key" not in k.lower()}},

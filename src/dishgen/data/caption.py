@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from dishgen.data.records import MAX_NAME_CHARS, clean_text
+
 
 @dataclass
 class CaptionInput:
@@ -122,10 +124,11 @@ class TemplateCaptioner:
     name = "template"
 
     def caption_one(self, item: CaptionInput) -> CaptionResult:
-        if not item.name.strip():
+        name = clean_text(item.name, MAX_NAME_CHARS)
+        if not name:
             return CaptionResult(None, "no dish name to caption from")
-        phrase = describe_dish(item.name)
-        key = str(item.image_path or item.name).encode("utf-8")
+        phrase = describe_dish(name)
+        key = str(item.image_path or name).encode("utf-8", "surrogatepass")
         setting = _SETTINGS[int(hashlib.sha1(key).hexdigest(), 16) % len(_SETTINGS)]
         text = f"A photo of {phrase}, {setting}."
         return CaptionResult(text[0].upper() + text[1:])

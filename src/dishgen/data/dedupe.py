@@ -11,6 +11,40 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dishgen.errors import DishgenError
+
+HASH_BITS = 64  # imagehash.phash with its default hash_size 8
+
+
+class DedupeError(DishgenError, ValueError):
+    """A threshold or a hash that de-duplication cannot work with."""
+
+
+def check_threshold(threshold: object) -> int:
+    """``threshold`` as an int in ``[-1, 64]`` (``-1``: exact duplicates only), or :class:`DedupeError`."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or not -1 <= threshold <= HASH_BITS:
+        raise DedupeError(
+            f"dedupe threshold must be an integer from -1 to {HASH_BITS} (pHash bits that may differ; "
+            f"-1 merges exact duplicates only), got {threshold!r}"
+        )
+    return int(threshold)
+
+
+def _hash_ints(phashes: Sequence[str]) -> np.ndarray:
+    values = []
+    for index, text in enumerate(phashes):
+        try:
+            value = int(text, 16)
+        except (TypeError, ValueError):
+            value = -1
+        if not 0 <= value < 1 << HASH_BITS:
+            raise DedupeError(
+                f"perceptual hash #{index} {str(text)[:40]!r} is not a {HASH_BITS}-bit hex number "
+                f"(at most {HASH_BITS // 4} hex digits); hashes come from dishgen.data.images.phash_hex"
+            )
+        values.append(value)
+    return np.array(values, dtype=np.uint64)
+
 
 def hamming_matrix(hashes: np.ndarray, block: int = 2048):
     """Yield ``(i0, j0, distances)`` blocks of the pairwise Hamming distances of 64-bit hashes."""
@@ -23,10 +57,15 @@ def hamming_matrix(hashes: np.ndarray, block: int = 2048):
 
 
 def near_duplicate_pairs(phashes: Sequence[str], threshold: int) -> list[tuple[int, int, int]]:
-    """All pairs ``(i, j, distance)`` with ``i < j`` whose pHash distance is at most ``threshold``."""
+    """All pairs ``(i, j, distance)`` with ``i < j`` whose pHash distance is at most ``threshold``.
+
+    Raises:
+        DedupeError: a threshold outside ``[-1, 64]`` or a hash that is not 64-bit hex.
+    """
+    threshold = check_threshold(threshold)
     if len(phashes) < 2 or threshold < 0:
         return []
-    hashes = np.array([int(h, 16) for h in phashes], dtype=np.uint64)
+    hashes = _hash_ints(phashes)
     pairs = []
     for i0, j0, dist in hamming_matrix(hashes):
         ii, jj = np.nonzero(dist <= threshold)
@@ -65,8 +104,16 @@ def find_duplicates(
 
     Returns:
         ``{kept_index: [(merged_index, reason), ...]}`` for groups of two or more.
+
+    Raises:
+        DedupeError: a threshold outside ``[-1, 64]``, a hash that is not 64-bit hex, or
+            lists of different lengths.
     """
+    threshold = check_threshold(threshold)
     n = len(sha256s)
+    if len(phashes) != n or (quality is not None and len(quality) != n):
+        raise DedupeError(f"find_duplicates needs one pHash and one quality score per image: got {n} content hashes, "
+                          f"{len(phashes)} pHashes and {'no' if quality is None else len(quality)} scores")
     uf = _UnionFind(n)
     reasons: dict[tuple[int, int], str] = {}
     first_by_sha: dict[str, int] = {}

@@ -8,8 +8,11 @@ folder. Nothing here raises for a bad image: the reason is returned and recorded
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import os
+import stat
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +22,9 @@ from PIL import Image, ImageOps
 # Pillow's own guard is 89 Mpx (warning) / 179 Mpx (error). A dish photo never needs more than
 # 40 Mpx; anything bigger is refused before decoding (a decompression bomb costs GBs of memory).
 MAX_PIXELS = 40_000_000
+# A file is read whole into memory; an uncompressed 16-bit 40 Mpx TIFF is 240 MB.
+MAX_FILE_BYTES = 512 * 1024 * 1024
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 _FORMAT_EXTENSIONS = {
     "JPEG": {".jpg", ".jpeg", ".jpe", ".jfif"},
@@ -131,6 +137,10 @@ def phash_hex(image: Image.Image) -> str:
 def process_image(path: str, staging_dir: str, settings: ImageSettings) -> ImageResult:
     """Validate one image file and write its cropped, resized RGB copy into ``staging_dir``.
 
+    Never raises for a bad file: whatever goes wrong with one image (a decoder error of any
+    type, a corrupt EXIF block) is returned as the reason, so a build goes on. Only a full or
+    read-only disk raises ``OSError``: that is no fault of the image, and every other would fail too.
+
     Args:
         path: the image file.
         staging_dir: where the processed image goes, named by the content hash.
@@ -138,11 +148,30 @@ def process_image(path: str, staging_dir: str, settings: ImageSettings) -> Image
 
     Returns:
         An :class:`ImageResult`; ``error`` is set (and nothing is written) when the image is
-        unusable: missing, empty, not an image, truncated, too large, animated or too small.
+        unusable: missing, not a regular file, empty, larger than :data:`MAX_FILE_BYTES`, not
+        an image, truncated, too large, animated, too small, or failing in any other way.
     """
+    try:
+        return _process_image(path, staging_dir, settings)
+    except OSError as err:
+        if err.errno in _ENVIRONMENT_ERRNOS:
+            raise  # a full or read-only disk is no fault of this image: stop, and say so
+        return _fail(ImageResult(source=str(path)), "corrupt", f"cannot process it ({err})")
+    except Exception as err:  # Pillow's plugins raise many types on hostile bytes; recorded, not swallowed
+        message = " ".join(str(err).split())[:300]
+        return _fail(ImageResult(source=str(path)), "corrupt", f"cannot process it ({type(err).__name__}: {message})")
+
+
+def _process_image(path: str, staging_dir: str, settings: ImageSettings) -> ImageResult:
     result = ImageResult(source=str(path))
     file = Path(path)
     try:
+        info = os.stat(file)
+        if not stat.S_ISREG(info.st_mode):
+            # A FIFO would block the worker forever on open; a folder or device is no image either.
+            return _fail(result, "unreadable", "not a regular file (a folder, FIFO, socket or device)")
+        if info.st_size > MAX_FILE_BYTES:
+            return _fail(result, "too_large", f"{info.st_size:,} bytes is more than {MAX_FILE_BYTES:,} (file size guard)")
         data = file.read_bytes()
     except OSError as err:
         return _fail(result, "unreadable", f"cannot read file: {err.strerror or err}")
@@ -195,10 +224,13 @@ def process_image(path: str, staging_dir: str, settings: ImageSettings) -> Image
     out = crop_square(image, settings.size, settings.crop)
     target = Path(staging_dir) / staged_name
     tmp = target.with_name(f".{target.name}.tmp")
-    if settings.output_format == "jpg":
-        out.save(tmp, format="JPEG", quality=settings.jpeg_quality, subsampling=0)
-    else:
-        out.save(tmp, format="PNG", compress_level=1)
-    tmp.replace(target)
+    try:
+        if settings.output_format == "jpg":
+            out.save(tmp, format="JPEG", quality=settings.jpeg_quality, subsampling=0)
+        else:
+            out.save(tmp, format="PNG", compress_level=1)
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
     result.staged = staged_name
     return result
