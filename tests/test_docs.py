@@ -82,6 +82,7 @@ COVERAGE: list[Doc] = [
     Doc("README.md", "cli/          one click group", "output", "layout of src/dishgen"),
     # docs/cgan.md
     Doc("docs/cgan.md", "--out runs/gan-yaml --config my.yaml", "run:families"),
+    Doc("docs/cgan.md", "# my.yaml", "yaml-config"),
     Doc("docs/cgan.md", "runs/gan/config.json            resolved config", "tree:families"),
     Doc("docs/cgan.md", "torchrun --standalone --nproc_per_node 2", "run:families", "parsed only: several processes"),
     Doc("docs/cgan.md", "--truncation 0.7 --batch-size 128 --no-grid", "run:families"),
@@ -176,11 +177,15 @@ def test_json_examples_parse(block):
 
 @pytest.mark.parametrize("block", blocks_checked_by("yaml-config"), ids=lambda b: f"{b.file}:{b.line}")
 def test_yaml_config_examples_load(block, tmp_path):
-    from dishgen.config import load_config_file
+    from dishgen.config import apply_overrides, load_config_file
+    from dishgen.train.cgan import CGANTrainConfig
 
     path = tmp_path / "example.yaml"
     path.write_text(block.text, encoding="utf-8")
-    assert load_config_file(path)
+    values = load_config_file(path)
+    assert values
+    config = apply_overrides(CGANTrainConfig(), values, source=str(path))  # every key is a real one
+    assert all(getattr(config, key) == value for key, value in values.items())
 
 
 @pytest.mark.parametrize("block", blocks_checked_by("console"), ids=lambda b: f"{b.file}:{b.line}")
