@@ -49,11 +49,11 @@ def test_clip_encoder_from_a_local_folder(tiny_clip_dir):
 def test_clip_text_model_without_projection_uses_pooled_output(tiny_clip_dir, tmp_path):
     import shutil
 
-    from transformers import CLIPModel
+    from transformers import CLIPTextModel
 
     # A Stable Diffusion-style folder: text_encoder/ (no projection) and tokenizer/.
     pipe = tmp_path / "pipe"
-    CLIPModel.from_pretrained(tiny_clip_dir).text_model.save_pretrained(pipe / "text_encoder")
+    CLIPTextModel.from_pretrained(tiny_clip_dir).save_pretrained(pipe / "text_encoder")
     (pipe / "tokenizer").mkdir()
     for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
         if (tiny_clip_dir / name).is_file():
