@@ -261,3 +261,17 @@ def test_a_run_scale_applies_to_its_own_lora(te_run):
     plain = base.generate(["sarma"], seed=0, **args)
     assert np.array_equal(np.asarray(off[0]), np.asarray(plain[0]))
     assert not np.array_equal(np.asarray(full[0]), np.asarray(plain[0]))
+
+
+def test_text_encoder_lora_learns_with_gradient_checkpointing(tiny_sd_dir, tiny_dataset_64, tmp_path):
+    """The text-encoder LoRA goes in through peft directly (transformers' add_adapter refuses whole peft
+    releases by version); with gradient checkpointing its weights must still get gradients."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    run_lora(tiny_sd_dir, tiny_dataset_64, out, "max_steps=2", "checkpoint_every=0", "sample_every=0",
+             "validation_steps=0", "train_text_encoder=true", "text_encoder_lr=1e-2", "gradient_checkpointing=true")
+    weights = load_file(out / LORA_WEIGHTS_NAME)
+    te_up = [v for k, v in weights.items() if k.startswith("text_encoder.") and k.endswith(".up.weight")]
+    assert te_up, sorted(weights)[:5]
+    assert all(v.abs().max() > 0 for v in te_up)  # B starts at zero: only training moves it
