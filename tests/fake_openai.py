@@ -1,14 +1,24 @@
 """A loopback OpenAI-compatible API for tests: ``/v1/models`` and ``/v1/chat/completions``.
 
 Subclass and override :meth:`FakeOpenAI.answer` to decide each chat reply; the server handles
-HTTP, the bearer key, request bookkeeping and the response envelope.
+HTTP, the bearer key, request bookkeeping and the response envelope. An answer of :class:`Raw`
+is sent as it is instead (an HTML page from a proxy, a JSON body of the wrong shape...).
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Raw:
+    """A chat reply sent verbatim with HTTP 200: ``body`` under ``content_type``."""
+
+    body: bytes
+    content_type: str = "text/html; charset=utf-8"
 
 
 class FakeOpenAI:
@@ -19,12 +29,14 @@ class FakeOpenAI:
         chats: every authorised chat request, in arrival order.
         in_flight, max_in_flight: concurrent chat requests now and at most.
         models: answer ``/v1/models`` (``False``: 404, like servers without that route).
+        models_body: a :class:`Raw` body to send for ``/v1/models`` instead.
         reject_json_mode: answer 400 to ``response_format``, like some local servers.
     """
 
     def __init__(self, key: str, *, models: bool = True, delay: float = 0.0):
         self.key, self.models, self.delay = key, models, delay
         self.reject_json_mode = False
+        self.models_body: Raw | None = None  # sent for /v1/models instead of the model list
         self.chats: list[dict] = []
         self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
@@ -49,7 +61,13 @@ class FakeOpenAI:
             def do_GET(self):  # noqa: N802 (http.server's naming)
                 if not self.authorised():
                     return
-                if self.path == "/v1/models" and fake.models:
+                if self.path == "/v1/models" and fake.models_body is not None:
+                    self.send_response(200)
+                    self.send_header("Content-Type", fake.models_body.content_type)
+                    self.send_header("Content-Length", str(len(fake.models_body.body)))
+                    self.end_headers()
+                    self.wfile.write(fake.models_body.body)
+                elif self.path == "/v1/models" and fake.models:
                     self.reply(200, {"object": "list", "data": [{"id": "tiny-chef", "object": "model"}]})
                 else:
                     self.reply(404, {"error": {"message": "not found"}})
@@ -68,6 +86,13 @@ class FakeOpenAI:
                 try:
                     threading.Event().wait(fake.delay)
                     status, content = fake.answer(request)
+                    if isinstance(content, Raw):
+                        self.send_response(status)
+                        self.send_header("Content-Type", content.content_type)
+                        self.send_header("Content-Length", str(len(content.body)))
+                        self.end_headers()
+                        self.wfile.write(content.body)
+                        return
                     if status != 200:
                         self.reply(status, {"error": {"message": f"boom {status}"}})
                         return
@@ -88,8 +113,8 @@ class FakeOpenAI:
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def answer(self, request: dict) -> tuple[int, str]:
-        """``(HTTP status, message content)`` for one chat request (already in ``chats``)."""
+    def answer(self, request: dict) -> tuple[int, str | Raw]:
+        """``(HTTP status, message content or Raw body)`` for one chat request (already in ``chats``)."""
         return 200, "OK"
 
     def close(self) -> None:

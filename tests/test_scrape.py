@@ -33,7 +33,8 @@ class FixtureSite:
     ``{base}`` in text files becomes the server's own URL; ``X.gz`` is served as the gzip of X
     when only X exists; ``/a/b`` is served from ``a/b.html`` or ``a/b/index.html``.
     ``faults[path]`` is a list of responses used (and consumed) before the file is served; a
-    fault with ``"sticky": True`` is never consumed.
+    fault with ``"sticky": True`` is never consumed; ``"drip": (n, seconds)`` sends the body
+    ``n`` bytes at a time, ``seconds`` apart.
     """
 
     def __init__(self, root: Path, page_base: str | None = None):
@@ -98,7 +99,11 @@ class FixtureSite:
                 if not fault.get("no_length"):  # without it, HTTP/1.0 ends the body by closing
                     handler.send_header("Content-Length", str(len(body)))
                 handler.end_headers()
-                handler.wfile.write(body)
+                size, pause = fault.get("drip", (len(body) or 1, 0))
+                for start in range(0, len(body), size):
+                    handler.wfile.write(body[start:start + size])
+                    handler.wfile.flush()
+                    time.sleep(pause)
                 return
         found = self.find(path)
         if found is None:

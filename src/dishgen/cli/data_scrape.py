@@ -44,17 +44,22 @@ import click
 @click.option("--min-image-side", type=click.IntRange(min=1), default=256, show_default=True,
               help="Smallest accepted shorter side of a photo, in pixels (smaller: a thumbnail).")
 @click.option("--max-download-mb", type=click.FloatRange(min=0.01), default=40.0, show_default=True,
-              help="Largest page or photo read, in MiB; bigger responses are skipped unread.")
+              help="Largest page or photo read (a gzip sitemap: unpacked), in MiB; bigger ones "
+                   "are skipped unread.")
+@click.option("--request-deadline", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
+              help="Most seconds one request may take in all (--timeout is per read); a slower "
+                   "response is skipped.")
 def scrape(site, out, base_url, max_recipes, delay, urls_file, discover, max_pages,
            discovery_max_age, timeout, retries, backoff, cache_dir, refresh, user_agent,
-           min_image_side, max_download_mb):
+           min_image_side, max_download_mb, request_deadline):
     """Scrape SITE (recepti or coolinarika) into a raw folder, politely and resumably.
 
     \b
     Obeys robots.txt, sends one request at a time with --delay between them, retries 429/5xx
     (honouring Retry-After), caches pages on disk, and continues where an interrupted run
     stopped. Records go to OUT/recipes.jsonl, photos to OUT/images/, and every URL that gave
-    no record to OUT/skipped.jsonl with the reason.
+    no record to OUT/skipped.jsonl with the reason. OUT is locked while the scrape runs (a
+    second scrape into it stops with an error naming the first one's pid).
 
     \b
     Examples:
@@ -82,7 +87,7 @@ def scrape(site, out, base_url, max_recipes, delay, urls_file, discover, max_pag
             discovery_max_age=discovery_max_age * 3600, delay=delay, timeout=timeout,
             retries=retries, backoff=backoff, cache_dir=cache_dir, refresh=refresh,
             user_agent=user_agent or DEFAULT_USER_AGENT, min_image_side=min_image_side,
-            max_download_mb=max_download_mb,
+            max_download_mb=max_download_mb, request_deadline=request_deadline,
             on_progress=on_progress,
         )
     finally:

@@ -24,6 +24,7 @@ from dishgen.data.caption import CaptionInput, CaptionResult
 from dishgen.data.llm.answers import parse_json_answer
 from dishgen.data.llm.clip_tokens import CLIP_MAX_TOKENS, ClipTokenCounter
 from dishgen.data.llm.errors import LLMError
+from dishgen.data.records import clean_text
 from dishgen.fileio import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_CACHE_DIR = "~/.cache/dishgen/captions"
 PROMPT_VERSION = 1  # part of the cache key: bump it when the prompts change
+MAX_CAPTION_CHARS = 1000  # before the cut to CLIP's 77 tokens
 
 TEXT_PROMPT = """\
 You write captions for a text-to-image dataset of Serbian and Balkan dishes.
@@ -177,6 +179,12 @@ class LLMCaptioner:
                 f"the LLM server at {self.where} answered HTTP {err.status_code} to a test "
                 f"request: {self._redact(err.message)[:300]}"
             ) from None
+        except (AttributeError, TypeError, ValueError) as err:  # a web page, or JSON of another shape
+            raise LLMError(
+                f"the server at {self.where} does not answer like an OpenAI-compatible API "
+                f"({type(err).__name__}: {str(err)[:120]}); point --base-url at the API root "
+                "(e.g. http://127.0.0.1:8000/v1), not at a web page or a proxy's login page"
+            ) from None
         if served and self.model not in served:
             log.warning(
                 "model %r is not among the models %s lists (%s); trying it anyway",
@@ -210,7 +218,13 @@ class LLMCaptioner:
 
         def work(key: str) -> tuple[str, CaptionResult]:
             item = items[todo[key][0]]
-            result = self._ask(item)
+            try:
+                result = self._ask(item)
+            except MemoryError:
+                raise
+            except Exception as err:  # noqa: BLE001 (one item's failure is recorded, never the job's)
+                log.warning("captioning %r failed unexpectedly", item.name, exc_info=True)
+                result = CaptionResult(None, self._redact(f"unexpected {type(err).__name__}: {err}")[:300])
             if result.text is not None:
                 self._cache_write(key, result.text, item)
             return key, result
@@ -245,6 +259,8 @@ class LLMCaptioner:
         for _attempt in range(self.max_retries + 1):
             try:
                 content = self._complete(messages)
+            except LLMError as err:  # not a chat completion at all: asking again will not help
+                return CaptionResult(None, self._redact(str(err)))
             except openai.APIError as err:
                 status = getattr(err, "status_code", None)
                 what = f"HTTP {status}" if status else type(err).__name__
@@ -279,9 +295,9 @@ class LLMCaptioner:
                         self.where)
             self.json_mode = False
             return self._complete(messages)
-        if not response.choices:
-            return ""
-        return response.choices[0].message.content or ""
+        except ValueError as err:  # a body declared as JSON that is not (json.JSONDecodeError)
+            raise LLMError(f"the LLM server answered a body that is not valid JSON ({err})") from None
+        return response_content(response)
 
     def _messages(self, item: CaptionInput) -> list[dict]:
         recipe = [f"Name: {item.name}"]
@@ -375,6 +391,40 @@ class VisionCaptioner(LLMCaptioner):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+def response_content(response) -> str:
+    """The message text of a chat completion, whatever the server sent.
+
+    A proxy or a misconfigured URL may answer HTTP 200 with an HTML page, which the openai
+    client returns as a ``str``; other servers send JSON of another shape. Those are not
+    answers of the model, so they are errors of the one request, not of the whole job.
+
+    Returns:
+        The first choice's message content ("" when it is null).
+
+    Raises:
+        LLMError: the response is not a chat completion (HTML, wrong shape, no choices).
+    """
+    if isinstance(response, (str, bytes)):
+        text = response.decode("utf-8", "replace") if isinstance(response, bytes) else response
+        kind = "an HTML page" if "<html" in text[:500].lower() or "<!doctype" in text[:500].lower() else "text"
+        raise LLMError(f"the LLM server answered {kind}, not a chat completion "
+                       f"({clean_text(text, 80)!r}); is a proxy or a wrong --base-url in the way?")
+    try:
+        choices = response.choices
+        if not isinstance(choices, list) or not choices:
+            raise LLMError(f"the LLM server answered a chat completion without choices ({choices!r:.80})")
+        message = choices[0].message
+        content = message.content if message is not None else None
+    except (AttributeError, TypeError, KeyError, IndexError) as err:
+        raise LLMError(f"the LLM server answered JSON that is not a chat completion ({type(err).__name__}: "
+                       f"{clean_text(err, 120)})") from None
+    if content is None:
+        return ""
+    if not isinstance(content, str):
+        raise LLMError(f"the LLM server answered a message whose content is not text ({content!r:.80})")
+    return content
+
+
 def parse_caption(content: str | None) -> tuple[str | None, str]:
     """Validate an LLM answer: JSON with a one- or two-sentence ``caption`` and no quantities.
 
@@ -387,7 +437,7 @@ def parse_caption(content: str | None) -> tuple[str | None, str]:
     caption = data.get("caption") if isinstance(data, dict) else None
     if not isinstance(caption, str) or not caption.strip():
         return None, "JSON without a non-empty 'caption' string"
-    caption = re.sub(r"\s+", " ", caption).strip()
+    caption = clean_text(caption, MAX_CAPTION_CHARS)  # no NUL, ANSI escapes or stray whitespace
     if len(caption) < 12:
         return None, f"caption too short ({caption!r})"
     quantity = _QUANTITY.search(caption)

@@ -14,7 +14,6 @@ import logging
 import re
 import threading
 import time
-import urllib.robotparser
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -22,6 +21,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from dishgen import __version__
+from dishgen.errors import DishgenError
 from dishgen.fileio import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,56 @@ DEFAULT_USER_AGENT = (
 # The token that robots.txt groups are matched against ("User-agent: dishgen").
 ROBOTS_AGENT = "dishgen"
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+MAX_ROBOTS_CHARS = 512_000  # RFC 9309: crawlers must parse at least 500 KiB; the rest may go
+
+
+class Robots:
+    """A site's robots.txt rules, matched by Protego (Scrapy's parser, Google's rules).
+
+    The standard library's ``urllib.robotparser`` ignores the ``*`` and ``$`` wildcards that real
+    robots.txt files use (``Disallow: /*?print=`` would allow ``/recept/x/?print=1``); Protego
+    implements them, ``Allow`` precedence by longest match, ``Crawl-delay`` and ``Sitemap``.
+
+    Args:
+        text: the robots.txt content (``None`` with ``allow_all`` or ``disallow_all``).
+        allow_all: no robots.txt (404): everything is allowed.
+        disallow_all: robots.txt unreachable or forbidden: nothing is allowed.
+    """
+
+    def __init__(self, text: str | None = None, *, allow_all: bool = False, disallow_all: bool = False):
+        from protego import Protego
+
+        self.allow_all, self.disallow_all = allow_all, disallow_all
+        self._rules = None
+        if text is not None and not (allow_all or disallow_all):
+            try:
+                self._rules = Protego.parse(text[:MAX_ROBOTS_CHARS])
+            except Exception as err:  # noqa: BLE001 (a hostile file: read cautiously, as forbidden)
+                log.warning("robots.txt could not be parsed (%s: %s): not fetching from the site",
+                            type(err).__name__, err)
+                self.disallow_all = True
+
+    def can_fetch(self, agent: str, url: str) -> bool:
+        """Whether ``agent`` may fetch ``url`` (argument order of ``urllib.robotparser``)."""
+        if self.disallow_all:
+            return False
+        if self.allow_all or self._rules is None:
+            return True
+        try:
+            return bool(self._rules.can_fetch(url, agent))
+        except Exception:  # noqa: BLE001 (a URL Protego cannot match is not fetched)
+            return False
+
+    def crawl_delay(self, agent: str) -> float | None:
+        """The ``Crawl-delay`` for ``agent`` in seconds, or None."""
+        if self._rules is None:
+            return None
+        delay = self._rules.crawl_delay(agent)
+        return float(delay) if delay is not None else None
+
+    def site_maps(self) -> list[str]:
+        """The ``Sitemap:`` URLs."""
+        return list(self._rules.sitemaps) if self._rules is not None else []
 
 
 @dataclass(frozen=True)
@@ -45,7 +95,7 @@ class _Reply:
     is_redirect: bool
 
 
-class FetchError(Exception):
+class FetchError(DishgenError):
     """A URL that could not be fetched; ``reason`` is a short phrase recorded per URL.
 
     Attributes:
@@ -117,6 +167,9 @@ class PoliteClient:
         obey_robots: check robots.txt before each request (keep it on for real sites).
         max_bytes: the largest response body read (decompressed); a bigger one is refused
             without being held in memory. Recipe pages are ~0.3 MB, photos a few MB.
+        request_deadline: the most seconds one request may take in all, body included
+            (``timeout`` bounds each read, so a server that sends a few bytes every second would
+            otherwise hold a request open for ever); over it the URL is given up, not retried.
     """
 
     def __init__(
@@ -133,6 +186,7 @@ class PoliteClient:
         max_redirects: int = 5,
         obey_robots: bool = True,
         max_bytes: int = 40 * 2**20,
+        request_deadline: float = 120.0,
     ):
         self.delay = delay
         self.retries = retries
@@ -144,15 +198,16 @@ class PoliteClient:
         self.max_redirects = max_redirects
         self.obey_robots = obey_robots
         self.max_bytes = max_bytes
+        self.request_deadline = request_deadline
         self.stats = ClientStats()
         self._client = httpx.Client(
             headers={"User-Agent": user_agent, "Accept-Encoding": "gzip, deflate"},
-            timeout=httpx.Timeout(timeout),
+            timeout=httpx.Timeout(min(timeout, request_deadline)),
             follow_redirects=False,
         )
         self._locks: dict[str, threading.Lock] = {}
         self._last_request: dict[str, float] = {}
-        self._robots: dict[str, urllib.robotparser.RobotFileParser] = {}
+        self._robots: dict[str, Robots] = {}
         self._guard = threading.Lock()
 
     def close(self) -> None:
@@ -166,7 +221,7 @@ class PoliteClient:
 
     # -- robots.txt -------------------------------------------------------------------------
 
-    def robots(self, url: str) -> urllib.robotparser.RobotFileParser:
+    def robots(self, url: str) -> Robots:
         """The parsed robots.txt of ``url``'s site (fetched once, never from the cache).
 
         A missing robots.txt (404 and other 4xx) allows everything; a robots.txt that cannot be
@@ -178,17 +233,16 @@ class PoliteClient:
             parser = self._robots.get(origin)
         if parser is not None:
             return parser
-        parser = urllib.robotparser.RobotFileParser(origin + "/robots.txt")
         try:
             page = self._get(origin + "/robots.txt", use_cache=False, check_robots=False)
-            parser.parse(page.text.splitlines())
+            parser = Robots(page.text)
         except FetchError as err:
             status = _status_of(err.reason)
             if status in (401, 403) or err.retryable:
                 log.warning("robots.txt of %s unavailable (%s): not fetching from it", origin, err.reason)
-                parser.disallow_all = True
+                parser = Robots(disallow_all=True)
             else:
-                parser.allow_all = True
+                parser = Robots(allow_all=True)
         with self._guard:
             self._robots[origin] = parser
         return parser
@@ -199,7 +253,7 @@ class PoliteClient:
 
     def sitemaps(self, url: str) -> list[str]:
         """The ``Sitemap:`` lines of the site's robots.txt."""
-        return list(self.robots(url).site_maps() or [])
+        return self.robots(url).site_maps()
 
     # -- fetching ---------------------------------------------------------------------------
 
@@ -313,8 +367,11 @@ class PoliteClient:
 
     def _fetch(self, url: str) -> _Reply:
         """One GET; the body is read (up to ``max_bytes``) only for a 200 answer."""
+        deadline = time.monotonic() + self.request_deadline
         with self._client.stream("GET", url) as response:
             content = b""
+            if time.monotonic() > deadline:  # the headers alone came too slowly
+                raise FetchError(url, self._too_slow())
             if response.status_code == 200:
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > self.max_bytes:
@@ -324,9 +381,15 @@ class PoliteClient:
                     size += len(chunk)
                     if size > self.max_bytes:
                         raise FetchError(url, self._too_large("more"))
+                    if time.monotonic() > deadline:
+                        raise FetchError(url, self._too_slow(f"{size} bytes received"))
                     chunks.append(chunk)
                 content = b"".join(chunks)
             return _Reply(response.status_code, response.headers, content, response.is_redirect)
+
+    def _too_slow(self, what: str = "headers only") -> str:
+        return (f"response too slow (not complete after the {self.request_deadline:g} s request "
+                f"deadline; {what})")
 
     def _too_large(self, what: str) -> str:
         return f"response too large ({what}; the limit is max_bytes={self.max_bytes / 2**20:.0f} MiB)"

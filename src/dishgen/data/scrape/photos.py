@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from dishgen.data.scrape.http import FetchError, PoliteClient
+from dishgen.errors import DishgenError
 from dishgen.fileio import atomic_write_bytes
 
+# A recipe photo is a few Mpx; 40 Mpx (e.g. 8000x5000) decodes to 120 MB of RGB.
+MAX_PIXELS = 40_000_000
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
 
 
-class PhotoError(Exception):
+class PhotoError(DishgenError):
     """No usable photo; the message is the reason recorded for the recipe's URL.
 
     Attributes:
@@ -38,23 +42,36 @@ class Photo:
     format: str
 
 
-def check_image(data: bytes, min_side: int) -> tuple[str, int, int]:
+def check_image(data: bytes, min_side: int, max_pixels: int = MAX_PIXELS) -> tuple[str, int, int]:
     """The format, width and height of image bytes that decode fully and are large enough.
 
+    The header is read first: an image of more than ``max_pixels`` pixels (a decompression bomb:
+    a few KB that would decode to GBs) or a thumbnail is refused without decoding it.
+
     Raises:
-        PhotoError: the bytes are not an image Pillow can decode, or its shorter side is below
-            ``min_side`` pixels (a thumbnail, not the recipe's photo).
+        PhotoError: the bytes are not an image Pillow can decode (whatever the decoder raised),
+            have more than ``max_pixels`` pixels, or a shorter side below ``min_side`` pixels.
     """
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt = im.format or ""
-            im.load()  # decodes everything: catches truncated files that open() accepts
-            width, height = im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                fmt = im.format or ""
+                width, height = im.size
+                if fmt in EXTENSIONS and width * height <= max_pixels and min(width, height) >= min_side:
+                    im.load()  # decodes everything: catches truncated files that open() accepts
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise PhotoError(f"image too large to decode safely, a decompression bomb? ({err})") from err
+    except MemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 (decoders raise many types on hostile bytes)
         head = data[:16]
         raise PhotoError(f"not an image (bytes start {head!r}; {type(err).__name__})") from err
     if fmt not in EXTENSIONS:
         raise PhotoError(f"unsupported image format {fmt or 'unknown'}")
+    if width * height > max_pixels:
+        raise PhotoError(f"image too large ({width}x{height} = {width * height / 1e6:.0f} Mpx, over "
+                         f"the {max_pixels / 1e6:.0f} Mpx limit): a decompression bomb or a poster")
     if min(width, height) < min_side:
         raise PhotoError(f"photo too small ({width}x{height} < {min_side} px): a thumbnail")
     return fmt, width, height

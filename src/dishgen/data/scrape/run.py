@@ -23,7 +23,7 @@ from dishgen.data.scrape.parse import ParseError, parse_recipe
 from dishgen.data.scrape.photos import PhotoError, fetch_photo
 from dishgen.data.scrape.sites import Site, get_site
 from dishgen.errors import DishgenError
-from dishgen.fileio import append_jsonl, read_jsonl, repair_jsonl
+from dishgen.fileio import append_jsonl, output_lock, read_jsonl, repair_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ def scrape(
     user_agent: str = DEFAULT_USER_AGENT,
     min_image_side: int = 256,
     max_download_mb: float = 40.0,
+    request_deadline: float = 120.0,
     on_progress: Callable[[str, str], None] | None = None,
 ) -> ScrapeSummary:
     """Scrape one recipe site into a raw folder, resuming where an earlier run stopped.
@@ -104,7 +105,10 @@ def scrape(
         refresh: fetch pages again even when cached.
         user_agent: the User-Agent header.
         min_image_side: smallest accepted shorter side of a photo, in pixels.
-        max_download_mb: largest page or photo read, in MiB; bigger ones are skipped.
+        max_download_mb: largest page or photo read (gzip sitemaps: unpacked), in MiB; bigger
+            ones are skipped.
+        request_deadline: most seconds one request may take in all, body included; a slower
+            response (a server that drips bytes) is skipped.
         on_progress: called as ``on_progress(event, url)`` with event ``written``, ``skipped``
             or ``done`` (already recorded), e.g. to drive a progress bar.
 
@@ -113,6 +117,8 @@ def scrape(
 
     Raises:
         DishgenError: an unknown site or discovery mode.
+        OutputLocked: another dishgen command is writing into ``out`` (see
+            :func:`dishgen.fileio.output_lock`).
     """
     try:
         site = get_site(site_name)
@@ -122,7 +128,24 @@ def scrape(
         raise DishgenError(f"unknown discovery mode {discover!r}; use {', '.join(DISCOVERY_MODES)}")
     base = (base_url or site.base_url).rstrip("/")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with output_lock(out):
+        return _scrape_locked(
+            site, base, out, urls_file=urls_file, discover=discover, max_recipes=max_recipes,
+            max_pages=max_pages, discovery_max_age=discovery_max_age, min_image_side=min_image_side,
+            on_progress=on_progress, client=PoliteClient(
+                delay=delay, timeout=timeout, retries=retries, backoff=backoff, refresh=refresh,
+                cache_dir=cache_dir if cache_dir is not None else out / CACHE_DIR,
+                user_agent=user_agent, max_bytes=int(max_download_mb * 2**20),
+                request_deadline=request_deadline,
+            ),
+        )
+
+
+def _scrape_locked(
+    site: Site, base: str, out: Path, *, urls_file, discover: str, max_recipes: int | None,
+    max_pages: int, discovery_max_age: float, min_image_side: int,
+    on_progress: Callable[[str, str], None] | None, client: PoliteClient,
+) -> ScrapeSummary:
     records_path, skipped_path = out / RECORDS_FILE, out / SKIPPED_FILE
     for path in (records_path, skipped_path):
         if repair_jsonl(path):
@@ -139,16 +162,26 @@ def scrape(
 
     summary = ScrapeSummary(site=site.name, total_records=total)
     notify = on_progress or (lambda event, url: None)
-    client = PoliteClient(
-        delay=delay, timeout=timeout, retries=retries, backoff=backoff, refresh=refresh,
-        cache_dir=cache_dir if cache_dir is not None else out / CACHE_DIR, user_agent=user_agent,
-        max_bytes=int(max_download_mb * 2**20),
-    )
+
+    def record_skip(url: str, reason: str, retryable: bool = False, **more) -> None:
+        append_jsonl(skipped_path, [{
+            "url": url, "source": site.name, "reason": reason, "retryable": retryable, **more,
+            "at": _now(),
+        }])
+        last_skip[url] = {"reason": reason, "retryable": retryable}
+        summary.skipped[_reason_kind(reason)] += 1
+
+    def record_discovery_skip(url: str, reason: str) -> None:
+        # Sitemaps and listing pages are read on every run: record each problem once.
+        if last_skip.get(url, {}).get("reason") != reason:
+            record_skip(url, reason, kind="discovery")
+
     with client:
         if max_recipes is not None and total >= max_recipes:
             summary.reached_max = True
             return summary
-        found = _discover(client, site, base, discover, urls_file, max_pages, discovery_max_age)
+        found = _discover(client, site, base, discover, urls_file, max_pages, discovery_max_age,
+                          record_discovery_skip)
         for url, thumb in found:
             summary.discovered += 1
             if url in done:
@@ -161,14 +194,17 @@ def scrape(
                 final = record.extra.get("final_url")
                 if final in done:
                     raise ParseError(f"redirects to {final}, a recipe already recorded")
-            except (FetchError, ParseError, PhotoError) as err:
-                reason = getattr(err, "reason", None) or str(err)
-                retryable = getattr(err, "retryable", False)
-                append_jsonl(skipped_path, [{
-                    "url": url, "source": site.name, "reason": reason, "retryable": retryable,
-                    "at": _now(),
-                }])
-                summary.skipped[_reason_kind(reason)] += 1
+            except (OSError, MemoryError):
+                raise  # this machine's problem (disk full, permissions, memory), not the page's
+            except Exception as err:  # noqa: BLE001 (one bad page never ends the scrape)
+                if isinstance(err, (FetchError, ParseError, PhotoError)):
+                    reason = getattr(err, "reason", None) or str(err)
+                    retryable = getattr(err, "retryable", False)
+                else:  # a dishgen bug met by this page: recorded, and tried again by a fixed version
+                    log.warning("unexpected error on %s", url, exc_info=True)
+                    reason = f"unexpected {type(err).__name__}: {str(err)[:200]}"
+                    retryable = True
+                record_skip(url, reason, retryable)
                 log.info("skipped %s: %s", url, reason)
                 notify("skipped", url)
                 continue
@@ -188,18 +224,20 @@ def scrape(
 
 
 def _discover(
-    client: PoliteClient, site, base: str, mode: str, urls_file, max_pages: int, max_age: float
+    client: PoliteClient, site, base: str, mode: str, urls_file, max_pages: int, max_age: float,
+    on_skip: Callable[[str, str], None],
 ) -> Iterator[tuple[str, str | None]]:
     if urls_file is not None:
         yield from ((rebase(url, site, base), None) for url in file_urls(urls_file, base))
         return
     found = False
     if mode in ("auto", "sitemap"):
-        for url in sitemap_urls(client, site, base, max_age=max_age):
+        for url in sitemap_urls(client, site, base, max_age=max_age, on_skip=on_skip):
             found = True
             yield url, None
     if mode == "listing" or (mode == "auto" and not found):
-        yield from listing_urls(client, site, base, max_pages=max_pages, max_age=max_age)
+        yield from listing_urls(client, site, base, max_pages=max_pages, max_age=max_age,
+                                on_skip=on_skip)
 
 
 def _scrape_one(
