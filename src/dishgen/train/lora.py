@@ -110,9 +110,10 @@ def train(config: LoraTrainConfig, data: str | Path, out: str | Path, *, resume:
     """
     from accelerate import Accelerator
 
+    from dishgen.config import validate_config
     from dishgen.errors import DishgenError
 
-    config.validate()
+    validate_config(config)  # before anything is loaded or written
     # -- accelerator and run dir -----------------------------------------------------------------
     asked = _training_device(device)
     if config.mixed_precision == "fp16" and asked.type != "cuda":
