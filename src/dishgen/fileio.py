@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
+import socket
+import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from dishgen.errors import DishgenError
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = ".dishgen.lock"
 
 
 @contextlib.contextmanager
@@ -176,3 +186,97 @@ def repair_jsonl(path: str | os.PathLike) -> int:
     keep = data[: data.rfind(b"\n") + 1]
     atomic_write_bytes(path, keep)
     return len(data) - len(keep)
+
+
+class OutputLocked(DishgenError):
+    """Another live dishgen process holds the output folder's lock."""
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``folder/.dishgen.lock`` while a command writes into ``folder``.
+
+    The lock file is created with ``O_CREAT | O_EXCL`` (atomic: of two processes, exactly one
+    creates it) and holds the owner's pid, host, start time and command line. A lock left by a
+    process that has died (same host, pid no longer running), or a lock file that is unreadable
+    and over a minute old, is taken over with a warning. The lock is removed on exit if it is
+    still this process's.
+
+    Args:
+        folder: the output folder (created if missing).
+
+    Yields:
+        The lock file's path.
+
+    Raises:
+        OutputLocked: a live process holds the lock (the message names its pid, host and start).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    mine = json.dumps({
+        "pid": os.getpid(), "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv)[:300],
+    }) + "\n"
+    for _attempt in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            _take_over_stale_lock(path)
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(mine)
+        break
+    else:
+        raise OutputLocked(f"cannot lock {folder}: {path} keeps reappearing; is another dishgen "
+                           "command starting in it? Run one command per output folder")
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            if path.read_text(encoding="utf-8") == mine:
+                path.unlink()
+
+
+def _take_over_stale_lock(path: Path) -> None:
+    """Remove ``path`` if its owner is dead; raise :class:`OutputLocked` if it is alive."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return  # released meanwhile: try again
+    try:
+        holder = json.loads(raw)
+        pid, host = int(holder["pid"]), str(holder["host"])
+    except (ValueError, KeyError, TypeError):
+        if age < 60:  # being written by a process that has just created it
+            raise OutputLocked(f"{path.parent} is being locked by another dishgen command (its lock file "
+                               f"{path} is new and not yet written); run one command per output folder") from None
+        log.warning("taking over %s: an unreadable lock file %.0f s old", path, age)
+    else:
+        if host != socket.gethostname() or _pid_alive(pid):
+            raise OutputLocked(
+                f"{path.parent} is in use by another dishgen command (pid {pid} on {host}, since "
+                f"{holder.get('started', '?')}: {str(holder.get('command', ''))[:120]!r}); wait for it "
+                f"or stop it, or, if that process is gone, delete {path}"
+            )
+        log.warning("taking over %s: its owner (pid %d, started %s) is no longer running",
+                    path, pid, holder.get("started", "?"))
+    # Remove it only if it is still the file judged stale (another process may have replaced it).
+    with contextlib.suppress(FileNotFoundError):
+        if path.read_text(encoding="utf-8") == raw:
+            path.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of another user
+        return True
+    except OSError:
+        return False
+    return True
