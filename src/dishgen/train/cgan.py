@@ -44,6 +44,7 @@ from dishgen.train.common import (
     plot_log,
     progress_bar,
     resume_command,
+    run_lock,
     save_image_grid,
 )
 
@@ -173,6 +174,12 @@ def train(config: CGANTrainConfig, data: str | Path, out: str | Path, *, resume:
     Returns:
         The run directory.
     """
+    validate_config(config)  # before anything is loaded or written
+    with run_lock(out):  # one writer per run directory (rank 0 under a launcher)
+        return _train(config, data, out, resume=resume, device=device)
+
+
+def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
     from accelerate import Accelerator
 
     from dishgen.data.dataset import DatasetError, load_split
@@ -182,7 +189,6 @@ def train(config: CGANTrainConfig, data: str | Path, out: str | Path, *, resume:
     from dishgen.text import load_text_encoder
     from dishgen.text.cache import encode_cached
 
-    validate_config(config)  # before anything is loaded or written
     # -- accelerator and run dir ---------------------------------------------------------------------
     device_arg, asked = device, resolve_device(device)
     accelerator = Accelerator(cpu=asked.type == "cpu")

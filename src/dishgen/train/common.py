@@ -16,6 +16,7 @@ checkpoints, agreed across processes).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -26,6 +27,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,6 +181,46 @@ class RunDir:
             for _, old in self.checkpoints()[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
         return final
+
+
+def launcher_rank() -> int:
+    """This process's global rank under torchrun / accelerate launch / MPI (0 when run alone),
+    read from the environment, so it is known before the accelerator is made."""
+    for name in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+@contextlib.contextmanager
+def run_lock(out: str | Path) -> Iterator[Path | None]:
+    """Hold the run directory's output lock (:func:`dishgen.fileio.output_lock`) for a whole run.
+
+    Under a launcher only rank 0 takes it (the other ranks never write). A second run writing into
+    the same folder gets a one-line :class:`~dishgen.fileio.OutputLocked`; the lock of a killed
+    run is taken over. A folder that the lock created and that is still empty at the end (a run
+    refused before it wrote anything) is removed again.
+
+    Args:
+        out: the run directory.
+
+    Yields:
+        The lock file's path (``None`` on ranks other than 0).
+    """
+    from dishgen.fileio import output_lock
+
+    if launcher_rank() != 0:
+        yield None
+        return
+    out = Path(out)
+    created = not out.exists()
+    try:
+        with output_lock(out) as lock:
+            yield lock
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
 
 
 def check_finite(step: int, losses: dict[str, float], run: RunDir) -> None:

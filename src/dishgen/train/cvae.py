@@ -219,6 +219,14 @@ def train(config: CVAEConfig, data: str | Path, out: str | Path, *, resume: bool
     Returns:
         The exported model folder (``RUN/model``).
     """
+    from dishgen.train.common import run_lock
+
+    validate_config(config)  # before anything is loaded or written
+    with run_lock(out):  # one writer per run directory (rank 0 under a launcher)
+        return _train(config, data, out, resume=resume, device=device)
+
+
+def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
     from accelerate import Accelerator
     from safetensors.torch import load_file
 
@@ -246,7 +254,6 @@ def train(config: CVAEConfig, data: str | Path, out: str | Path, *, resume: bool
     )
     from dishgen.train.state import load_state, rng_state, save_state, set_rng_state
 
-    validate_config(config)  # before anything is loaded or written
     torch_device = resolve_device(device)
     accelerator = Accelerator(cpu=torch_device.type == "cpu", mixed_precision=config.mixed_precision)
     rank, world = accelerator.process_index, accelerator.num_processes

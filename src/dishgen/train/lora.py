@@ -112,6 +112,7 @@ def train(config: LoraTrainConfig, data: str | Path, out: str | Path, *, resume:
 
     from dishgen.config import validate_config
     from dishgen.errors import DishgenError
+    from dishgen.train.common import run_lock
 
     validate_config(config)  # before anything is loaded or written
     # -- accelerator and run dir -----------------------------------------------------------------
@@ -125,7 +126,8 @@ def train(config: LoraTrainConfig, data: str | Path, out: str | Path, *, resume:
     accelerator = Accelerator(cpu=asked.type == "cpu", mixed_precision=config.mixed_precision,
                               log_with=log_with, project_dir=str(out))
     try:
-        return _train(config, data, out, resume, accelerator, log_with, device)
+        with run_lock(out):  # one writer per run directory (rank 0 under a launcher)
+            return _train(config, data, out, resume, accelerator, log_with, device)
     finally:
         accelerator.end_training()
         _reset_accelerate_state()
