@@ -37,7 +37,10 @@ FAMILY_LOADERS = {
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
-class ModelReferenceError(ValueError):
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
+
+
+class ModelReferenceError(DishgenError, ValueError):
     """A ``--model`` value that does not name a loadable model."""
 
 
@@ -81,13 +84,27 @@ def resolve_model(model: str | Path | None) -> tuple[str, str | Path]:
             return "diffusion", path
         if (path / "config.json").is_file():
             return _family_of(path), path
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)[:3]
+        hint = (f"; it holds pickle files ({', '.join(pickles)}), which dishgen never loads (only safetensors)"
+                if pickles else "")
         raise ModelReferenceError(
             f"{str(path)!r} is a folder but neither a dishgen run/checkpoint (config.json) "
-            "nor a diffusers pipeline (model_index.json)"
+            f"nor a diffusers pipeline (model_index.json){hint}"
         )
-    if path.suffix == ".safetensors" and path.is_file():
+    if path.is_file():
+        if path.suffix.lower() == ".safetensors":
+            raise ModelReferenceError(
+                f"{str(path)!r} looks like LoRA weights: pass the base model with --model and this file with --lora"
+            )
+        if path.suffix.lower() in PICKLE_SUFFIXES:
+            raise ModelReferenceError(
+                f"{str(path)!r} exists but is a pickle file ({path.suffix}): dishgen loads only safetensors and "
+                "never unpickles (unpickling can run code). Pass a dishgen run, checkpoint or model folder, a "
+                "diffusers folder or hub id, or convert the weights to .safetensors (LoRA weights: --lora FILE)"
+            )
         raise ModelReferenceError(
-            f"{str(path)!r} looks like LoRA weights: pass the base model with --model and this file with --lora"
+            f"{str(path)!r} is a file, not a model: pass 'default', a dishgen run, checkpoint or model folder, "
+            "or a diffusers folder or hub id"
         )
     text = str(model)
     looks_like_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and " " not in text
@@ -100,10 +117,10 @@ def resolve_model(model: str | Path | None) -> tuple[str, str | Path]:
 
 def _family_of(path: Path) -> str:
     try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ModelReferenceError(f"{str(path / 'config.json')!r} could not be read: {err}") from err
-    family = config.get("family")
+        config = json.loads((path / "config.json").read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as err:  # unreadable, not UTF-8, not JSON
+        raise ModelReferenceError(f"{str(path / 'config.json')!r} could not be read: {err}") from None
+    family = config.get("family") if isinstance(config, dict) else None
     if family not in FAMILY_LOADERS:
         raise ModelReferenceError(
             f"{str(path)!r}: config.json names family {family!r}; dishgen knows {', '.join(sorted(FAMILY_LOADERS))}"

@@ -13,6 +13,23 @@ import click
 
 from dishgen import __version__
 
+MAX_SEED = 2**32 - 1  # numpy and torch seeds alike (dishgen.config.MAX_SEED)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses ``nan`` and ``inf`` (which pass its comparisons)."""
+
+    def convert(self, value, param, ctx):
+        import math
+
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{rv} is not a finite number; give a value in the range {self._describe_range()}.", param, ctx)
+        return rv
+
+
+SEED = click.IntRange(0, MAX_SEED)
+
 
 class LazyGroup(click.Group):
     """A click group whose subcommands live in other modules and are imported on first use."""

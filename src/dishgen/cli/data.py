@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import click
 
-from dishgen.cli import LazyGroup
+from dishgen.cli import SEED, FiniteFloatRange, LazyGroup
 
 
 @click.group(
@@ -31,6 +32,21 @@ def data() -> None:
     """
 
 
+@contextlib.contextmanager
+def locked_output(out: Path):
+    """Hold ``out``'s output lock while a command writes it (a second writer gets one clear line);
+    a folder the lock created that is still empty when the command fails is removed again."""
+    from dishgen.fileio import output_lock
+
+    created = not out.exists()
+    try:
+        with output_lock(out):
+            yield
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+
+
 @data.command("import")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Raw folder to create or extend.")
@@ -48,10 +64,11 @@ def import_(source: Path, out: Path, images_dir, source_name, license_):
     """
     from dishgen.data.importer import import_caption_table, import_photo_folder
 
-    if source.is_file():
-        result = import_caption_table(source, out, images_dir=images_dir, source=source_name, license=license_)
-    else:
-        result = import_photo_folder(source, out, source=source_name, license=license_)
+    with locked_output(out):
+        if source.is_file():
+            result = import_caption_table(source, out, images_dir=images_dir, source=source_name, license=license_)
+        else:
+            result = import_photo_folder(source, out, source=source_name, license=license_)
     click.echo(f"imported {result['added']} images into {out} ({result['already_present']} already present, "
                f"{len(result['skipped'])} skipped)")
     for path, reason in result["skipped"][:20]:
@@ -63,16 +80,19 @@ def import_(source: Path, out: Path, images_dir, source_name, license_):
 @data.command("build")
 @click.argument("raw", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Dataset folder to create.")
-@click.option("--size", default=512, show_default=True, type=int, help="Side of the square output images, in pixels.")
-@click.option("--min-size", type=int, default=None, help="Drop images whose shorter side is smaller [default: size/2].")
+@click.option("--size", default=512, show_default=True, type=click.IntRange(8, 8192),
+              help="Side of the square output images, in pixels.")
+@click.option("--min-size", type=click.IntRange(1, 8192), default=None,
+              help="Drop images whose shorter side is smaller [default: size/2].")
 @click.option("--crop", type=click.Choice(["center", "pad"]), default="center", show_default=True,
               help="Centre-crop to a square, or pad on white to keep the whole dish.")
 @click.option("--format", "output_format", type=click.Choice(["png", "jpg"]), default="png", show_default=True)
-@click.option("--test-fraction", default=0.1, show_default=True, type=float, help="Share of images in the test split.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the split.")
+@click.option("--test-fraction", default=0.1, show_default=True, type=FiniteFloatRange(0, 1, max_open=True),
+              help="Share of images in the test split.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the split.")
 @click.option("--split-by", type=click.Choice(["dish", "image"]), default="dish", show_default=True,
               help="Keep each dish on one side (no leakage), or split images independently.")
-@click.option("--dedupe-threshold", default=4, show_default=True, type=int,
+@click.option("--dedupe-threshold", default=4, show_default=True, type=click.IntRange(-1, 64),
               help="Max pHash Hamming distance of near duplicates (-1: exact duplicates only).")
 @click.option("--captioner", type=click.Choice(["template", "llm", "llm-vision"]), default="template", show_default=True,
               help="template: offline; llm: any OpenAI-compatible server from name+recipe; llm-vision: from the photo.")
@@ -102,8 +122,6 @@ def build(raw, out, size, min_size, crop, output_format, test_fraction, seed, sp
     """
     from dishgen.data.build import BuildOptions, build_dataset, print_dropped, summary_text
 
-    if size <= 0:
-        raise click.BadParameter(f"must be a positive integer, got {size}", param_hint="--size")
     captioner_options = {k: v for k, v in {
         "base_url": llm_base_url, "model": llm_model, "concurrency": llm_concurrency}.items() if v is not None}
     if captioner == "template" and captioner_options:
@@ -113,7 +131,8 @@ def build(raw, out, size, min_size, crop, output_format, test_fraction, seed, sp
                            dedupe_threshold=dedupe_threshold, captioner=captioner,
                            captioner_options=captioner_options, workers=workers, overwrite=overwrite,
                            exclude=list(exclude))
-    summary = build_dataset(list(raw), out, options)
+    with locked_output(out):
+        summary = build_dataset(list(raw), out, options)
     click.echo(summary_text(summary))
     if summary["dropped"]:
         click.echo(print_dropped(summary, limit=20), err=True)

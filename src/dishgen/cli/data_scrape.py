@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from dishgen.cli import FiniteFloatRange
+
 
 @click.command("scrape")
 @click.argument("site", type=click.Choice(["recepti", "coolinarika"]))
@@ -17,36 +19,36 @@ import click
               help="Raw folder to write (recipes.jsonl, skipped.jsonl, images/).")
 @click.option("--base-url", default=None,
               help="A mirror or test server with the site's paths, e.g. http://127.0.0.1:8000.")
-@click.option("--max-recipes", type=click.IntRange(min=1), default=None,
+@click.option("--max-recipes", type=click.IntRange(1, 10_000_000), default=None,
               help="Stop once OUT holds this many recipes of SITE (a re-run continues).")
-@click.option("--delay", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--delay", type=FiniteFloatRange(0, 3600), default=1.0, show_default=True,
               help="Seconds between two requests to the site (robots.txt Crawl-delay wins if larger).")
 @click.option("--urls", "urls_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Scrape the URLs in this file (one per line) instead of discovering them.")
 @click.option("--discover", type=click.Choice(["auto", "sitemap", "listing"]), default="auto",
               show_default=True,
               help="Where to find recipe URLs: sitemaps, listing pages, or sitemaps then listings.")
-@click.option("--max-pages", type=click.IntRange(min=1), default=10_000, show_default=True,
+@click.option("--max-pages", type=click.IntRange(1, 10_000_000), default=10_000, show_default=True,
               help="Most listing pages to walk.")
-@click.option("--discovery-max-age", type=click.FloatRange(min=0), default=24.0, show_default=True,
+@click.option("--discovery-max-age", type=FiniteFloatRange(min=0), default=24.0, show_default=True,
               help="Hours a cached sitemap or listing page is reused before it is fetched again.")
-@click.option("--timeout", type=click.FloatRange(min=0.01), default=20.0, show_default=True,
+@click.option("--timeout", type=FiniteFloatRange(0.01, 3600), default=20.0, show_default=True,
               help="Seconds to connect and for each read.")
-@click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True,
+@click.option("--retries", type=click.IntRange(0, 100), default=3, show_default=True,
               help="Extra attempts after a timeout, 429 or 5xx.")
-@click.option("--backoff", type=click.FloatRange(min=0), default=2.0, show_default=True,
+@click.option("--backoff", type=FiniteFloatRange(0, 600), default=2.0, show_default=True,
               help="Base seconds of the exponential backoff when the server sends no Retry-After.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="On-disk HTTP cache of pages [default: OUT/.http-cache].")
 @click.option("--refresh", is_flag=True, help="Fetch pages again even when they are cached.")
 @click.option("--user-agent", default=None,
               help="User-Agent header (add a contact address for a large crawl).")
-@click.option("--min-image-side", type=click.IntRange(min=1), default=256, show_default=True,
+@click.option("--min-image-side", type=click.IntRange(1, 16384), default=256, show_default=True,
               help="Smallest accepted shorter side of a photo, in pixels (smaller: a thumbnail).")
-@click.option("--max-download-mb", type=click.FloatRange(min=0.01), default=40.0, show_default=True,
+@click.option("--max-download-mb", type=FiniteFloatRange(0.01, 10_240), default=40.0, show_default=True,
               help="Largest page or photo read (a gzip sitemap: unpacked), in MiB; bigger ones "
                    "are skipped unread.")
-@click.option("--request-deadline", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
+@click.option("--request-deadline", type=FiniteFloatRange(0.1, 3600), default=120.0, show_default=True,
               help="Most seconds one request may take in all (--timeout is per read); a slower "
                    "response is skipped.")
 def scrape(site, out, base_url, max_recipes, delay, urls_file, discover, max_pages,
@@ -112,11 +114,11 @@ def scrape(site, out, base_url, max_recipes, delay, urls_file, discover, max_pag
 @click.option("--model", default=None, help="Model name on that server [default: gpt-4o-mini].")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Caption cache [default: ~/.cache/dishgen/captions].")
-@click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
+@click.option("--concurrency", type=click.IntRange(1, 256), default=4, show_default=True,
               help="LLM requests in flight at once.")
-@click.option("--max-retries", type=click.IntRange(min=0), default=3, show_default=True,
+@click.option("--max-retries", type=click.IntRange(0, 100), default=3, show_default=True,
               help="Retries of a failed request and of a malformed answer.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+@click.option("--timeout", type=FiniteFloatRange(0.1, 3600), default=60.0, show_default=True,
               help="Seconds per LLM request.")
 @click.option("--clip-tokenizer", default=None,
               help="CLIP tokenizer folder or bpe_simple_vocab_16e6.txt.gz, to count caption "
@@ -130,7 +132,7 @@ def scrape(site, out, base_url, max_recipes, delay, urls_file, discover, max_pag
                    "given to the LLM (rows are matched by url, then id).")
 @click.option("--force", is_flag=True,
               help="Re-caption rows already captioned by this captioner and model.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True,
               help="Rows captioned between two (atomic) saves of metadata.jsonl.")
 def caption(dataset, captioner_name, base_url, model, cache_dir, concurrency, max_retries, timeout,
             clip_tokenizer, splits, raw_dir, force, batch_size):

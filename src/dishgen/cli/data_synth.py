@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from dishgen.cli import SEED, FiniteFloatRange
 from dishgen.data.synth import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_SUFFIX
 
 
@@ -33,7 +34,7 @@ from dishgen.data.synth import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_SUFFIX
               help="[diffusion] LoRA file or folder (repeatable).")
 @click.option("--images-per-caption", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Images rendered per caption variation.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True,
               help="Seed of the variations and the images.")
 @click.option("--split", "splits", multiple=True, default=("train",), show_default=True,
               help="Source split to augment (repeatable); test images are for test-only use.")
@@ -45,11 +46,11 @@ from dishgen.data.synth import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_SUFFIX
               help="[diffusion] What to steer away from ('' for none).")
 @click.option("--steps", "num_inference_steps", type=click.IntRange(1, 1000), default=None,
               help="[diffusion] Denoising steps [default: the model's].")
-@click.option("--guidance-scale", type=float, default=None,
+@click.option("--guidance-scale", type=FiniteFloatRange(0, 100), default=None,
               help="[diffusion] Classifier-free guidance scale.")
-@click.option("--truncation", type=float, default=None,
+@click.option("--truncation", type=FiniteFloatRange(0, 10), default=None,
               help="[cgan] Truncation of the noise (1 = none).")
-@click.option("--temperature", type=float, default=None, help="[cvae] Scale of the latent noise.")
+@click.option("--temperature", type=FiniteFloatRange(0, 10), default=None, help="[cvae] Scale of the latent noise.")
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=8, show_default=True,
               help="Captions per generation call.")
 @click.option("--size", type=click.IntRange(8, 4096), default=None,
@@ -80,6 +81,7 @@ def augment(dataset, out, variations, captioner, llm_base_url, llm_model, llm_co
           --model stable-diffusion-v1-5/stable-diffusion-v1-5 --lora runs/lora \\
           --device cuda --dtype fp16
     """
+    from dishgen.cli.data import locked_output
     from dishgen.data.synth import AugmentOptions, augment_dataset, augment_summary_text
 
     llm = {"base_url": llm_base_url, "model": llm_model, "concurrency": llm_concurrency}
@@ -96,7 +98,8 @@ def augment(dataset, out, variations, captioner, llm_base_url, llm_model, llm_co
         positive_suffix=positive_suffix, negative_prompt=negative_prompt,
         knobs=knobs, batch_size=batch_size, size=size, limit=limit, overwrite=overwrite,
     )
-    summary = augment_dataset(dataset, out, options)
+    with locked_output(out):
+        summary = augment_dataset(dataset, out, options)
     click.echo(augment_summary_text(summary))
     click.echo(f"synthetic dataset written to {out}")
 
@@ -106,17 +109,17 @@ def augment(dataset, out, variations, captioner, llm_base_url, llm_model, llm_co
 @click.argument("synthetic", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Dataset to create.")
-@click.option("--synthetic-fraction", type=click.FloatRange(0, 1), default=None,
+@click.option("--synthetic-fraction", type=FiniteFloatRange(0, 1), default=None,
               help="Share of synthetic images in train: synthetic / (real + synthetic) "
                    "[default: all available].")
-@click.option("--val-synthetic", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--val-synthetic", type=FiniteFloatRange(0, 1), default=0.5, show_default=True,
               help="Share of synthetic images in validation.")
-@click.option("--test-synthetic", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--test-synthetic", type=FiniteFloatRange(0, 1), default=0.0, show_default=True,
               help="Share of synthetic images in test (keep 0 to score on real photos only).")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+@click.option("--val-fraction", type=FiniteFloatRange(0, 1, max_open=True), default=0.1,
               show_default=True,
               help="Share of the real train images moved to validation, whole dishes at a time.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True,
               help="Seed of the validation split and the draw.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset at --out.")
 def mix(real, synthetic, out, synthetic_fraction, val_synthetic, test_synthetic, val_fraction,
@@ -134,11 +137,13 @@ def mix(real, synthetic, out, synthetic_fraction, val_synthetic, test_synthetic,
       dishgen data mix datasets/dishes datasets/synth --out datasets/mix50 \\
           --synthetic-fraction 0.5
     """
+    from dishgen.cli.data import locked_output
     from dishgen.data.synth import MixOptions, mix_datasets, mix_summary_text
 
     options = MixOptions(synthetic_fraction=synthetic_fraction, val_synthetic=val_synthetic,
                          test_synthetic=test_synthetic, val_fraction=val_fraction, seed=seed,
                          overwrite=overwrite)
-    summary = mix_datasets(real, synthetic, out, options)
+    with locked_output(out):
+        summary = mix_datasets(real, synthetic, out, options)
     click.echo(mix_summary_text(summary))
     click.echo(f"dataset written to {out}")

@@ -14,11 +14,18 @@ def read_prompts_file(path: str) -> list[str]:
     if not file.is_file():
         raise click.BadParameter(f"prompt file {path!r} does not exist", param_hint="--prompts-file")
     try:
-        text = file.read_text(encoding="utf-8")
+        text = file.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first prompt
     except UnicodeDecodeError as err:
         raise click.BadParameter(
             f"prompt file {path!r} is not UTF-8 text (byte {err.start}); save it as UTF-8", param_hint="--prompts-file"
         ) from None
+    except OSError as err:
+        raise click.BadParameter(f"prompt file {path!r} could not be read: {err.strerror or err}",
+                                 param_hint="--prompts-file") from None
+    if "\x00" in text:
+        raise click.BadParameter(f"prompt file {path!r} holds NUL bytes, so it is binary, not text; check the path",
+                                 param_hint="--prompts-file")
+    text = text.replace("\ufeff", "")  # byte-order marks of files pasted together
     prompts = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if not prompts:
         raise click.BadParameter(f"prompt file {path!r} holds no prompts", param_hint="--prompts-file")

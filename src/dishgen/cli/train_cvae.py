@@ -27,7 +27,7 @@ def cvae(data, out, config_file, preset, resume, device, overrides):
     from dishgen.config import resolve_run_config
     from dishgen.train.cvae import PRESETS, CVAEConfig, train
 
-    config = resolve_run_config(CVAEConfig, out, presets=PRESETS, preset=preset, config_file=config_file,
+    config = resolve_run_config(CVAEConfig, out, family="cvae", presets=PRESETS, preset=preset, config_file=config_file,
                                 overrides=overrides, resume=resume)
     export = train(config, data, out, resume=resume, device=device)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once

@@ -42,6 +42,7 @@ from dishgen.data.records import (
 from dishgen.data.split import dish_key, split_indices, split_notes
 from dishgen.errors import DishgenError
 from dishgen.fileio import (
+    LOCK_FILE,
     append_jsonl,
     atomic_write_json,
     link_or_copy,
@@ -309,7 +310,7 @@ def build_dataset(raw_dirs: list[str | Path], out: str | Path, options: BuildOpt
     options = options or BuildOptions()
     options.validate()
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not options.overwrite:
+    if out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()) and not options.overwrite:
         raise BuildError(f"{str(out)!r} already exists; pass --overwrite to rebuild it, or choose another --out")
     raw_paths = [Path(r) for r in raw_dirs]
     started = time.time()

@@ -25,9 +25,13 @@ from typing import Literal
 import torch
 
 from dishgen.config import (
+    MAX_SEED,
+    MINUTES,
     ConfigError,
+    checked,
     config_to_dict,
     resolve_run_config,
+    validate_config,
 )
 from dishgen.errors import DishgenError
 from dishgen.models import cgan
@@ -37,10 +41,10 @@ from dishgen.train.common import (
     RunDir,
     StopControl,
     check_finite,
-    check_stop_config,
     plot_log,
     progress_bar,
     resume_command,
+    run_lock,
     save_image_grid,
 )
 
@@ -56,67 +60,56 @@ class CGANTrainConfig:
     """
 
     # data and text
-    resolution: int = 64
-    text_encoder: str = "minilm"
+    resolution: int = checked(64, power_of_two=True, min=16, max=512)
+    text_encoder: str = checked("minilm", non_empty=True)
     text_cache: bool = True  # cache caption embeddings in DATASET/.cache
     flip: bool = True  # random horizontal flips of training images
     # networks
-    z_dim: int = 128
-    cond_dim: int = 128
-    base_channels: int = 32
-    max_channel_mult: int = 8
+    z_dim: int = checked(128, min=1)
+    cond_dim: int = checked(128, min=1)
+    base_channels: int = checked(32, min=1)
+    max_channel_mult: int = checked(8, min=1)
     # objective
     augment: str = "color,translation,cutout"  # DiffAugment policy, "" for none
-    mismatch_weight: float = 0.0  # share of the fake side given to real images with another caption; 0 = off
-    r1_gamma: float = 0.1  # R1 weight (gamma / 2 * ||grad||^2); 0 = off
-    r1_every: int = 16  # lazy R1: every k steps, scaled by k
+    # share of the fake side given to real images with another caption; 0 = off
+    mismatch_weight: float = checked(0.0, min=0, max=1, max_open=True)
+    r1_gamma: float = checked(0.1, min=0, text="at least 0 (0 turns R1 off)")  # R1 weight (gamma / 2 * ||grad||^2)
+    r1_every: int = checked(16, min=1)  # lazy R1: every k steps, scaled by k
     # optimisation
-    batch_size: int = 16
-    n_disc: int = 1  # D steps per G step
-    g_lr: float = 1e-4  # two time-scale update rule (BigGAN/SAGAN): D learns 4x faster
-    d_lr: float = 4e-4
-    g_betas: tuple[float, float] = (0.0, 0.9)
-    d_betas: tuple[float, float] = (0.0, 0.9)
-    grad_clip: float = 0.0  # max gradient norm per network; 0 = off
-    ema_decay: float = 0.999
+    batch_size: int = checked(16, min=1)
+    n_disc: int = checked(1, min=1)  # D steps per G step
+    g_lr: float = checked(1e-4, min=0, min_open=True)  # two time-scale update rule (BigGAN/SAGAN): D learns 4x faster
+    d_lr: float = checked(4e-4, min=0, min_open=True)
+    g_betas: tuple[float, float] = checked((0.0, 0.9), min=0, max=1, max_open=True,
+                                           text="two numbers in [0, 1), such as 0,0.9")
+    d_betas: tuple[float, float] = checked((0.0, 0.9), min=0, max=1, max_open=True,
+                                           text="two numbers in [0, 1), such as 0,0.9")
+    grad_clip: float = checked(0.0, min=0, text="at least 0 (0 turns clipping off)")  # max gradient norm per network
+    ema_decay: float = checked(0.999, min=0, max=1, max_open=True)
     ema_rampup: bool = True  # decay min(ema_decay, (1 + step) / (10 + step)) early on
     # speed
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 needs CUDA
     channels_last: bool = True
     # schedule and outputs
-    max_steps: int = 10000
-    seed: int = 0
-    log_every: int = 10
-    sample_every: int = 500
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3  # 0 keeps all
-    max_minutes: float = 0.0  # wall-clock limit per invocation: checkpoint, export and stop; 0 = none
-    checkpoint_every_minutes: float = 30.0  # also checkpoint after this much time; 0 = off
+    max_steps: int = checked(10000, min=1)
+    seed: int = checked(0, min=0, max=MAX_SEED)
+    log_every: int = checked(10, min=1)
+    sample_every: int = checked(500, min=1)
+    checkpoint_every: int = checked(1000, min=1)
+    keep_checkpoints: int = checked(3, min=0, text="at least 0 (0 keeps all)")
+    # wall-clock limit per invocation: checkpoint, export and stop; 0 = none
+    max_minutes: float = checked(0.0, min=0, text=MINUTES)
+    # also checkpoint after this much time; 0 = off
+    checkpoint_every_minutes: float = checked(30.0, min=0, text=MINUTES)
     sample_prompts: list[str] = field(default_factory=list)  # default: captions from the test split
-    sample_per_prompt: int = 4
+    sample_per_prompt: int = checked(4, min=1)
 
     def validate(self) -> None:
+        """The checks no single field declares (called by :func:`~dishgen.config.validate_config`)."""
         try:
-            self._validate()
+            parse_policy(self.augment)
         except ValueError as err:
-            raise ConfigError(str(err)) from None
-
-    def _validate(self) -> None:
-        self.model_config(c_dim=1).validate()
-        check_stop_config(self)
-        parse_policy(self.augment)
-        positive = ("batch_size", "n_disc", "max_steps", "log_every", "sample_every", "checkpoint_every",
-                    "r1_every", "sample_per_prompt")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
-        if not 0 <= self.mismatch_weight < 1:
-            raise ValueError(f"mismatch_weight={self.mismatch_weight} must be in [0, 1)")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay={self.ema_decay} must be in [0, 1)")
-        for name in ("g_lr", "d_lr", "r1_gamma", "mismatch_weight", "grad_clip", "keep_checkpoints"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+            raise ConfigError(f"augment={self.augment!r}: {err}") from None
 
     def model_config(self, c_dim: int) -> cgan.CGANConfig:
         return cgan.CGANConfig(resolution=self.resolution, z_dim=self.z_dim, c_dim=c_dim, cond_dim=self.cond_dim,
@@ -142,8 +135,8 @@ class CheckpointWriteError(DishgenError):
 
 def resolve_train_config(out: str | Path, *, preset=None, config_file=None, overrides=(), resume=False):
     """The run's config: on ``--resume`` the saved one, else defaults -> preset; then file, overrides."""
-    return resolve_run_config(CGANTrainConfig, out, presets=PRESETS, preset=preset, config_file=config_file,
-                              overrides=overrides, resume=resume)
+    return resolve_run_config(CGANTrainConfig, out, family=FAMILY, presets=PRESETS, preset=preset,
+                              config_file=config_file, overrides=overrides, resume=resume)
 
 
 def batch_indices(num_items: int, batch_size: int, draw: int, seed: int) -> torch.Tensor:
@@ -181,6 +174,12 @@ def train(config: CGANTrainConfig, data: str | Path, out: str | Path, *, resume:
     Returns:
         The run directory.
     """
+    validate_config(config)  # before anything is loaded or written
+    with run_lock(out):  # one writer per run directory (rank 0 under a launcher)
+        return _train(config, data, out, resume=resume, device=device)
+
+
+def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
     from accelerate import Accelerator
 
     from dishgen.data.dataset import DatasetError, load_split
@@ -190,7 +189,6 @@ def train(config: CGANTrainConfig, data: str | Path, out: str | Path, *, resume:
     from dishgen.text import load_text_encoder
     from dishgen.text.cache import encode_cached
 
-    config.validate()
     # -- accelerator and run dir ---------------------------------------------------------------------
     device_arg, asked = device, resolve_device(device)
     accelerator = Accelerator(cpu=asked.type == "cpu")

@@ -16,7 +16,8 @@ checkpoints, agreed across processes).
 
 from __future__ import annotations
 
-import json
+import contextlib
+import logging
 import math
 import os
 import re
@@ -26,10 +27,12 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dishgen.errors import DishgenError
 from dishgen.fileio import (
     append_jsonl,
     atomic_directory,
@@ -39,13 +42,17 @@ from dishgen.fileio import (
 )
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+# What fileio.atomic_directory leaves behind when it is killed: ".NAME.tmp-XXXX" (being written)
+# or ".NAME.old-PID" (the folder it was replacing, between its two renames).
+LEFTOVER_RE = re.compile(r"^\.(?P<name>checkpoint-\d+|model)\.(?P<kind>tmp|old)-.+$")
+logger = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite."""
 
 
-class RunDirError(ValueError):
+class RunDirError(DishgenError, ValueError):
     """A run directory that cannot be used as asked (exists without --resume, wrong family...)."""
 
 
@@ -67,14 +74,17 @@ class RunDir:
             RunDirError: the folder holds another run and ``resume`` is false, or it belongs to
                 another family.
         """
-        latest = self.latest_checkpoint()
         saved = self.path / "config.json"
+        if saved.is_file():  # another family's run: name the command that resumes it
+            from dishgen.config import ConfigError, read_run_config
+
+            try:
+                read_run_config(self.path, self.family)
+            except ConfigError as err:
+                raise RunDirError(str(err)) from None
+        self.remove_leftovers()
+        latest = self.latest_checkpoint()
         if saved.is_file():
-            old = json.loads(saved.read_text(encoding="utf-8"))
-            if old.get("family") != self.family:
-                raise RunDirError(
-                    f"{str(self.path)!r} holds a {old.get('family')!r} run, not {self.family!r}; choose another --out"
-                )
             if not resume and (latest is not None or (self.path / "log.jsonl").exists()):
                 raise RunDirError(
                     f"{str(self.path)!r} already holds a run; pass --resume to continue it or choose another --out"
@@ -90,6 +100,33 @@ class RunDir:
         repair_jsonl(self.path / "log.jsonl")
         self.truncate_log(latest)
         return latest
+
+    def remove_leftovers(self) -> list[Path]:
+        """Remove the temporary folders of checkpoint (and export) writes that a kill interrupted.
+
+        A complete checkpoint is never touched. A folder that was being replaced when the kill
+        came (``.checkpoint-N.old-PID`` with no ``checkpoint-N`` beside it) is put back instead.
+
+        Returns:
+            The folders removed.
+        """
+        removed = []
+        if not self.path.is_dir():
+            return removed
+        for child in sorted(self.path.iterdir()):
+            match = LEFTOVER_RE.match(child.name)
+            if not match or not child.is_dir() or child.is_symlink():
+                continue
+            final = self.path / match["name"]
+            if match["kind"] == "old" and not final.exists():
+                os.replace(child, final)
+                logger.warning("restored %s from %s (a write that replaced it was killed)", final, child.name)
+                continue
+            shutil.rmtree(child)
+            removed.append(child)
+            logger.warning("removed %s, left by a %s write that did not finish", child,
+                           "checkpoint" if match["name"].startswith("checkpoint") else "model export")
+        return removed
 
     # -- log ------------------------------------------------------------------------------------
     def log(self, row: dict[str, Any]) -> None:
@@ -144,6 +181,46 @@ class RunDir:
             for _, old in self.checkpoints()[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
         return final
+
+
+def launcher_rank() -> int:
+    """This process's global rank under torchrun / accelerate launch / MPI (0 when run alone),
+    read from the environment, so it is known before the accelerator is made."""
+    for name in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+@contextlib.contextmanager
+def run_lock(out: str | Path) -> Iterator[Path | None]:
+    """Hold the run directory's output lock (:func:`dishgen.fileio.output_lock`) for a whole run.
+
+    Under a launcher only rank 0 takes it (the other ranks never write). A second run writing into
+    the same folder gets a one-line :class:`~dishgen.fileio.OutputLocked`; the lock of a killed
+    run is taken over. A folder that the lock created and that is still empty at the end (a run
+    refused before it wrote anything) is removed again.
+
+    Args:
+        out: the run directory.
+
+    Yields:
+        The lock file's path (``None`` on ranks other than 0).
+    """
+    from dishgen.fileio import output_lock
+
+    if launcher_rank() != 0:
+        yield None
+        return
+    out = Path(out)
+    created = not out.exists()
+    try:
+        with output_lock(out) as lock:
+            yield lock
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
 
 
 def check_finite(step: int, losses: dict[str, float], run: RunDir) -> None:
@@ -310,16 +387,6 @@ class StopControl:
             error = Interrupted(message, self.signum)
             error.reported = True  # the CLI need not print it again
             raise error
-
-
-def check_stop_config(config) -> None:
-    """``max_minutes`` and ``checkpoint_every_minutes`` must not be negative (0 turns them off)."""
-    from dishgen.config import ConfigError
-
-    for name in ("max_minutes", "checkpoint_every_minutes"):
-        value = getattr(config, name)
-        if not isinstance(value, (int, float)) or value < 0:
-            raise ConfigError(f"{name}={value} must be a number of minutes >= 0 (0 turns it off)")
 
 
 def ema_smooth(values: list[float], alpha: float = 0.98) -> list[float]:

@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,8 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dishgen.config import config_to_dict
+from dishgen.config import MAX_SEED, MINUTES, checked, config_to_dict, validate_config
 from dishgen.errors import DishgenError
+from dishgen.models.cvae import RESOLUTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -54,74 +55,58 @@ class CVAEConfig:
     """
 
     # model
-    resolution: int = 64
-    z_dim: int = 128
-    base_channels: int = 32
-    max_channels: int = 256
-    cond_dim: int = 256
-    res_blocks: int = 1
-    res_block_resolution: int = 16
+    resolution: int = checked(64, choices=RESOLUTIONS)
+    z_dim: int = checked(128, min=1)
+    base_channels: int = checked(32, min=1)
+    max_channels: int = checked(256, min=1)
+    cond_dim: int = checked(256, min=1)
+    res_blocks: int = checked(1, min=0)
+    res_block_resolution: int = checked(16, min=0)
     # text
-    text_encoder: str = "minilm"
-    lstm_embed_dim: int = 128
-    lstm_hidden_dim: int = 128
-    lstm_out_dim: int = 256
-    lstm_max_length: int = 32
-    lstm_min_freq: int = 1
+    text_encoder: str = checked("minilm", non_empty=True)
+    lstm_embed_dim: int = checked(128, min=1)
+    lstm_hidden_dim: int = checked(128, min=1)
+    lstm_out_dim: int = checked(256, min=1)
+    lstm_max_length: int = checked(32, min=1)
+    lstm_min_freq: int = checked(1, min=1)
     # objective: recon + kl_weight * KL (+ perceptual_weight * feature distance)
     recon_loss: Literal["mse", "l1"] = "mse"
-    beta: float = 1.0
-    kl_warmup_epochs: float = 10.0
-    free_bits: float = 0.0
-    perceptual_weight: float = 0.0
-    perceptual_backbone: str = "vgg16"
+    beta: float = checked(1.0, min=0)
+    kl_warmup_epochs: float = checked(10.0, min=0)
+    free_bits: float = checked(0.0, min=0)
+    perceptual_weight: float = checked(0.0, min=0)
+    perceptual_backbone: str = checked("vgg16", choices=("vgg16",))
     # optimisation
-    batch_size: int = 32
-    max_steps: int = 3000
-    lr: float = 2e-4
-    weight_decay: float = 1e-5
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
+    batch_size: int = checked(32, min=1)
+    max_steps: int = checked(3000, min=1)
+    lr: float = checked(2e-4, min=0, min_open=True)
+    weight_decay: float = checked(1e-5, min=0)
+    adam_beta1: float = checked(0.9, min=0, max=1, max_open=True)
+    adam_beta2: float = checked(0.999, min=0, max=1, max_open=True)
     lr_schedule: Literal["constant", "cosine"] = "cosine"
-    lr_warmup_steps: int = 100
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
+    lr_warmup_steps: int = checked(100, min=0)
+    min_lr_ratio: float = checked(0.1, min=0, max=1)
+    grad_clip: float = checked(1.0, min=0, text="at least 0 (0 turns clipping off)")
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     channels_last: bool = True
     # augmentation, applied to training images only
     augment: bool = True
     hflip: bool = True
-    translate: float = 0.0625
+    translate: float = checked(0.0625, min=0, max=0.5)
     # bookkeeping
-    seed: int = 0
-    log_every: int = 10
-    validate_every_epochs: int = 1
-    sample_every: int = 500
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    max_minutes: float = 0.0  # wall-clock limit per invocation: checkpoint, export and stop; 0 = none
-    checkpoint_every_minutes: float = 30.0  # also checkpoint after this much time; 0 = off
-    sample_prompts: list[str] = field(default_factory=lambda: list(DEFAULT_PROMPTS))
-    samples_per_prompt: int = 6
-    num_recon_images: int = 8
-
-    def validate(self) -> None:
-        from dishgen.models.cvae import RESOLUTIONS
-        from dishgen.train.common import check_stop_config
-
-        check_stop_config(self)
-        if self.resolution not in RESOLUTIONS:
-            raise ValueError(f"resolution={self.resolution} is not supported; choose one of {RESOLUTIONS}")
-        for name in ("z_dim", "batch_size", "max_steps", "log_every", "sample_every", "checkpoint_every",
-                     "validate_every_epochs", "samples_per_prompt"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
-        for name in ("beta", "kl_warmup_epochs", "free_bits", "perceptual_weight", "lr", "weight_decay",
-                     "grad_clip", "translate"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative; got {getattr(self, name)}")
-        if not self.sample_prompts:
-            raise ValueError("sample_prompts must hold at least one caption")
+    seed: int = checked(0, min=0, max=MAX_SEED)
+    log_every: int = checked(10, min=1)
+    validate_every_epochs: int = checked(1, min=1)
+    sample_every: int = checked(500, min=1)
+    checkpoint_every: int = checked(500, min=1)
+    keep_checkpoints: int = checked(3, min=0, text="at least 0 (0 keeps all)")
+    # wall-clock limit per invocation: checkpoint, export and stop; 0 = none
+    max_minutes: float = checked(0.0, min=0, text=MINUTES)
+    # also checkpoint after this much time; 0 = off
+    checkpoint_every_minutes: float = checked(30.0, min=0, text=MINUTES)
+    sample_prompts: list[str] = checked(default_factory=lambda: list(DEFAULT_PROMPTS), non_empty=True)
+    samples_per_prompt: int = checked(6, min=1)
+    num_recon_images: int = checked(8, min=1)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -234,6 +219,14 @@ def train(config: CVAEConfig, data: str | Path, out: str | Path, *, resume: bool
     Returns:
         The exported model folder (``RUN/model``).
     """
+    from dishgen.train.common import run_lock
+
+    validate_config(config)  # before anything is loaded or written
+    with run_lock(out):  # one writer per run directory (rank 0 under a launcher)
+        return _train(config, data, out, resume=resume, device=device)
+
+
+def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
     from accelerate import Accelerator
     from safetensors.torch import load_file
 
@@ -261,7 +254,6 @@ def train(config: CVAEConfig, data: str | Path, out: str | Path, *, resume: bool
     )
     from dishgen.train.state import load_state, rng_state, save_state, set_rng_state
 
-    config.validate()
     torch_device = resolve_device(device)
     accelerator = Accelerator(cpu=torch_device.type == "cpu", mixed_precision=config.mixed_precision)
     rank, world = accelerator.process_index, accelerator.num_processes

@@ -110,9 +110,11 @@ def train(config: LoraTrainConfig, data: str | Path, out: str | Path, *, resume:
     """
     from accelerate import Accelerator
 
+    from dishgen.config import validate_config
     from dishgen.errors import DishgenError
+    from dishgen.train.common import run_lock
 
-    config.validate()
+    validate_config(config)  # before anything is loaded or written
     # -- accelerator and run dir -----------------------------------------------------------------
     asked = _training_device(device)
     if config.mixed_precision == "fp16" and asked.type != "cuda":
@@ -124,7 +126,8 @@ def train(config: LoraTrainConfig, data: str | Path, out: str | Path, *, resume:
     accelerator = Accelerator(cpu=asked.type == "cpu", mixed_precision=config.mixed_precision,
                               log_with=log_with, project_dir=str(out))
     try:
-        return _train(config, data, out, resume, accelerator, log_with, device)
+        with run_lock(out):  # one writer per run directory (rank 0 under a launcher)
+            return _train(config, data, out, resume, accelerator, log_with, device)
     finally:
         accelerator.end_training()
         _reset_accelerate_state()

@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Literal
 
 from dishgen.config import (
+    MAX_SEED,
+    MINUTES,
     ConfigError,
     apply_overrides,
+    checked,
     resolve_run_config,
 )
-from dishgen.diffusion import DEFAULT_BASE
+from dishgen.diffusion import DEFAULT_BASE, SCHEDULERS
 
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
@@ -23,41 +26,44 @@ TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 class LoraTrainConfig:
     """Every setting of a LoRA run (saved as the run's ``config.json``)."""
 
-    base: str = DEFAULT_BASE  # diffusers folder or hub id of an SD 1.x/2.x-class model
+    base: str = checked(DEFAULT_BASE, non_empty=True)  # diffusers folder or hub id of an SD 1.x/2.x-class model
     revision: str | None = None
     variant: str | None = None  # e.g. "fp16" to download the half-precision weights
     # data and augmentation
-    resolution: int = 512
+    resolution: int = checked(512, multiple_of=8, min=8, max=4096)
     crop: Literal["center", "random"] = "center"
     random_flip: bool = True
-    caption_dropout: float = 0.0  # probability of training on the empty caption
+    caption_dropout: float = checked(0.0, min=0, max=1, max_open=True)  # probability of training on ""
     # LoRA
-    lora_rank: int = 8
-    lora_alpha: float = 8.0  # the update is scaled by lora_alpha / lora_rank
-    lora_dropout: float = 0.0
-    unet_target_modules: list[str] = field(default_factory=lambda: list(UNET_TARGETS))
+    lora_rank: int = checked(8, min=1)
+    lora_alpha: float = checked(8.0, min=0, min_open=True)  # the update is scaled by lora_alpha / lora_rank
+    lora_dropout: float = checked(0.0, min=0, max=1, max_open=True)
+    unet_target_modules: list[str] = checked(default_factory=lambda: list(UNET_TARGETS), non_empty=True)
     train_text_encoder: bool = False
-    text_encoder_target_modules: list[str] = field(default_factory=lambda: list(TEXT_ENCODER_TARGETS))
+    text_encoder_target_modules: list[str] = checked(default_factory=lambda: list(TEXT_ENCODER_TARGETS),
+                                                     non_empty=True)
     # optimisation
-    max_steps: int = 2000
-    batch_size: int = 4  # per process and micro-step
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-4
-    text_encoder_lr: float = 5e-5
+    max_steps: int = checked(2000, min=1)
+    batch_size: int = checked(4, min=1)  # per process and micro-step
+    gradient_accumulation_steps: int = checked(1, min=1)
+    learning_rate: float = checked(1e-4, min=0, min_open=True)
+    text_encoder_lr: float = checked(5e-5, min=0)
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
-    lr_warmup_steps: int = 0
+    lr_warmup_steps: int = checked(0, min=0)
     optimizer: Literal["adamw", "adamw8bit", "auto"] = "adamw"  # auto: 8-bit on CUDA with bitsandbytes
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_weight_decay: float = 1e-2
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0  # 0 turns clipping off (the norm is still logged)
+    adam_beta1: float = checked(0.9, min=0, max=1, max_open=True)
+    adam_beta2: float = checked(0.999, min=0, max=1, max_open=True)
+    adam_weight_decay: float = checked(1e-2, min=0)
+    adam_epsilon: float = checked(1e-8, min=0, min_open=True)
+    # 0 turns clipping off (the norm is still logged)
+    max_grad_norm: float = checked(1.0, min=0, text="at least 0 (0 turns clipping off)")
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     gradient_checkpointing: bool = False
     attention: Literal["auto", "sdpa", "xformers"] = "auto"  # auto: xformers on CUDA when installed
     # objective
-    snr_gamma: float | None = None  # min-SNR-gamma weighting (5.0 is the paper's choice)
-    noise_offset: float = 0.0
+    # min-SNR-gamma weighting (5.0 is the paper's choice)
+    snr_gamma: float | None = checked(None, min=0, min_open=True, text="> 0 (or none to turn it off)")
+    noise_offset: float = checked(0.0, min=0)
     prediction_type: Literal["epsilon", "v_prediction"] | None = None  # None: the base model's
     # caching
     cache_latents: bool = True
@@ -68,42 +74,25 @@ class LoraTrainConfig:
         "Ćevapi with onions and kajmak on a wooden board",
         "Gibanica, a layered cheese pie, on a white plate",
     ])
-    validation_seed: int = 0
-    validation_steps: int = 25
-    validation_guidance_scale: float = 7.5
-    validation_scheduler: str = "dpm++"
-    sample_every: int = 250
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3  # 0 keeps all
-    max_minutes: float = 0.0  # wall-clock limit per invocation: checkpoint, save the LoRA, stop; 0 = none
-    checkpoint_every_minutes: float = 30.0  # also checkpoint after this much time; 0 = off
-    seed: int = 0
+    validation_seed: int = checked(0, min=0, max=MAX_SEED)
+    validation_steps: int = checked(25, min=1)
+    validation_guidance_scale: float = checked(7.5, min=0)
+    validation_scheduler: str = checked("dpm++", choices=tuple(SCHEDULERS))
+    sample_every: int = checked(250, min=0, text="at least 0 (0 turns sampling off)")
+    checkpoint_every: int = checked(500, min=0, text="at least 0 (0: a checkpoint at the end only)")
+    keep_checkpoints: int = checked(3, min=0, text="at least 0 (0 keeps all)")
+    # wall-clock limit per invocation: checkpoint, save the LoRA, stop; 0 = none
+    max_minutes: float = checked(0.0, min=0, text=MINUTES)
+    # also checkpoint after this much time; 0 = off
+    checkpoint_every_minutes: float = checked(30.0, min=0, text=MINUTES)
+    seed: int = checked(0, min=0, max=MAX_SEED)
     tensorboard: bool = True  # when tensorboard is installed
 
     def validate(self) -> None:
-        """Reject settings that cannot work, naming the fix."""
-        from dishgen.train.common import check_stop_config
-
-        check_stop_config(self)
-        if self.resolution <= 0 or self.resolution % 8:
-            raise ConfigError(f"resolution={self.resolution} must be a positive multiple of 8 (e.g. 512)")
-        if not 0.0 <= self.caption_dropout < 1.0:
-            raise ConfigError(f"caption_dropout={self.caption_dropout} must be in [0, 1)")
+        """The checks no single field declares (called by :func:`~dishgen.config.validate_config`)."""
         if self.crop == "random" and self.cache_latents:
             raise ConfigError("crop=random needs fresh latents every step; also set cache_latents=false "
                               "(or keep crop=center)")
-        for key in ("lora_rank", "max_steps", "batch_size", "gradient_accumulation_steps"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key}={getattr(self, key)} must be at least 1")
-        if self.lora_alpha <= 0 or not 0.0 <= self.lora_dropout < 1.0:
-            raise ConfigError("lora_alpha must be > 0 and lora_dropout in [0, 1)")
-        from dishgen.diffusion import SCHEDULERS
-
-        if self.validation_scheduler not in SCHEDULERS:
-            raise ConfigError(f"validation_scheduler={self.validation_scheduler!r}; choose one of "
-                              f"{', '.join(SCHEDULERS)}")
-        if self.snr_gamma is not None and self.snr_gamma <= 0:
-            raise ConfigError(f"snr_gamma={self.snr_gamma} must be > 0 (or none to turn it off)")
 
 
 PRESETS: dict[str, dict] = {
@@ -132,8 +121,8 @@ def resolve_train_config(out: str | Path, *, base=None, preset=None, config_file
         ConfigError: an unknown key or a bad value.
         HubModelUnavailable: the base is a hub id that is not cached while the hub cannot be reached.
     """
-    config = resolve_run_config(LoraTrainConfig, out, presets=PRESETS, preset=preset, config_file=config_file,
-                                overrides=overrides, resume=resume)
+    config = resolve_run_config(LoraTrainConfig, out, family="lora", presets=PRESETS, preset=preset,
+                                config_file=config_file, overrides=overrides, resume=resume)
     if base:
         config = apply_overrides(config, {"base": base})
     if Path(config.base).expanduser().is_dir():  # a local folder: store it absolute (cwd may change)

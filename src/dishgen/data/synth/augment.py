@@ -25,6 +25,7 @@ from dishgen.data.split import dish_key
 from dishgen.data.synth.common import SynthError, _place
 from dishgen.data.synth.variations import VariationInput, get_variator
 from dishgen.fileio import (
+    LOCK_FILE,
     append_jsonl,
     atomic_save_image,
     atomic_write_json,
@@ -120,7 +121,7 @@ def augment_dataset(dataset: str | Path, out: str | Path, options: AugmentOption
     work = out.with_name(out.name + ".partial")
     if options.overwrite:
         shutil.rmtree(work, ignore_errors=True)
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise SynthError(f"{str(out)!r} already exists; pass --overwrite to redo it, "
                          "or choose another --out")
     fingerprint = {"source": str(source.resolve()), **options.fingerprint()}

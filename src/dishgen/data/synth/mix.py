@@ -19,7 +19,7 @@ from dishgen import __version__
 from dishgen.data.dataset import DatasetRow, list_splits, load_split
 from dishgen.data.split import dish_key, split_indices
 from dishgen.data.synth.common import SynthError, _place
-from dishgen.fileio import append_jsonl, atomic_write_json
+from dishgen.fileio import LOCK_FILE, append_jsonl, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def mix_datasets(real: str | Path, synthetic: str | Path, out: str | Path,
     options = options or MixOptions()
     options.validate()
     real, synthetic, out = Path(real), Path(synthetic), Path(out)
-    if out.exists() and any(out.iterdir()) and not options.overwrite:
+    if out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()) and not options.overwrite:
         raise SynthError(f"{str(out)!r} already exists; pass --overwrite to replace it, "
                          "or choose another --out")
     real_splits = list_splits(real)
