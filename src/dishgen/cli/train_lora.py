@@ -28,7 +28,9 @@ def lora(data, out, config_file, preset, resume, device, overrides, base):
       dishgen train lora --data DS --out runs/lora --resume max_steps=6000
       accelerate launch --multi_gpu --num_processes 4 $(which dishgen) train lora --data DS --out R
     """
-    from dishgen.train.lora_config import resolve_train_config  # light: a missing base fails before torch loads
+    from dishgen.train.lora_config import (
+        resolve_train_config,  # light: a missing base fails before torch loads
+    )
 
     config = resolve_train_config(out, base=base, preset=preset, config_file=config_file, overrides=overrides,
                                   resume=resume)
