@@ -98,6 +98,8 @@ def test_fifos_loops_dangling_links_and_odd_folders_are_skipped_and_counted(tmp_
         ".DS_Store": "hidden file (its name starts with '.')",
         "notes.txt": "not an image file (by extension)",
     }
+    recorded = _strict_jsonl(raw / "import-skipped.jsonl")  # the record a user can read after the run
+    assert {(r["path"], r["reason"]) for r in recorded} == set(result["skipped"])
     names = {r["original_path"]: r["name"] for r in _strict_jsonl(raw / "recipes.jsonl")}
     assert names == {"PITA/01.jpg": "PITA", "PITA/album.jpg/inside.jpg": "PITA"}
 

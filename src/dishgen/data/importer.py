@@ -37,7 +37,7 @@ from dishgen.data.records import (
     clean_text,
 )
 from dishgen.errors import DishgenError
-from dishgen.fileio import append_jsonl, atomic_path, read_jsonl, repair_jsonl
+from dishgen.fileio import append_jsonl, atomic_path, atomic_write_text, read_jsonl, repair_jsonl
 
 IMAGE_COLUMNS = ("image", "image_name", "file_name", "filename", "file", "path", "image_path", "img", "photo")
 CAPTION_COLUMNS = ("caption", "text", "comment", "description", "sentence", "title")
@@ -193,6 +193,16 @@ def _walk_files(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     return sorted(files), skipped
 
 
+SKIPPED_FILE = "import-skipped.jsonl"
+
+
+def write_skipped(raw: Path, skipped: list[tuple[str, str]]) -> None:
+    """Record what the last import into ``raw`` skipped, one ``{"path", "reason"}`` row each, in
+    ``raw/import-skipped.jsonl`` (written whole, atomically; a clean import leaves it empty)."""
+    rows = [json.dumps({"path": path, "reason": reason}, ensure_ascii=False) for path, reason in skipped]
+    atomic_write_text(raw / SKIPPED_FILE, "".join(row + "\n" for row in rows))
+
+
 def import_photo_folder(photo_dir: str | Path, out: str | Path, *, source: str | None = None,
                         license: str | None = None) -> dict:
     """Import ``<dish name>/<images>`` folders (images directly in ``photo_dir`` get its name).
@@ -261,6 +271,7 @@ def import_photo_folder(photo_dir: str | Path, out: str | Path, *, source: str |
             append_jsonl(raw / RECORDS_FILE, batch)
             batch = []
     append_jsonl(raw / RECORDS_FILE, batch)
+    write_skipped(raw, skipped)
     return {"added": added, "already_present": already, "skipped": skipped}
 
 
@@ -508,4 +519,5 @@ def import_caption_table(table: str | Path, out: str | Path, *, images_dir: str 
             append_jsonl(raw / RECORDS_FILE, batch)
             batch = []
     append_jsonl(raw / RECORDS_FILE, batch)
+    write_skipped(raw, skipped)
     return {"added": added, "already_present": already, "skipped": skipped}
