@@ -270,7 +270,7 @@ def test_text_encoder_lora_learns_with_gradient_checkpointing(tiny_sd_dir, tiny_
 
     out = tmp_path / "run"
     run_lora(tiny_sd_dir, tiny_dataset_64, out, "max_steps=2", "checkpoint_every=0", "sample_every=0",
-             "validation_steps=0", "train_text_encoder=true", "text_encoder_lr=1e-2", "gradient_checkpointing=true")
+             "train_text_encoder=true", "text_encoder_lr=1e-2", "gradient_checkpointing=true")
     weights = load_file(out / LORA_WEIGHTS_NAME)
     te_up = [v for k, v in weights.items() if k.startswith("text_encoder.") and k.endswith(".up.weight")]
     assert te_up, sorted(weights)[:5]
