@@ -96,7 +96,7 @@ def test_page_parse_failures_of_any_kind_are_parse_errors(monkeypatch):
         def broken(*args, raised=raised):
             raise raised
 
-        monkeypatch.setattr(parse, "_image_candidates", broken)
+        monkeypatch.setattr(parse, "collect_candidates", broken)
         # KeyboardInterrupt and MemoryError are never turned into a skip.
         with pytest.raises(ParseError if expected else type(raised), match=expected):
             parse_recipe(page, "http://x/r")
