@@ -88,10 +88,18 @@ def scrape(site, site_url, out, base_url, recipe_path, max_recipes, delay, urls_
         raise click.UsageError("generic needs --base-url URL (or use --site URL)")
     from tqdm import tqdm
 
+    from dishgen.data.scrape.sites import resolve_site
+    from dishgen.errors import DishgenError
+
+    target = site_url or site
+    try:
+        resolve_site(target, base_url, recipe_path)  # a bad URL or regex stops before any request
+    except DishgenError as err:
+        raise click.UsageError(str(err)) from None
+
     from dishgen.data.scrape import DEFAULT_USER_AGENT
     from dishgen.data.scrape import scrape as run_scrape
 
-    target = site_url or site
     label = base_url if site == "generic" else target
     bar = tqdm(total=max_recipes, unit="recipe", desc=f"scrape {label}", dynamic_ncols=True)
     counts = {"written": 0, "skipped": 0, "done": 0}

@@ -217,12 +217,12 @@ def collect_candidates(primary: str | None, schema_image, soup, page_url: str) -
         side = candidate.shorter_side
         # A known size wins over the name ("thumb-1200x800.jpg" is no thumbnail).
         small = side < THUMBNAIL_SIDE if side is not None else candidate.thumbnail
-        if small:
-            return (3, -(side or 0), order)
+        if small:  # thumbnails by name only (they may be large enough) before known small ones
+            return (3, side is not None, -(side or 0), order)
         if candidate.source == "recipe-scrapers":
-            return (0, 0, order)
+            return (0, False, 0, order)
         area = (candidate.width or side or 0) * (candidate.height or side or 0)
-        return (1 if candidate.source != "page" else 2, -area, order)
+        return (1 if candidate.source != "page" else 2, False, -area, order)
 
     ranked = [c for _, c in sorted(enumerate(collector.found.values()), key=rank)]
     return ranked[:MAX_CANDIDATES]

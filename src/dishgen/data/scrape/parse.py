@@ -149,22 +149,24 @@ def _is_generic(scraper) -> bool:
 
 
 def _choose_recipe(chosen: dict, recipes: list[dict], page_url: str) -> dict:
-    """recipe-scrapers' choice when it has a name and ingredients; otherwise the complete
-    Recipe whose ``url``/``@id``/``mainEntityOfPage`` is this page, else the first complete one."""
+    """Among several complete Recipes (name and ingredients), the one whose ``url``, ``@id`` or
+    ``mainEntityOfPage`` is this page; else recipe-scrapers' choice when it is complete; else
+    the first complete one."""
 
     def complete(recipe: dict) -> bool:
         return bool(jsonld.plain_text(recipe.get("name")) and jsonld.ingredient_lines(
             recipe.get("recipeIngredient") or recipe.get("ingredients")))
 
-    if chosen and complete(chosen):
-        return chosen
     whole = [recipe for recipe in recipes if complete(recipe)]
     page = _same_page(page_url)
-    for recipe in whole:
-        links = [recipe.get(key) for key in ("url", "@id", "mainEntityOfPage")]
-        links = [link.get("@id") if isinstance(link, dict) else link for link in links]
-        if any(isinstance(link, str) and _same_page(link) == page for link in links):
-            return recipe
+    if len(whole) > 1:  # a page with related recipes: the one that says it is this page
+        for recipe in whole:
+            links = [recipe.get(key) for key in ("url", "@id", "mainEntityOfPage")]
+            links = [link.get("@id") if isinstance(link, dict) else link for link in links]
+            if any(isinstance(link, str) and _same_page(link) == page for link in links):
+                return recipe
+    if chosen and complete(chosen):
+        return chosen
     return whole[0] if whole else chosen or (recipes[0] if recipes else {})
 
 
