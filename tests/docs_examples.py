@@ -153,6 +153,8 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
      "CLIP ViT-L/14 from the hub -> a tiny local CLIP; fewer bootstrap resamples"),
     (r"^(dishgen data augment .*--model runs/lora)(?!.*--steps)", r"\1 --steps 2", "2 denoising steps"),
     # network services -> loopback servers
+    (r"^dishgen data scrape --site https://\S+ (.*)$", r"dishgen data scrape --site {coolinarika} \1 --delay 0 --min-image-side 64",
+     "any site by URL -> the loopback copy of coolinarika"),
     (r"^(dishgen data scrape (recepti|coolinarika) .*)$", r"\1 --base-url {\2} --delay 0 --min-image-side 64",
      "the real site -> its loopback copy (tests/fixtures/site), no politeness delay, small test photos"),
     (r'max_recipes=100, delay=2\.0\)', 'max_recipes=100, delay=0, base_url="{coolinarika}", min_image_side=64)',

@@ -121,6 +121,7 @@ COVERAGE: list[Doc] = [
     Doc("docs/scraping.md", '{"name": "Sarma", "image"', "json"),
     Doc("docs/scraping.md", '{"url": ".../kuvar/glavna-jela/106-losa-slika"', "json"),
     Doc("docs/scraping.md", "summary = scrape(", "python:data"),
+    Doc("docs/scraping.md", "python bench/bench_parse.py tests/fixtures/pages", "run:data", "benchmark: --help only"),
     Doc("docs/scraping.md", "# Local Ollama: no key", "run:data"),
     Doc("docs/scraping.md", "dishgen data caption DATASET [--captioner", "synopsis"),
     Doc("docs/scraping.md", "from dishgen.data.caption import CaptionInput", "python:data"),

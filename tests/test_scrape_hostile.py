@@ -96,7 +96,7 @@ def test_page_parse_failures_of_any_kind_are_parse_errors(monkeypatch):
         def broken(*args, raised=raised):
             raise raised
 
-        monkeypatch.setattr(parse, "_image_candidates", broken)
+        monkeypatch.setattr(parse, "collect_candidates", broken)
         # KeyboardInterrupt and MemoryError are never turned into a skip.
         with pytest.raises(ParseError if expected else type(raised), match=expected):
             parse_recipe(page, "http://x/r")
@@ -146,10 +146,10 @@ def test_hostile_site_every_bad_item_is_recorded_and_a_rerun_passes_it(tmp_path)
 def test_any_unexpected_page_error_is_a_recorded_retryable_skip(tmp_path, monkeypatch):
     import dishgen.data.scrape.run as run
 
-    def broken(text, url):
+    def broken(text, url, **options):
         if "cevapi" in url:
             raise RuntimeError("a bug met by this page")
-        return real(text, url)
+        return real(text, url, **options)
 
     real = run.parse_recipe
     monkeypatch.setattr(run, "parse_recipe", broken)
@@ -159,7 +159,7 @@ def test_any_unexpected_page_error_is_a_recorded_retryable_skip(tmp_path, monkey
     row = {r["url"].split("/", 3)[-1]: r for r in read_jsonl(tmp_path / "skipped.jsonl")}["recept/cevapi/"]
     assert row["reason"] == "unexpected RuntimeError: a bug met by this page" and row["retryable"]
 
-    monkeypatch.setattr(run, "parse_recipe", lambda text, url: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(run, "parse_recipe", lambda text, url, **_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with FixtureSite(FIXTURES / "coolinarika") as site, pytest.raises(KeyboardInterrupt):
         scrape("coolinarika", tmp_path / "other", base_url=site.base, **FAST)
 

@@ -14,11 +14,18 @@ from dishgen.cli import FiniteFloatRange
 
 
 @click.command("scrape")
-@click.argument("site", type=click.Choice(["recepti", "coolinarika"]))
+@click.argument("site", required=False, type=click.Choice(["recepti", "coolinarika", "generic"]))
+@click.option("--site", "site_url", default=None, metavar="URL",
+              help="Scrape any site with schema.org recipes, e.g. https://www.kuhinjica.rs "
+                   "(instead of SITE; the same as `generic --base-url URL`).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Raw folder to write (recipes.jsonl, skipped.jsonl, images/).")
 @click.option("--base-url", default=None,
-              help="A mirror or test server with the site's paths, e.g. http://127.0.0.1:8000.")
+              help="A mirror or test server with the site's paths, e.g. http://127.0.0.1:8000; "
+                   "for `generic`, the site to scrape.")
+@click.option("--recipe-path", default=None, metavar="REGEX",
+              help="Regex a recipe page's path must match [default: the site's; for a generic "
+                   "site any page except archives, feeds and files].")
 @click.option("--max-recipes", type=click.IntRange(1, 10_000_000), default=None,
               help="Stop once OUT holds this many recipes of SITE (a re-run continues).")
 @click.option("--delay", type=FiniteFloatRange(0, 3600), default=1.0, show_default=True,
@@ -48,13 +55,17 @@ from dishgen.cli import FiniteFloatRange
 @click.option("--max-download-mb", type=FiniteFloatRange(0.01, 10_240), default=40.0, show_default=True,
               help="Largest page or photo read (a gzip sitemap: unpacked), in MiB; bigger ones "
                    "are skipped unread.")
+@click.option("--parse-budget", type=FiniteFloatRange(0.1, 3600), default=10.0, show_default=True,
+              help="Most seconds spent parsing one page; a slower one (a 20 MB page) is skipped "
+                   "with its reason.")
 @click.option("--request-deadline", type=FiniteFloatRange(0.1, 3600), default=120.0, show_default=True,
               help="Most seconds one request may take in all (--timeout is per read); a slower "
                    "response is skipped.")
-def scrape(site, out, base_url, max_recipes, delay, urls_file, discover, max_pages,
-           discovery_max_age, timeout, retries, backoff, cache_dir, refresh, user_agent,
-           min_image_side, max_download_mb, request_deadline):
-    """Scrape SITE (recepti or coolinarika) into a raw folder, politely and resumably.
+def scrape(site, site_url, out, base_url, recipe_path, max_recipes, delay, urls_file, discover,
+           max_pages, discovery_max_age, timeout, retries, backoff, cache_dir, refresh, user_agent,
+           min_image_side, max_download_mb, parse_budget, request_deadline):
+    """Scrape SITE (recepti, coolinarika) or any site (--site URL) into a raw folder, politely
+    and resumably.
 
     \b
     Obeys robots.txt, sends one request at a time with --delay between them, retries 429/5xx
@@ -67,13 +78,30 @@ def scrape(site, out, base_url, max_recipes, delay, urls_file, discover, max_pag
     Examples:
       dishgen data scrape coolinarika --out raw/ --max-recipes 200 --delay 2
       dishgen data scrape recepti --out raw/ --base-url http://127.0.0.1:8000
+      dishgen data scrape --site https://www.kuhinjica.rs --out raw/ --max-recipes 100
     """
+    if site_url and (site not in (None, "generic") or base_url):
+        raise click.UsageError("give either SITE (with --base-url) or --site URL, not both")
+    if site_url is None and site is None:
+        raise click.UsageError("name a SITE (recepti, coolinarika) or give --site URL")
+    if site == "generic" and not base_url:
+        raise click.UsageError("generic needs --base-url URL (or use --site URL)")
     from tqdm import tqdm
+
+    from dishgen.data.scrape.sites import resolve_site
+    from dishgen.errors import DishgenError
+
+    target = site_url or site
+    try:
+        resolve_site(target, base_url, recipe_path)  # a bad URL or regex stops before any request
+    except DishgenError as err:
+        raise click.UsageError(str(err)) from None
 
     from dishgen.data.scrape import DEFAULT_USER_AGENT
     from dishgen.data.scrape import scrape as run_scrape
 
-    bar = tqdm(total=max_recipes, unit="recipe", desc=f"scrape {site}", dynamic_ncols=True)
+    label = base_url if site == "generic" else target
+    bar = tqdm(total=max_recipes, unit="recipe", desc=f"scrape {label}", dynamic_ncols=True)
     counts = {"written": 0, "skipped": 0, "done": 0}
 
     def on_progress(event: str, url: str) -> None:
@@ -84,13 +112,13 @@ def scrape(site, out, base_url, max_recipes, delay, urls_file, discover, max_pag
 
     try:
         summary = run_scrape(
-            site, out, base_url=base_url, urls_file=urls_file, discover=discover,
+            target, out, base_url=base_url, recipe_path=recipe_path, urls_file=urls_file, discover=discover,
             max_recipes=max_recipes, max_pages=max_pages,
             discovery_max_age=discovery_max_age * 3600, delay=delay, timeout=timeout,
             retries=retries, backoff=backoff, cache_dir=cache_dir, refresh=refresh,
             user_agent=user_agent or DEFAULT_USER_AGENT, min_image_side=min_image_side,
             max_download_mb=max_download_mb, request_deadline=request_deadline,
-            on_progress=on_progress,
+            parse_budget=parse_budget, on_progress=on_progress,
         )
     finally:
         bar.close()
@@ -98,7 +126,7 @@ def scrape(site, out, base_url, max_recipes, delay, urls_file, discover, max_pag
         click.echo(line)
     if summary.discovered == 0:
         click.echo(
-            f"warning: no recipe URLs found for {site}; check --base-url, the site's robots.txt "
+            f"warning: no recipe URLs found for {target}; check --base-url, the site's robots.txt "
             "and sitemaps, or pass --urls FILE", err=True,
         )
 

@@ -89,7 +89,7 @@ def sitemap_urls(
             queue.extend(urls)
             continue
         for url in urls:
-            if urlsplit(url).netloc != urlsplit(base_url).netloc:
+            if _host(url) != _host(base_url):  # www.x.rs and x.rs are the same site
                 continue
             if site.is_recipe_path(recipe_path_of(url)) and url not in seen:
                 seen.add(url)
@@ -158,6 +158,10 @@ def parse_listing(text: str, page_url: str, selector: str) -> list[tuple[str, st
         if link:
             items.append((link, _join(page_url, thumb) if thumb else None))
     return items
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).netloc.lower().removeprefix("www.")
 
 
 def _join(base: str, link) -> str | None:

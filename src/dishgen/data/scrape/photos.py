@@ -11,11 +11,13 @@ from pathlib import Path
 from PIL import Image
 
 from dishgen.data.scrape.http import FetchError, PoliteClient
+from dishgen.data.scrape.images import ImageCandidate
 from dishgen.errors import DishgenError
 from dishgen.fileio import atomic_write_bytes
 
 # A recipe photo is a few Mpx; 40 Mpx (e.g. 8000x5000) decodes to 120 MB of RGB.
 MAX_PIXELS = 40_000_000
+MAX_DOWNLOADS = 8  # candidates downloaded per recipe before it is skipped
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
 
 
@@ -79,31 +81,47 @@ def check_image(data: bytes, min_side: int, max_pixels: int = MAX_PIXELS) -> tup
 
 def fetch_photo(
     client: PoliteClient,
-    candidates: list[str],
+    candidates: list[ImageCandidate | str],
     raw_dir: Path,
     *,
     min_side: int = 256,
     exclude: set[str] | None = None,
+    max_downloads: int = MAX_DOWNLOADS,
 ) -> Photo:
     """Download the first usable photo among ``candidates`` into ``raw_dir/images``.
 
+    Candidates whose declared or URL-encoded shorter side is under ``min_side`` are skipped
+    without a download (a gallery's thumbnails); the others are downloaded in order, at most
+    ``max_downloads`` of them, until one decodes with a shorter side of at least ``min_side``.
+
     Args:
         client: the polite client.
-        candidates: photo URLs, best first (from :func:`parse_recipe`).
+        candidates: photo candidates (or plain URLs), best first (from :func:`parse_recipe`).
         raw_dir: the raw folder.
         min_side: smallest accepted shorter side in pixels.
         exclude: URLs never to use (the listing thumbnail).
+        max_downloads: most candidates downloaded for one recipe.
 
     Raises:
-        PhotoError: no candidate gave a usable photo; the message lists why for each.
+        PhotoError: no candidate gave a usable photo; the message says why for each candidate
+            downloaded and counts those skipped as known thumbnails.
     """
     exclude = exclude or set()
-    problems, retryable = [], False
-    usable = [url for url in candidates if url not in exclude]
+    candidates = [c if isinstance(c, ImageCandidate) else ImageCandidate(c) for c in candidates]
+    usable = [c for c in candidates if c.url not in exclude]
     if not usable:
         raise PhotoError("recipe page names no photo" + (
             " (only the listing thumbnail, which is not used)" if candidates else ""))
-    for url in usable[:4]:
+    problems, retryable, small = [], False, []
+    for candidate in usable:
+        if candidate.shorter_side is not None and candidate.shorter_side < min_side:
+            small.append(candidate)
+            continue
+        if len(problems) >= max_downloads:
+            problems.append(f"{len(usable) - len(small) - max_downloads} more not tried "
+                            f"(at most {max_downloads} downloads per recipe)")
+            break
+        url = candidate.url
         try:
             page = client.get(url, use_cache=False, offsite_redirects=True)
             fmt, width, height = check_image(page.content, min_side)
@@ -117,4 +135,8 @@ def fetch_photo(
         if not target.exists():
             atomic_write_bytes(target, page.content)
         return Photo(path=relative, url=url, width=width, height=height, format=fmt)
+    if small:
+        sizes = ", ".join(f"{c.width or '?'}x{c.height or '?'}" for c in small[:5])
+        problems.append(f"{len(small)} thumbnail(s) under {min_side} px by their declared or "
+                        f"URL size, not downloaded ({sizes}{', ...' if len(small) > 5 else ''})")
     raise PhotoError("no usable photo: " + "; ".join(problems), retryable=retryable)

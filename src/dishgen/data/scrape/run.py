@@ -12,16 +12,16 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from dishgen.data.records import RECORDS_FILE, RawRecord
 from dishgen.data.scrape.discover import file_urls, listing_urls, rebase, sitemap_urls
 from dishgen.data.scrape.http import DEFAULT_USER_AGENT, FetchError, PoliteClient
-from dishgen.data.scrape.parse import ParseError, parse_recipe
+from dishgen.data.scrape.parse import DEFAULT_PARSE_BUDGET, ParseError, parse_recipe
 from dishgen.data.scrape.photos import PhotoError, fetch_photo
-from dishgen.data.scrape.sites import Site, get_site
+from dishgen.data.scrape.sites import SITES, Site, resolve_site
 from dishgen.errors import DishgenError
 from dishgen.fileio import append_jsonl, output_lock, read_jsonl, repair_jsonl
 
@@ -67,6 +67,7 @@ def scrape(
     out: str | Path,
     *,
     base_url: str | None = None,
+    recipe_path: str | None = None,
     urls_file: str | Path | None = None,
     discover: str = "auto",
     max_recipes: int | None = None,
@@ -82,14 +83,19 @@ def scrape(
     min_image_side: int = 256,
     max_download_mb: float = 40.0,
     request_deadline: float = 120.0,
+    parse_budget: float | None = DEFAULT_PARSE_BUDGET,
     on_progress: Callable[[str, str], None] | None = None,
 ) -> ScrapeSummary:
     """Scrape one recipe site into a raw folder, resuming where an earlier run stopped.
 
     Args:
-        site_name: ``recepti`` or ``coolinarika``.
+        site_name: ``recepti``, ``coolinarika``, ``generic`` (with ``base_url``), or the URL
+            of any site with schema.org recipes (its records' ``source`` is its host name).
         out: the raw folder (``recipes.jsonl``, ``skipped.jsonl``, ``images/``).
-        base_url: a mirror or test server with the site's paths (default: the real site).
+        base_url: a mirror or test server with the site's paths (default: the real site); for
+            ``generic``, the site itself.
+        recipe_path: regex a recipe page's path (and query) must match, replacing the site's
+            (for a generic site: any page except archives, feeds and files).
         urls_file: scrape the URLs in this file instead of discovering them.
         discover: ``auto`` (sitemaps, then listing pages if the sitemaps give nothing),
             ``sitemap`` or ``listing``.
@@ -109,6 +115,8 @@ def scrape(
             ones are skipped.
         request_deadline: most seconds one request may take in all, body included; a slower
             response (a server that drips bytes) is skipped.
+        parse_budget: most seconds spent parsing one page (a larger one is skipped with its
+            reason); None for no limit.
         on_progress: called as ``on_progress(event, url)`` with event ``written``, ``skipped``
             or ``done`` (already recorded), e.g. to drive a progress bar.
 
@@ -116,14 +124,14 @@ def scrape(
         The run's summary.
 
     Raises:
-        DishgenError: an unknown site or discovery mode.
+        DishgenError: an unknown site or discovery mode, ``generic`` without ``base_url``, or
+            a ``recipe_path`` that is not a regular expression.
         OutputLocked: another dishgen command is writing into ``out`` (see
             :func:`dishgen.fileio.output_lock`).
     """
-    try:
-        site = get_site(site_name)
-    except KeyError as err:
-        raise DishgenError(err.args[0]) from None
+    site = resolve_site(site_name, base_url, recipe_path)
+    if site_name not in SITES:  # a generic site: its base URL is the site itself
+        base_url = None
     if discover not in DISCOVERY_MODES:
         raise DishgenError(f"unknown discovery mode {discover!r}; use {', '.join(DISCOVERY_MODES)}")
     base = (base_url or site.base_url).rstrip("/")
@@ -132,7 +140,7 @@ def scrape(
         return _scrape_locked(
             site, base, out, urls_file=urls_file, discover=discover, max_recipes=max_recipes,
             max_pages=max_pages, discovery_max_age=discovery_max_age, min_image_side=min_image_side,
-            on_progress=on_progress, client=PoliteClient(
+            parse_budget=parse_budget, on_progress=on_progress, client=PoliteClient(
                 delay=delay, timeout=timeout, retries=retries, backoff=backoff, refresh=refresh,
                 cache_dir=cache_dir if cache_dir is not None else out / CACHE_DIR,
                 user_agent=user_agent, max_bytes=int(max_download_mb * 2**20),
@@ -143,7 +151,7 @@ def scrape(
 
 def _scrape_locked(
     site: Site, base: str, out: Path, *, urls_file, discover: str, max_recipes: int | None,
-    max_pages: int, discovery_max_age: float, min_image_side: int,
+    max_pages: int, discovery_max_age: float, min_image_side: int, parse_budget: float | None,
     on_progress: Callable[[str, str], None] | None, client: PoliteClient,
 ) -> ScrapeSummary:
     records_path, skipped_path = out / RECORDS_FILE, out / SKIPPED_FILE
@@ -190,7 +198,8 @@ def _scrape_locked(
                 continue
             done.add(url)
             try:
-                record = _scrape_one(client, site, base, url, thumb, out, min_image_side)
+                record = _scrape_one(client, site, base, url, thumb, out, min_image_side,
+                                     parse_budget)
                 final = record.extra.get("final_url")
                 if final in done:
                     raise ParseError(f"redirects to {final}, a recipe already recorded")
@@ -242,16 +251,16 @@ def _discover(
 
 def _scrape_one(
     client: PoliteClient, site: Site, base: str, url: str, thumb: str | None, out: Path,
-    min_side: int,
+    min_side: int, parse_budget: float | None,
 ) -> RawRecord:
     page = client.get(url)
     try:
-        recipe = parse_recipe(page.text, page.url)
+        recipe = parse_recipe(page.text, page.url, time_budget=parse_budget)
     except ParseError as err:
         if page.redirected_from:
             raise ParseError(f"{err} (redirected to {page.url})") from err
         raise
-    images = [rebase(image, site, base) for image in recipe.images]
+    images = [replace(c, url=rebase(c.url, site, base)) for c in recipe.image_candidates]
     photo = fetch_photo(client, images, out, min_side=min_side, exclude={thumb} if thumb else None)
     extra = {"image_url": photo.url, "width": photo.width, "height": photo.height}
     if page.url != url:

@@ -1,9 +1,22 @@
-"""The recipe sites dishgen knows: where their recipes are and how to find them."""
+"""The recipe sites dishgen knows, and the generic site: any host with schema.org recipes."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
+
+from dishgen.errors import DishgenError
+
+GENERIC = "generic"
+# What a generic site's sitemaps list that is no recipe: archives, feeds, pagination, files.
+GENERIC_RECIPE_PATH = (
+    r"(?!/(?:tags?|category|categories|author|authors|page|feed|search|wp-json|wp-admin|"
+    r"wp-content|kategorij[ae]|oznak[ae]|tagovi|autor|autori)(?:/|$))"
+    r"(?!.*/(?:feed|page/\d+|amp)/?(?:\?.*)?$)"
+    r"(?!.*\.(?:xml|gz|jpe?g|png|webp|gif|svg|pdf|css|js|zip)(?:\?.*)?$)"
+    r"/[^?#]+(?:\?.*)?"
+)
 
 
 @dataclass(frozen=True)
@@ -54,5 +67,59 @@ def get_site(name: str) -> Site:
         KeyError: an unknown site, with the known names in the message.
     """
     if name not in SITES:
-        raise KeyError(f"unknown site {name!r}; dishgen scrapes {', '.join(sorted(SITES))}")
+        raise KeyError(f"unknown site {name!r}; dishgen knows {', '.join(sorted(SITES))}, and "
+                       "scrapes any other site with --site URL")
     return SITES[name]
+
+
+def generic_site(base_url: str, recipe_path: str | None = None) -> Site:
+    """A site dishgen has no entry for: recipes are found through its sitemaps (or a URL
+    file) and read from their schema.org data, like those of the named sites.
+
+    Args:
+        base_url: the site's root, e.g. ``https://www.kuhinjica.rs``.
+        recipe_path: regex a recipe page's path (and query) must match (default
+            :data:`GENERIC_RECIPE_PATH`: any page except archives, feeds and files).
+
+    Raises:
+        DishgenError: ``base_url`` is not an http(s) URL with a host.
+    """
+    try:
+        parts = urlsplit(base_url.strip())
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DishgenError(f"--site {base_url!r} is not a site's URL; give one such as "
+                           "https://www.kuhinjica.rs")
+    root = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+    return Site(name=parts.netloc.lower().removeprefix("www."), base_url=root,
+                recipe_path=_checked_regex(recipe_path) if recipe_path else GENERIC_RECIPE_PATH)
+
+
+def resolve_site(name: str, base_url: str | None = None, recipe_path: str | None = None) -> Site:
+    """The :class:`Site` that ``dishgen data scrape`` names: ``recepti``, ``coolinarika``,
+    ``generic`` (with ``base_url``) or a site's URL.
+
+    Raises:
+        DishgenError: an unknown name, ``generic`` without ``base_url``, or a ``recipe_path``
+            that is not a regular expression.
+    """
+    if "://" in name:
+        return generic_site(name, recipe_path)
+    if name == GENERIC:
+        if not base_url:
+            raise DishgenError("the generic site needs --base-url URL (or use --site URL)")
+        return generic_site(base_url, recipe_path)
+    try:
+        site = get_site(name)
+    except KeyError as err:
+        raise DishgenError(err.args[0]) from None
+    return replace(site, recipe_path=_checked_regex(recipe_path)) if recipe_path else site
+
+
+def _checked_regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as err:
+        raise DishgenError(f"--recipe-path {pattern!r} is not a regular expression ({err})") from None
+    return pattern
