@@ -90,12 +90,13 @@ def _parse_recipe(text: str, url: str) -> ParsedRecipe:
     index = jsonld.index_ids(blocks)
     chosen = getattr(scraper.schema, "data", None)
     data = _choose_recipe(chosen if isinstance(chosen, dict) else {}, jsonld.find_recipes(blocks), url)
-    if not data:
+    if data:
+        data = jsonld.resolve(data, index)
+        scraper.schema.data = data  # recipe-scrapers' own fields now read the resolved recipe
+    elif _is_generic(scraper):  # a site-specific scraper reads its site's HTML without schema.org
         if json_error:
             raise ParseError(f"malformed JSON-LD ({json_error}) and no other recipe data")
         raise ParseError("not a recipe page (no schema.org Recipe in JSON-LD or microdata)")
-    data = jsonld.resolve(data, index)
-    scraper.schema.data = data  # recipe-scrapers' own fields now read the resolved recipe
 
     title = _field(scraper.title)
     name = clean_text(title if isinstance(title, str) else None, MAX_NAME_CHARS) or \
