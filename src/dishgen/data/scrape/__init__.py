@@ -1,4 +1,5 @@
-"""Polite, resumable scraping of recipe sites (recepti.com, coolinarika.com) into a raw folder.
+"""Polite, resumable scraping of recipe sites into a raw folder: recepti.com, coolinarika.com, or any
+site with schema.org recipes (``site="generic"``, ``base_url=...``).
 
 ::
 
@@ -7,7 +8,8 @@
     print("\\n".join(summary.lines()))
 
 The pieces: :mod:`.http` (the polite client), :mod:`.discover` (sitemaps, listing pages, URL files),
-:mod:`.parse` (schema.org Recipe via recipe-scrapers), :mod:`.photos` (photo download and checks),
+:mod:`.parse` (schema.org Recipe via recipe-scrapers, :mod:`.jsonld` for its odd shapes),
+:mod:`.images` (ranking photo candidates), :mod:`.photos` (photo download and checks),
 :mod:`.run` (the loop and its resume logic), :mod:`.sites` (what is known about each site).
 """
 
