@@ -279,3 +279,21 @@ def test_a_run_scale_applies_to_its_own_lora(te_run):
     plain = base.generate(["sarma"], seed=0, **args)
     assert np.array_equal(np.asarray(off[0]), np.asarray(plain[0]))
     assert not np.array_equal(np.asarray(full[0]), np.asarray(plain[0]))
+
+
+def test_validation_samples_are_what_generate_makes_from_the_checkpoint(te_run):
+    # The grid's row i is prompt i at seed validation_seed + i, with the validation scheduler,
+    # steps and guidance: `dishgen generate` from the checkpoint of that step makes the same picture
+    # (alpha != rank here, so a LoRA applied at the wrong strength would not).
+    from PIL import Image
+
+    from dishgen.diffusion import load_generator
+    from dishgen.image_grid import LABEL_WIDTH
+
+    grid = Image.open(te_run / "samples" / "step-2.png").convert("RGB")
+    row = np.asarray(grid.crop((LABEL_WIDTH, 0, LABEL_WIDTH + 64, 64)), dtype=np.int16)
+    generator = load_generator(str(te_run / "checkpoint-2"), scheduler="dpm++")
+    (picture,) = generator.generate(["sarma in a clay pot"], seed=0, num_inference_steps=2, guidance_scale=7.5,
+                                    height=64, width=64)
+    # <= 1: the grid rounds (x * 2 - 1 + 1) * 127.5, diffusers' PIL output x * 255
+    assert np.abs(row - np.asarray(picture, dtype=np.int16)).max() <= 1
