@@ -1,4 +1,5 @@
-"""The LoRA trainer under ``torchrun`` with 2 CPU processes (gloo): ranks stay in sync, rank 0 writes.
+"""The LoRA trainer under ``torchrun`` with 2 CPU processes (gloo): ranks stay in sync, gradients are
+all-reduced once per accumulation, rank 0 writes.
 
 ``accelerate launch --cpu --num_processes 2`` starts only one process on a CPU-only machine
 (ENVIRONMENT.md), so the test uses ``torchrun``, which is what accelerate runs underneath on GPUs.
@@ -38,8 +39,23 @@ HARNESS = textwrap.dedent('''
     sys.addaudithook(audit)
 
     import dishgen.train.lora as lora
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+    from torch.nn.parallel import DistributedDataParallel
 
     batches, checksums = [], []
+    allreduced_at = []  # for every gradient bucket all-reduced: how many micro-batches had been drawn
+    original_ddp_init = DistributedDataParallel.__init__
+
+    def counting_ddp_init(self, *args, **kwargs):
+        original_ddp_init(self, *args, **kwargs)
+
+        def hook(process_group, bucket):
+            allreduced_at.append(len(batches))
+            return allreduce_hook(process_group, bucket)
+
+        self.register_comm_hook(None, hook)
+
+    DistributedDataParallel.__init__ = counting_ddp_init
     original_batches = lora.micro_batch_indices
 
     def recording_batches(*args, **kwargs):
@@ -59,11 +75,13 @@ HARNESS = textwrap.dedent('''
     torch.optim.AdamW.step = recording_step
     config = lora.resolve_train_config(out, base=base, overrides=[
         "resolution=64", "batch_size=2", "lora_rank=4", "max_steps=3", "checkpoint_every=2", "sample_every=2",
-        "validation_steps=2", "validation_prompts=[\\"sarma\\"]", "learning_rate=1e-2", "train_text_encoder=true"])
+        "validation_steps=2", "validation_prompts=[\\"sarma\\"]", "learning_rate=1e-2", "train_text_encoder=true",
+        "gradient_accumulation_steps=2"])
     lora.train(config, data, out, device="cpu")
     with open(f"{report}-{rank}.json", "w") as f:  # outside the run directory
         json.dump({"rank": rank, "world": int(os.environ["WORLD_SIZE"]), "batches": batches,
-                   "checksums": checksums, "writes": writes}, f)
+                   "checksums": checksums, "writes": writes,
+                   "allreduced_at": allreduced_at}, f)
 ''')
 
 
@@ -82,13 +100,17 @@ def test_two_cpu_processes_stay_in_sync_and_only_rank0_writes(tiny_sd_dir, tiny_
     results = {rank: json.loads((tmp_path / f"report-{rank}.json").read_text()) for rank in (0, 1)}
     assert results[0]["world"] == results[1]["world"] == 2
     zero, one = results[0], results[1]
-    # each rank read its own half of every batch ...
-    assert len(zero["batches"]) == len(one["batches"]) == 3
+    # each rank read its own half of every batch (3 steps x 2 micro-batches) ...
+    assert len(zero["batches"]) == len(one["batches"]) == 6
     for a, b in zip(zero["batches"], one["batches"], strict=True):
         assert len(a) == len(b) == 2 and not set(a) & set(b)
     # ... and yet both hold the same LoRA weights after every optimizer step (gradients all-reduced)
     assert len(zero["checksums"]) == 3 and zero["checksums"] == one["checksums"]
     assert zero["checksums"][0] != zero["checksums"][-1]
+    # ... only at the last micro-step of each accumulation (no_sync on the DDP-wrapped UNet and
+    # text encoder; on the bare modules it did nothing and every micro-step all-reduced)
+    for result in (zero, one):
+        assert set(result["allreduced_at"]) == {2, 4, 6}
     # only rank 0 touched the run directory; it wrote every rank's random state
     assert one["writes"] == [] and zero["writes"]
     assert (out / "checkpoint-2" / "rng_state_0.json").is_file()

@@ -7,6 +7,8 @@
   8 px patches) with its tokenizer and image processor.
 - :func:`build_tiny_sd` saves a tiny ``StableDiffusionPipeline`` (UNet with 32/64 channels,
   a 4-block VAE so the 8x downscale matches SD, a 32-wide CLIP text encoder with the real vocab).
+- :func:`build_tiny_sdxl` saves a tiny ``StableDiffusionXLPipeline`` (two text encoders, the second
+  with a projection; a UNet with SDXL's ``text_time`` added conditioning).
 
 All weights are random but seeded, so two builds are identical.
 """
@@ -195,5 +197,48 @@ def build_tiny_sd(path: str | Path, seed: int = 0, prediction_type: str = "epsil
     components = tiny_sd_components(seed)
     components["scheduler"].register_to_config(prediction_type=prediction_type)
     pipe = StableDiffusionPipeline(**components, requires_safety_checker=False)
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def build_tiny_sdxl(path: str | Path, seed: int = 0) -> Path:
+    """Build and save a tiny ``StableDiffusionXLPipeline`` (the layout of diffusers' own SDXL tests).
+
+    Two 32-wide CLIP text encoders with the real vocabulary (the second a
+    ``CLIPTextModelWithProjection``, whose pooled 32-d projection and six 8-d time ids make the
+    UNet's 80-d ``text_time`` conditioning); cross-attention over both (32 + 32 = 64).
+
+    Args:
+        path: output folder (created).
+        seed: torch seed for the random weights.
+
+    Returns:
+        The folder.
+    """
+    import tempfile
+
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    path = Path(path)
+    components = tiny_sd_components(seed)
+    torch.manual_seed(seed + 1)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64, norm_num_groups=8,
+    )
+    tokenizer = write_clip_tokenizer(tempfile.mkdtemp(prefix="clip_tok_"))
+    pipe = StableDiffusionXLPipeline(
+        vae=components["vae"], unet=unet,
+        text_encoder=CLIPTextModel(tiny_clip_text_config()),
+        text_encoder_2=CLIPTextModelWithProjection(tiny_clip_text_config()),
+        tokenizer=tokenizer, tokenizer_2=tokenizer,
+        scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                         steps_offset=1, num_train_timesteps=1000, timestep_spacing="leading"),
+    )
     pipe.save_pretrained(path, safe_serialization=True)
     return path

@@ -244,14 +244,17 @@ def describe_lora(state_dict: dict) -> str:
 def load_loras(pipe, loras: list[str | Path], scales: list[float] | None = None, token: str | None = None) -> list[str]:
     """Load LoRA files into the pipeline as named adapters and activate them with their scales.
 
-    Diffusers converts kohya-format files itself. A file that matches no layer of the model (for
-    another architecture) is an error, never a silent no-op.
+    Each file is handed to diffusers' ``load_lora_weights`` by path (never as a state dict), so a
+    LoRA is applied exactly as plain diffusers applies it from the same file: diffusers reads the
+    LoRA config (rank, ``lora_alpha``, targets) from the file's safetensors metadata only when it
+    reads the file itself; from a dict, alpha would fall back to rank (a LoRA trained with
+    ``lora_alpha=16, lora_rank=32`` would come out twice too strong). Diffusers converts
+    kohya-format files itself. A file that matches no layer of the model (for another
+    architecture) is an error, never a silent no-op.
 
     Returns:
-        The adapter names.
+        The adapter names (``lora0``, ``lora1``...), activated with ``scales`` (default 1 each).
     """
-    from safetensors.torch import load_file
-
     from dishgen.hub import resolve_hub_model
 
     scales = list(scales) if scales is not None else [1.0] * len(loras)
@@ -263,30 +266,40 @@ def load_loras(pipe, loras: list[str | Path], scales: list[float] | None = None,
         if isinstance(source, str):  # a hub id: its cached snapshot, or fail now rather than after retries
             source = resolve_hub_model(source, what="LoRA", option="--lora PATH", error=DiffusionError)
         name = f"lora{index}"
-        state = load_file(str(source)) if isinstance(source, Path) else None
+        if isinstance(source, Path):  # a local safetensors file, read by diffusers with its metadata
+            where, options = str(source.parent), {"weight_name": source.name, "use_safetensors": True}
+        else:
+            where, options = source, {"token": token}
         before = _adapter_count(pipe)
         try:
             with _quiet_diffusers():  # "no LoRA keys for the text encoder" is normal; we check below
-                if state is not None:
-                    pipe.load_lora_weights(dict(state), adapter_name=name)
-                else:
-                    pipe.load_lora_weights(source, adapter_name=name, token=token)
+                pipe.load_lora_weights(where, adapter_name=name, **options)
         except Exception as err:
-            what = describe_lora(state) if state is not None else "this LoRA"
             raise DiffusionError(
-                f"LoRA {str(lora)!r} does not fit {type(pipe).__name__}: it is {what} "
+                f"LoRA {str(lora)!r} does not fit {type(pipe).__name__}: it is {_describe_file(source)} "
                 f"({type(err).__name__}: {str(err).splitlines()[0][:300]}); use a LoRA trained for this base model"
             ) from err
         if _adapter_count(pipe) == before:
-            what = describe_lora(state) if state is not None else "this LoRA"
             raise DiffusionError(
-                f"LoRA {str(lora)!r} matched no layer of {type(pipe).__name__}: it is {what}; "
+                f"LoRA {str(lora)!r} matched no layer of {type(pipe).__name__}: it is {_describe_file(source)}; "
                 "use a LoRA trained for this base model"
             )
         names.append(name)
     if names:
         pipe.set_adapters(names, adapter_weights=scales)
     return names
+
+
+def _describe_file(source) -> str:
+    """:func:`describe_lora` of a local file, for an error message (never raises)."""
+    if not isinstance(source, Path):
+        return "this LoRA"
+    try:
+        from safetensors.torch import load_file
+
+        return describe_lora(load_file(str(source)))
+    except Exception as err:  # a damaged file: say so rather than hide the first error
+        return f"a file that safetensors cannot read ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
 
 
 @contextlib.contextmanager
@@ -375,6 +388,21 @@ class DiffusionGenerator:
         return images
 
 
+def run_scheduler_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The scheduler settings a LoRA run was trained with that differ from its base model's.
+
+    The trainer's noise scheduler is the base model's, except for a ``prediction_type`` override
+    (e.g. ``v_prediction`` on an epsilon base); generation must predict what the LoRA learned.
+
+    Args:
+        config: the run's ``config.json``.
+
+    Returns:
+        Keyword overrides for ``SchedulerClass.from_config`` (empty when the base's apply).
+    """
+    return {"prediction_type": config["prediction_type"]} if config.get("prediction_type") else {}
+
+
 def load_generator(
     location: str | Path,
     device=None,
@@ -388,7 +416,8 @@ def load_generator(
 
     Args:
         location: a diffusers folder or hub id, or a dishgen LoRA run / checkpoint folder (its
-            ``config.json`` names the base model; its LoRA is applied first, at scale 1).
+            ``config.json`` names the base model; its LoRA is applied first, at scale 1, and the
+            scheduler predicts what the run trained for: :func:`run_scheduler_settings`).
         device: ``cpu`` (default), ``cuda``, ``auto``...
         dtype: ``fp32`` (default), ``bf16``, ``fp16`` (CUDA only).
         lora: extra LoRA files or folders.
@@ -402,17 +431,20 @@ def load_generator(
     """
     loras = [lora] if isinstance(lora, (str, Path)) else list(lora or [])
     scales = [lora_scale] if isinstance(lora_scale, (int, float)) else list(lora_scale or [1.0] * len(loras))
-    family, base = "diffusion", location
+    family, base, trained_scheduler = "diffusion", location, {}
     config_file = Path(location) / "config.json"
     if Path(location).is_dir() and not (Path(location) / "model_index.json").is_file() and config_file.is_file():
         config = json.loads(config_file.read_text(encoding="utf-8"))
         if config.get("family") != "lora" or not config.get("base"):
             raise DiffusionError(f"{str(location)!r} is not a LoRA run: its config.json has no family 'lora' and base")
         family, base = "lora", config["base"]
+        trained_scheduler = run_scheduler_settings(config)
         # the run's own LoRA at scale 1; or at the one scale given when there are no other LoRAs
         own = scales.pop() if (not loras and len(scales) == 1) else 1.0
         loras, scales = [location, *loras], [own, *scales]
     pipe = load_pipeline(base, device=device, dtype=dtype, token=token)
+    if trained_scheduler:  # before --scheduler, which copies the config
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, **trained_scheduler)
     if scheduler:
         set_scheduler(pipe, scheduler)
     load_loras(pipe, loras, scales, token=token)

@@ -202,14 +202,14 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
     lora = {"r": config.lora_rank, "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout,
             "init_lora_weights": "gaussian"}
     unet.add_adapter(LoraConfig(target_modules=list(config.unet_target_modules), **lora))
-    trained = [unet]
+    with_lora = [unet]
     if config.train_text_encoder:
         # peft directly, not transformers' `add_adapter`: that refuses whole peft releases by version
         # (transformers 5.24 asks for peft >= 0.22 before any was published), for no change here.
         inject_adapter_in_model(LoraConfig(target_modules=list(config.text_encoder_target_modules), **lora),
                                 text_encoder)
-        trained.append(text_encoder)
-    cast_training_params(trained, dtype=torch.float32)  # LoRA weights train in fp32 under autocast
+        with_lora.append(text_encoder)
+    cast_training_params(with_lora, dtype=torch.float32)  # LoRA weights train in fp32 under autocast
     _set_attention(unet, config.attention, device)
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
@@ -234,6 +234,8 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
         unet, text_encoder, optimizer, lr_scheduler = accelerator.prepare(unet, text_encoder, optimizer, lr_scheduler)
     else:
         unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    # the prepared (DDP-wrapped) models: `no_sync` on a bare module would do nothing
+    trained = [unet, text_encoder] if config.train_text_encoder else [unet]
     params = [p for group in optimizer.param_groups for p in group["params"]]
 
     def bare(model):
@@ -291,9 +293,13 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
         plot_log(rows_, run.path / "plots", {"loss": ["loss", "loss_mean100"], "grad_norm": ["grad_norm"],
                                              "learning_rate": ["lr_unet", "lr_text_encoder"]})
 
-    def write_checkpoint(at_step: int):
+    saved_step = start_step  # the newest checkpoint's step, the same on every rank
+
+    def write_checkpoint(at_step: int):  # every rank calls it: the gather needs all of them
+        nonlocal saved_step
         states = gather_object([rng_state()])  # every rank's random state, written by rank 0
         control.saved(at_step)
+        saved_step = at_step
         if main:
             flush_log()
 
@@ -359,7 +365,8 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
                                                      config.seed)
                 texts = ["" if config.caption_dropout and torch.rand(()) < config.caption_dropout else captions[i]
                          for i in indices]
-                # Gradients are all-reduced only on the last micro-step of an accumulation.
+                # Gradients are all-reduced only on the last micro-step of an accumulation: the
+                # others skip DDP's all-reduce and only add to the local .grad.
                 with contextlib.ExitStack() as stack:
                     if micro < accum - 1:
                         for model in trained:
@@ -419,10 +426,10 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
     control.finish(step, run.checkpoint_path(step))  # after Ctrl-C: raises, no final LoRA
 
     # -- the final LoRA and its model card -------------------------------------------------------
+    if saved_step != step:  # (the loop checkpoints its last step; kept so the end never lacks one)
+        write_checkpoint(step)
     if main:
         flush_log()
-        if run.latest_checkpoint() != step:
-            write_checkpoint(step)
         with atomic_path(run.path / LORA_WEIGHTS_NAME) as tmp:
             save_lora(run.path, bare(unet), bare_text_encoder, weight_name=tmp.name)
         write_plots()

@@ -87,6 +87,11 @@ def latent_sampler(vae, images: list[torch.Tensor], config, device, weight_dtype
     Each image gets a random flip (when ``config.random_flip``) and a fresh draw from q(z|x). With
     ``config.cache_latents`` each (image, flip) goes through the VAE once: its mean and std are kept
     and only the draw is new; without, every batch is cropped (``config.crop``) and encoded afresh.
+
+    A cached entry is encoded alone, not with the rest of its batch: the kernels' rounding depends
+    on the batch (size and neighbours), and which batch first meets an image depends on where the
+    run started, so batch-encoded caches made a resumed run drift from the uninterrupted one by
+    ~1e-8. Each entry is encoded once per run, so this costs little.
     """
     latent_cache: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
     scaling_factor = vae.config.scaling_factor
@@ -102,11 +107,10 @@ def latent_sampler(vae, images: list[torch.Tensor], config, device, weight_dtype
             pixels = torch.stack([_augment(images[i], config.resolution, config.crop, f) for i, f in zip(indices, flips, strict=True)])
             mean, std = latent_moments(pixels)
         else:
-            missing = [(i, f) for i, f in zip(indices, flips, strict=True) if (i, f) not in latent_cache]
-            if missing:
-                pixels = torch.stack([_augment(images[i], config.resolution, "center", f) for i, f in missing])
-                for key, m, s in zip(missing, *latent_moments(pixels), strict=True):
-                    latent_cache[key] = (m, s)
+            for i, f in zip(indices, flips, strict=True):
+                if (i, f) not in latent_cache:  # alone: see the docstring
+                    mean_i, std_i = latent_moments(_augment(images[i], config.resolution, "center", f)[None])
+                    latent_cache[(i, f)] = (mean_i[0], std_i[0])
             mean = torch.stack([latent_cache[(i, f)][0] for i, f in zip(indices, flips, strict=True)])
             std = torch.stack([latent_cache[(i, f)][1] for i, f in zip(indices, flips, strict=True)])
         return (mean + std * torch.randn_like(mean)) * scaling_factor
@@ -117,7 +121,8 @@ def latent_sampler(vae, images: list[torch.Tensor], config, device, weight_dtype
 def text_embedder(tokenizer, text_encoder, device, cache_text: bool):
     """``text_embeddings(texts) -> (B, 77, cross_attention_dim)`` from the CLIP text encoder.
 
-    With ``cache_text`` (only while the text encoder is frozen) each caption is encoded once.
+    With ``cache_text`` (only while the text encoder is frozen) each caption is encoded once, alone
+    (as the latents in :func:`latent_sampler`, so that a resumed run computes the same embeddings).
     """
     text_cache: dict[str, torch.Tensor] = {}
 
@@ -128,11 +133,10 @@ def text_embedder(tokenizer, text_encoder, device, cache_text: bool):
     def text_embeddings(texts: list[str]) -> torch.Tensor:  # (B, 77, cross_attention_dim)
         if not cache_text:
             return text_encoder(tokenize(texts), return_dict=False)[0]
-        missing = sorted(set(texts) - set(text_cache))
-        if missing:
-            with torch.no_grad():
-                for text, hidden in zip(missing, text_encoder(tokenize(missing), return_dict=False)[0], strict=True):
-                    text_cache[text] = hidden
+        for text in texts:
+            if text not in text_cache:
+                with torch.no_grad():
+                    text_cache[text] = text_encoder(tokenize([text]), return_dict=False)[0][0]
         return torch.stack([text_cache[t] for t in texts])
 
     return text_embeddings

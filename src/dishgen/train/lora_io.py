@@ -77,6 +77,9 @@ def write_model_card(path: Path, config: LoraTrainConfig, data: str | Path, step
             "caption_dropout": config.caption_dropout, "seed": config.seed,
         },
     }
+    # a prediction type other than the base's must reach the sampler too (dishgen reads config.json)
+    scheduler_line = (f"\npipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, "
+                      f"prediction_type=\"{config.prediction_type}\")  # as trained" if config.prediction_type else "")
     loss_line = f"Mean training loss over the last {len(last)} steps: {sum(last) / len(last):.4f}." if last else ""
     text = f"""---
 {yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True).strip()}
@@ -96,7 +99,7 @@ dishgen generate "Sarma, cabbage rolls in a clay pot" --model {path.parent} --st
 
 ```python
 from diffusers import StableDiffusionPipeline
-pipe = StableDiffusionPipeline.from_pretrained("{config.base}")
+pipe = StableDiffusionPipeline.from_pretrained("{config.base}"){scheduler_line}
 pipe.load_lora_weights("{path.parent}")   # reads {LORA_WEIGHTS_NAME}
 image = pipe("Sarma, cabbage rolls in a clay pot").images[0]
 ```
