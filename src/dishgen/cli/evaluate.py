@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-METRIC_NAMES = ("fid", "kid", "clip-score", "clip-cosine", "memorization")
+METRIC_NAMES = ("fid", "kid", "clip-score", "clip-cosine", "memorization", "spectral", "edges")
 
 
 def parse_metrics(value: str | None) -> tuple[str, ...] | None:
@@ -49,8 +49,9 @@ def parse_knobs(items: tuple[str, ...]) -> dict:
 @click.option("--images-per-caption", "-k", type=click.IntRange(1), default=1, show_default=True,
               help="Images generated per caption.")
 @click.option("--metrics", default=None, help=f"Comma-separated subset of {','.join(METRIC_NAMES)} (default: all).")
-@click.option("--feature-backbone", type=click.Choice(["clip", "dinov2", "inception"]), default="clip",
-              show_default=True, help="Feature space of FID, KID and memorization.")
+@click.option("--feature-backbone", type=click.Choice(["clip", "dinov2", "inception", "none"]), default="clip",
+              show_default=True,
+              help="Feature space of FID, KID and memorization; none: no network (spectral, edges, memorization).")
 @click.option("--feature-model", default=None,
               help="Hub id or local folder for clip/dinov2, or a local .pth weights file for inception.")
 @click.option("--clip-model", default="openai/clip-vit-large-patch14", show_default=True,
@@ -79,6 +80,7 @@ def evaluate(models, images, data, split, out, num_samples, images_per_caption, 
       dishgen evaluate --model runs/gan --model runs/vae --data dataset --out reports/cmp
       dishgen evaluate --model runs/gan --checkpoints all --data dataset --out reports/gan-sweep
       dishgen evaluate --images reports/cmp/images/gan --data dataset --out reports/again
+      dishgen evaluate --model default --feature-backbone none --data dataset --out reports/offline
       dishgen evaluate --model runs/lora --model stable-diffusion-v1-5/stable-diffusion-v1-5 \\
           --knob num_inference_steps=30 --knob guidance_scale=7.5 -k 4 --device cuda --dtype fp16 \\
           --data dataset --out reports/lora-vs-base
@@ -101,7 +103,8 @@ def evaluate(models, images, data, split, out, num_samples, images_per_caption, 
     for row in report["references"] + report["results"]:
         cells = [f"{name} {format_cell(row['metrics'].get(key), scale, 2 if key != 'clip_cosine' else 4, False)}"
                  for key, name, scale in (("fid", "FID", 1), ("kid", "KIDx1e3", 1000), ("clip_score", "CLIPScore", 1),
-                                          ("clip_cosine", "cos", 1), ("memorization", "mem", 1))
+                                          ("clip_cosine", "cos", 1), ("memorization", "mem", 1),
+                                          ("spectral_distance", "spectral", 1), ("edge_ratio", "edges", 1))
                  if key in row["metrics"]]
         click.echo(f"{row_label(row):<32} " + "  ".join(cells))
     click.echo(f"report: {Path(out) / 'report.md'}")

@@ -9,6 +9,9 @@ The story of one ``dishgen evaluate`` run:
    reference rows: real test photos scored against their own captions, and a random subset of
    real training photos scored like a model (the best FID one can expect at this N);
 3. per model: generate the missing images (resumable), extract features, score, write the report.
+   The backbone-free signals (spectrum, edge energy, the near-copy test) are computed at each
+   generated set's own size, with the real photos resized to it; the first set of a size also
+   adds a reference row: the real photos' two halves against each other.
 """
 
 from __future__ import annotations
@@ -26,11 +29,22 @@ from dishgen.errors import DishgenError
 from dishgen.evaluate import metrics as M
 from dishgen.evaluate.features import DEFAULT_CLIP_MODEL, ClipEmbedder
 from dishgen.evaluate.imagesets import ImageSet, folder_set, generate_set, real_set
-from dishgen.evaluate.scoring import CLIP_METRICS, SetFeatures, score, set_features
+from dishgen.evaluate.scoring import (
+    CLIP_METRICS,
+    PIXEL_METRICS,
+    PixelStats,
+    SetFeatures,
+    pixel_stats,
+    score,
+    score_pixels,
+    set_features,
+)
 
 log = logging.getLogger(__name__)
 
-METRICS = ("fid", "kid", "clip-score", "clip-cosine", "memorization")
+METRICS = ("fid", "kid", "clip-score", "clip-cosine", "memorization", "spectral", "edges")
+NETWORK_METRICS = ("fid", "kid", "clip-score", "clip-cosine")  # need a pretrained network
+BACKBONE_FREE = ("none",)  # --feature-backbone none: no pretrained network at all
 
 
 class EvaluationError(DishgenError):
@@ -50,9 +64,11 @@ class EvaluationConfig:
         num_samples: use a seeded random subset of this many rows of the split (default: all).
         images_per_caption: images generated per caption (K).
         metrics: a subset of :data:`METRICS`; ``None`` is all of them, skipping those the data
-            cannot support (memorization without a train split) with a warning.
+            cannot support (memorization without a train split) with a warning, and those that
+            need a network when ``feature_backbone`` is ``none``.
         feature_backbone: ``clip``, ``dinov2`` or ``inception``: the space of FID, KID and
-            memorization.
+            memorization's nearest-photo search; ``none``: no pretrained network (spectral,
+            edges and memorization in a thumbnail space, offline anywhere).
         feature_model: hub id, folder or weights file for that backbone (default: its standard).
         clip_model: the CLIP model for CLIPScore (and for the ``clip`` backbone by default).
         seed: seeds generation, the subset, KID subsets and bootstrap resampling.
@@ -210,10 +226,16 @@ def _slug(text: str) -> str:
 
 def choose_metrics(config: EvaluationConfig, has_train: bool) -> list[str]:
     """The metrics to compute; unknown names are an error."""
-    asked = list(config.metrics) if config.metrics else list(METRICS)
+    no_network = config.feature_backbone in BACKBONE_FREE
+    asked = list(config.metrics) if config.metrics else [m for m in METRICS if not (no_network and m in NETWORK_METRICS)]
     unknown = [m for m in asked if m not in METRICS]
     if unknown:
         raise EvaluationError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+    if no_network and any(m in NETWORK_METRICS for m in asked):
+        raise EvaluationError(
+            f"--feature-backbone none loads no network, so {', '.join(m for m in asked if m in NETWORK_METRICS)} "
+            f"cannot be computed; with it use --metrics {','.join(m for m in METRICS if m not in NETWORK_METRICS)}, "
+            "or choose a backbone (clip, dinov2, inception)")
     if "memorization" in asked and not has_train:
         if config.metrics:
             raise EvaluationError(f"memorization needs a 'train' split in {str(config.data)!r}, and there is none")
@@ -266,9 +288,15 @@ def evaluate(
     device = resolve_device(config.device)
     if clip is None and any(m in metrics for m in CLIP_METRICS):
         clip = F.load_clip(config.clip_model, device=device)
+    # A network only for what needs one: spectral and edges never do, memorization only to
+    # search its nearest photos in a feature space (with --feature-backbone none: thumbnails).
+    needs_network = ("fid" in metrics or "kid" in metrics
+                     or ("memorization" in metrics and config.feature_backbone not in BACKBONE_FREE))
     custom_network = feature_network is not None
-    if feature_network is None:
-        default = config.clip_model if config.feature_backbone == "clip" else None
+    default = config.clip_model if config.feature_backbone == "clip" else None
+    if not needs_network:
+        feature_network = None
+    elif feature_network is None:
         feature_network = F.load_feature_network(config.feature_backbone, config.feature_model or default,
                                                  clip=clip, device=device)
     use_clip = clip if any(m in metrics for m in CLIP_METRICS) else None
@@ -278,7 +306,7 @@ def evaluate(
     # 2. references.
     text_cache: dict[str, torch.Tensor] = {}
     real_f = set_features(real, feature_network, use_clip, size, config.batch_size, text_cache, config.progress)
-    dim = dim or real_f.features.shape[1]
+    dim = dim or (real_f.features.shape[1] if real_f.features is not None else None)
     train_set, train_f = None, None
     if has_train and ("memorization" in metrics or "fid" in metrics or "kid" in metrics):
         train_rows = load_split(config.data, "train")
@@ -288,17 +316,24 @@ def evaluate(
             train_rows = [train_rows[i] for i in keep]
         if len(train_rows) >= 2:
             train_set, _ = real_set(train_rows, f"split 'train' of {str(config.data)!r}")
-            train_f = set_features(train_set, feature_network, None, size, config.batch_size, text_cache, config.progress)
+            if feature_network is not None:
+                train_f = set_features(train_set, feature_network, None, size, config.batch_size, text_cache,
+                                       config.progress)
+    if feature_network is None:
+        feature = {"backbone": "none", "model": None, "network": None, "dim": None, "image_size": None}
+    else:
+        feature = {"backbone": "custom" if custom_network else config.feature_backbone,
+                   "model": None if custom_network else config.feature_model or default_feature_model(config),
+                   "network": type(feature_network).__name__, "dim": dim, "image_size": size}
     report: dict[str, Any] = R.new_report(
-        config=_flat(asdict(config)), metrics=metrics,
-        feature={"backbone": "custom" if custom_network else config.feature_backbone,
-                 "model": None if custom_network else config.feature_model or default_feature_model(config),
-                 "network": type(feature_network).__name__, "dim": dim, "image_size": size},
+        config=_flat(asdict(config)), metrics=metrics, feature=feature,
         clip_model=clip.name if use_clip is not None else None,
         dataset={"path": str(config.data), "split": config.split, "rows": len(rows), "n_real": len(real),
                  "real_sizes": [list(s) for s in real.sizes[:5]], "n_train": len(train_set) if train_set else 0},
     )
     _add_references(report, real, real_f, train_set, train_f, metrics, config, device)
+    pixels = _PixelCache(real, train_set if "memorization" in metrics else None, config)
+    pixel_metrics = [m for m in metrics if m in PIXEL_METRICS or m == "memorization"]
 
     # 3. models and folders.
     grid_columns: dict[str, list[Path]] = {"real photo": real.paths}
@@ -308,7 +343,13 @@ def evaluate(
         else:
             image_set = _generate(entry, real, real_rows, config)
         fake_f = set_features(image_set, feature_network, use_clip, size, config.batch_size, text_cache, config.progress)
-        warnings = M.sample_size_warnings(len(real), len(image_set), dim)
+        fake_px = real_px = train_px = None
+        if pixel_metrics:
+            pixel_size = min(image_set.sizes[0])  # the generated size; real photos are resized to it
+            fake_px = pixel_stats(image_set, pixel_size, config.batch_size, config.progress)
+            real_px = pixels.real(pixel_size, report)
+            train_px = pixels.train(pixel_size) if "memorization" in metrics else None
+        warnings = M.sample_size_warnings(len(real), len(image_set), dim) if dim else []
         if use_clip is not None and image_set.captions is None:
             warnings.append("no captions (no metadata.jsonl with 'text'): CLIP metrics skipped")
         for text in warnings:
@@ -316,7 +357,7 @@ def evaluate(
         per_image: dict[str, torch.Tensor] = {}
         result = score(real_f, fake_f, metrics, train=None if train_f is None or "memorization" not in metrics
                        else train_f.features, bootstrap=config.bootstrap, seed=config.seed, per_image=per_image,
-                       device=device)
+                       device=device, real_pixels=real_px, fake_pixels=fake_px, train_pixels=train_px)
         if "memorization" in result:
             for item in result["memorization"]["closest"]:
                 item["image"] = str(image_set.paths[item["index"]])
@@ -400,3 +441,38 @@ def _add_references(report, real, real_f, train_set, train_f, metrics, config, d
                                      "split": "train", "n_generated": n, "metrics": result,
                                      "note": f"real photos of the 'train' split scored as if generated, against the "
                                              f"{config.split!r} split: the FID/KID floor at this N"})
+
+
+class _PixelCache:
+    """Pixel statistics of the real and training photos, computed once per generated size; the
+    first time a size is seen, the real photos' two halves are scored against each other."""
+
+    def __init__(self, real: ImageSet, train: ImageSet | None, config: EvaluationConfig):
+        self.real_set, self.train_set, self.config = real, train, config
+        self._real: dict[int, PixelStats] = {}
+        self._train: dict[int, PixelStats] = {}
+
+    def real(self, size: int, report: dict) -> PixelStats:
+        if size not in self._real:
+            config = self.config
+            stats = self._real[size] = pixel_stats(self.real_set, size, config.batch_size, config.progress)
+            wanted = [m for m in report["metrics"] if m in PIXEL_METRICS]
+            if wanted and len(self.real_set) >= 4:
+                order = torch.randperm(len(self.real_set), generator=torch.Generator().manual_seed(config.seed))
+                half_a, half_b = stats.subset(order[: len(order) // 2]), stats.subset(order[len(order) // 2 :])
+                result = score_pixels(half_a, half_b, wanted, bootstrap=config.bootstrap, seed=config.seed)
+                report["references"].append({
+                    "component": f"real {config.split} photos, half vs half, {size} px", "kind": "reference",
+                    "step": None, "split": config.split, "n_generated": len(order) - len(order) // 2,
+                    "metrics": result,
+                    "note": f"a seeded random half of the {config.split!r} photos against the other half, at {size} "
+                            "px: the spectral distance and edge ratio of two sets of real photos of this size (N/2 "
+                            "each, so a little noisier than a model row at N)"})
+        return self._real[size]
+
+    def train(self, size: int) -> PixelStats | None:
+        if self.train_set is None:
+            return None
+        if size not in self._train:
+            self._train[size] = pixel_stats(self.train_set, size, self.config.batch_size, self.config.progress)
+        return self._train[size]

@@ -10,7 +10,9 @@ knows about files, models or the CLI, so each can be checked in isolation.
 - CLIPScore: ``100 * max(cos, 0)`` per image (torchmetrics' definition; Hessel et al. use 2.5
   instead of 100), the plain cosine, and the original project's ``(cos + 1) / 2 * 100``.
 - Memorization: nearest-training-image distances of generated images against the same distances
-  for real held-out images.
+  for real held-out images. Whether an image is a near-copy is decided in pixel detail
+  (:func:`dishgen.evaluate.pixels.near_copies`), not by a distance alone.
+- The backbone-free signals (spectrum, edge energy) live in :mod:`dishgen.evaluate.pixels`.
 """
 
 from __future__ import annotations
@@ -172,11 +174,24 @@ def nearest_distances(
     Returns:
         ``(distances, indices)``, each ``(N_queries,)``; distances are ``1 - cos`` in [0, 2].
     """
+    distances, indices = nearest_k(queries, reference, 1, chunk)
+    return distances[:, 0], indices[:, 0]
+
+
+def nearest_k(
+    queries: torch.Tensor, reference: torch.Tensor, k: int, chunk: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine distances from each query to its ``k`` nearest reference features, nearest first.
+
+    Returns:
+        ``(distances, indices)``, each ``(N_queries, min(k, N_reference))``.
+    """
     ref = nn.functional.normalize(reference.float(), dim=-1)
+    k = min(k, ref.shape[0])
     dists, idxs = [], []
     for start in range(0, queries.shape[0], chunk):
         q = nn.functional.normalize(queries[start : start + chunk].float(), dim=-1)
-        best = (q @ ref.T).max(dim=1)
+        best = (q @ ref.T).topk(k, dim=1)
         dists.append(1 - best.values)
         idxs.append(best.indices)
     return torch.cat(dists).clamp(min=0), torch.cat(idxs)

@@ -1,8 +1,9 @@
 """The evaluation report: ``report.json``, ``report.md``, charts and a grid of samples.
 
 ``report.md`` keeps the original project's table layout (component, step, FID, CLIPScore, CLIP
-cosine) and adds KID, the original "(cos + 1) / 2 * 100" score, memorization, N and a 95%
-bootstrap interval for every number. Every number in the Markdown is a rounding of the JSON.
+cosine) and adds KID, the original "(cos + 1) / 2 * 100" score, memorization, the backbone-free
+spectral distance and edge ratio, N and a 95% bootstrap interval for every number. Every number
+in the Markdown is a rounding of the JSON.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ COLUMNS = (
     ("kid", "KID ×10³ ↓", 1000.0, 2, "lower"),
     ("clip_score_rescaled", "orig. score", 1.0, 2, "higher"),
     ("memorization", "memorization", 1.0, 3, "about 1"),
+    ("spectral_distance", "spectral ↓", 1.0, 3, "lower"),
+    ("edge_ratio", "edge ratio", 1.0, 3, "about 1"),
 )
-CHART_METRICS = ("fid", "kid", "clip_score", "memorization")
+CHART_METRICS = ("fid", "kid", "clip_score", "memorization", "spectral_distance", "edge_ratio")
 TITLES = {"fid": "FID (lower is better)", "kid": "KID ×10³ (lower is better)",
           "clip_score": "CLIPScore (higher is better)", "memorization": "memorization ratio (about 1 is healthy)",
-          "clip_cosine": "CLIP cosine", "clip_score_rescaled": "(cos + 1) / 2 × 100"}
+          "clip_cosine": "CLIP cosine", "clip_score_rescaled": "(cos + 1) / 2 × 100",
+          "spectral_distance": "spectral distance (lower is better)", "edge_ratio": "edge-energy ratio (1 is ideal)"}
 
 
 def new_report(*, config: dict, metrics: list[str], feature: dict, clip_model: str | None, dataset: dict) -> dict:
@@ -93,6 +97,9 @@ def write_per_image(path: Path, image_set, per_image: dict, train_set=None) -> s
         if "nearest_train_distance" in per_image and train_set is not None:
             row["nearest_train_distance"] = round(float(per_image["nearest_train_distance"][i]), 6)
             row["nearest_train_image"] = str(train_set.paths[int(per_image["nearest_train_index"][i])])
+            row["near_copy"] = bool(per_image["near_copy"][i])
+            row["detail_cosine"] = round(float(per_image["detail_cosine"][i]), 4)
+            row["copy_match_image"] = str(train_set.paths[int(per_image["copy_match_index"][i])])
         rows.append(row)
     if "clip_cosine" in per_image:
         rows.sort(key=lambda r: r["clip_cosine"])
@@ -115,9 +122,12 @@ def markdown(report: dict, charts: list[Path], grid: Path | None, pairs: Path | 
         f"- data: `{data['path']}`, split `{data['split']}`: {data['n_real']} real images"
         + (f" (a seeded subset of {data['rows']})" if data["n_real"] != data["rows"] else "")
         + (f"; {data['n_train']} training images (memorization, reference row)" if data.get("n_train") else ""),
-        f"- features for FID, KID and memorization: **{feature['backbone']}**"
-        + (f" (`{feature['model']}`)" if feature.get("model") else f" ({feature['network']})")
-        + f", {feature['dim']}-d, images resized to {feature['image_size']} px",
+        (f"- features for FID, KID and memorization: **{feature['backbone']}**"
+         + (f" (`{feature['model']}`)" if feature.get("model") else f" ({feature['network']})")
+         + f", {feature['dim']}-d, images resized to {feature['image_size']} px") if feature.get("network") else
+        "- features: **none** (no pretrained network; memorization searches 16 px thumbnails)",
+        "- spectral distance, edge ratio and the near-copy test: computed at each generated set's own size, "
+        "the real photos resized to it (no network)",
         f"- CLIP for CLIPScore: `{report['clip_model']}`" if report.get("clip_model") else "- CLIP metrics: not computed",
         f"- intervals: 95% bootstrap, {report['bootstrap']['resamples']} resamples; seed {report['config'].get('seed')}",
         f"- created {report['created']} by dishgen {report['dishgen_version']}", "",
@@ -136,19 +146,48 @@ def markdown(report: dict, charts: list[Path], grid: Path | None, pairs: Path | 
         "- CLIPScore is 100 × max(cos, 0) between each image and its caption (torchmetrics' scale); *orig. score* is "
         "the original project's (cos + 1) / 2 × 100, a rescaled cosine, kept to compare with its tables.",
         "- memorization is the median distance from a generated image to its nearest training image over the same "
-        "for real test photos: about 1 is healthy, well below 1 means the model copies its training set.",
+        "for real test photos: about 1 is healthy, well below 1 means the model copies its training set. A *near "
+        "copy* must also match one training photo's detail (see the detail table): a blurry average is never one.",
+        "- spectral distance is the mean over radii of |log(P_generated / P_real)|, P the radially averaged power "
+        "spectrum of the luma at the generated size; compare it with the *half vs half* reference row. The band "
+        "columns are signed: negative high = blur, positive high = noise or checkerboard artefacts.",
+        "- edge ratio is the mean gradient magnitude inside the dish (non-white pixels) of generated over real "
+        "images: 1 is ideal, below 1 smoother than photos, above 1 busier.",
         "- see docs/evaluate.md for details.", "",
     ]
+    pixel_rows = [r for r in report["references"] + report["results"]
+                  if "spectral_distance" in r["metrics"] or "edge_ratio" in r["metrics"]]
+    if pixel_rows:
+        lines += ["## Spectrum and edges detail", "",
+                  "| component | step | size | spectral | low band | mid band | high band | edge energy (generated / real) "
+                  "| dish share (generated / real) | N |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in pixel_rows:
+            spec, edge = r["metrics"].get("spectral_distance"), r["metrics"].get("edge_ratio")
+            bands = spec["bands"] if spec else {}
+            size = (spec or edge)["image_size"]
+            lines.append(" | ".join([
+                f"| {r['component']}", "—" if r.get("step") is None else str(r["step"]), f"{size} px",
+                format_cell(spec, 1.0, 3), *(f"{bands[b]:+.2f}" if b in bands else "—" for b in ("low", "mid", "high")),
+                f"{edge['generated_edge_energy']:.4f} / {edge['real_edge_energy']:.4f}" if edge else "—",
+                f"{edge['generated_foreground']:.2f} / {edge['real_foreground']:.2f}" if edge else "—",
+                f"{r.get('n_generated', '')} |"]))
+        lines += ["", "Bands are the signed mean log power ratio (generated − real) over frequencies up to 1/6, 1/3 and "
+                  "above 1/3 cycles per pixel; `charts/spectrum.png` shows it per radius.", ""]
     mem_rows = [r for r in report["results"] if "memorization" in r["metrics"]]
     if mem_rows:
-        lines += ["## Memorization detail", "", "| component | step | near-copy rate | median distance (generated / real) |",
-                  "|---|---|---|---|"]
+        lines += ["## Memorization detail", "",
+                  "| component | step | near copies (rate) | real test photos called copies | closer than 95% of real "
+                  "photos | median distance (generated / real) | search space |", "|---|---|---|---|---|---|---|"]
         for r in mem_rows:
             m = r["metrics"]["memorization"]
             lines.append(f"| {r['component']} | {'—' if r.get('step') is None else r['step']} | "
-                         f"{m['near_copy_rate']:.3f} (≈0.05 expected) | "
-                         f"{m['generated_median_distance']:.4f} / {m['real_median_distance']:.4f} |")
-        lines.append("")
+                         f"{m['near_copies']} ({m['near_copy_rate']:.3f}, ≈0 expected) | {m['real_near_copy_rate']:.3f} | "
+                         f"{m['candidate_rate']:.3f} (≈0.05 expected) | "
+                         f"{m['generated_median_distance']:.4f} / {m['real_median_distance']:.4f} | {m['space']} |")
+        lines += ["", "A near copy passes the detail test against one of its 5 nearest training photos: the band-passed "
+                  "luma inside the dish at 64 px matches that photo's at cosine ≥ 0.7 (best over shifts up to 3 px), "
+                  "with at least half its detail energy. Being merely close in the search space is not enough: a "
+                  "blurry average is close to everything there.", ""]
         if pairs:
             lines += ["Each model's generated images closest to a training photo, beside that photo:", "",
                       f"![closest pairs]({pairs.name})", ""]
@@ -177,7 +216,8 @@ def write_report(report: dict, out: Path, *, captions: list[str] | None = None,
     out = Path(out)
     written = {"json": write_json(report, out)}
     charts = [p for p in (bar_chart(report, out / "charts" / "metrics.png"),
-                          progress_chart(report, out / "charts" / "progress.png")) if p]
+                          progress_chart(report, out / "charts" / "progress.png"),
+                          spectrum_chart(report, out / "charts" / "spectrum.png")) if p]
     grid = None
     if captions and grid_columns:
         grid = sample_grid(captions, grid_columns, out / "samples.png")
@@ -209,7 +249,7 @@ def _value(row: dict, key: str) -> tuple[float, float, float] | None:
 
 
 def _reference_line(report: dict, key: str) -> tuple[float, str] | None:
-    if key == "memorization":
+    if key in ("memorization", "edge_ratio"):
         return 1.0, f"real {report.get('dataset', {}).get('split', 'test')} photos"
     for ref in report["references"]:
         v = _value(ref, key)
@@ -277,7 +317,8 @@ def progress_chart(report: dict, path: Path) -> Path | None:
             steps = [p[0] for p in points]
             ax.plot(steps, [p[1][0] for p in points], marker="o", color=f"C{i}", label=component)
             ax.fill_between(steps, [p[1][1] for p in points], [p[1][2] for p in points], color=f"C{i}", alpha=0.15)
-        if key == "memorization" and all(v[1] > 0 for rows in series.values() for r in rows if (v := _value(r, key))):
+        if key in ("memorization", "edge_ratio") and all(
+                v[1] > 0 for rows in series.values() for r in rows if (v := _value(r, key))):
             ax.set_yscale("log")  # a ratio: 0.1 and 10 are equally far from 1
         ref = _reference_line(report, key)
         if ref:
@@ -286,6 +327,38 @@ def progress_chart(report: dict, path: Path) -> Path | None:
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path, plt)
+
+
+def spectrum_chart(report: dict, path: Path) -> Path | None:
+    """The signed log power ratio per radius of each model (a sweep's last step) against the real
+    photos, with its 95% band; the half-vs-half reference rows in grey."""
+    rows: dict[str, dict] = {}
+    for row in report["results"]:
+        if "profile" in row["metrics"].get("spectral_distance", {}):
+            rows[row["component"]] = row
+    if not rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    for ref in report["references"]:
+        spec = ref["metrics"].get("spectral_distance")
+        if spec and "profile" in spec:
+            ax.plot(spec["frequencies"], spec["profile"], color="grey", linestyle="--", linewidth=1,
+                    label=ref["component"])
+    for i, row in enumerate(rows.values()):
+        spec = row["metrics"]["spectral_distance"]
+        ax.plot(spec["frequencies"], spec["profile"], color=f"C{i}", label=f"{row_label(row)} ({spec['image_size']} px)")
+        ax.fill_between(spec["frequencies"], *spec["profile_ci"], color=f"C{i}", alpha=0.15)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.axvline(0.5, color="black", linestyle=":", linewidth=0.8)
+    ax.text(0.5, ax.get_ylim()[1], " Nyquist (axes)", fontsize=7, va="top")
+    ax.set_xlabel("spatial frequency (cycles per pixel; beyond 0.5: the corners)")
+    ax.set_ylabel("log power ratio, generated / real")
+    ax.set_title("Radially averaged power spectrum vs real photos (below 0: blur; above: noise, artefacts)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path, plt)
 
@@ -346,7 +419,8 @@ def closest_pairs(report: dict, path: Path, pairs: int = 4, cell: int = 96) -> P
     width = label_w + pairs * (2 * cell + gap)
     sheet = Image.new("RGB", (width, 20 + len(latest) * (cell + 18)), "white")
     draw = ImageDraw.Draw(sheet)
-    draw.text((label_w, 2), "generated | nearest training photo (cosine distance)", fill="black", font=font)
+    draw.text((label_w, 2), "generated | its training match (search distance d, detail cosine c; red: near copy)",
+              fill="black", font=font)
     for r, row in enumerate(latest.values()):
         top = 20 + r * (cell + 18)
         draw.text((4, top + 4), "\n".join(textwrap.wrap(row_label(row), 18)[:3]), fill="black", font=font)
@@ -355,7 +429,8 @@ def closest_pairs(report: dict, path: Path, pairs: int = 4, cell: int = 96) -> P
             for k, source in enumerate((item["image"], item["train_image"])):
                 with Image.open(source) as im:
                     sheet.paste(im.convert("RGB").resize((cell, cell), Image.Resampling.BICUBIC), (left + k * cell, top))
-            draw.text((left, top + cell + 2), f"d = {item['distance']:.3g}", fill="black", font=font)
+            text = f"d = {item['distance']:.3g}" + (f", c = {item['detail_cosine']:.2f}" if "detail_cosine" in item else "")
+            draw.text((left, top + cell + 2), text, fill="red" if item.get("near_copy") else "black", font=font)
     atomic_save_image(sheet, path)
     return path
 

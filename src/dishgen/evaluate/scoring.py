@@ -2,8 +2,9 @@
 
 :func:`set_features` runs the feature network and CLIP over an image set in batches;
 :func:`score` turns the features of a generated set and of the real reference into the report's
-numbers, each with its bootstrap interval. The formulas themselves live in
-:mod:`dishgen.evaluate.metrics`.
+numbers, each with its bootstrap interval. :func:`pixel_stats` computes the backbone-free
+statistics of a set at one size (spectra, edge energy, thumbnails, detail maps). The formulas
+themselves live in :mod:`dishgen.evaluate.metrics` and :mod:`dishgen.evaluate.pixels`.
 """
 
 from __future__ import annotations
@@ -14,17 +15,51 @@ from typing import Any
 import torch
 
 from dishgen.evaluate import metrics as M
+from dishgen.evaluate import pixels as P
 from dishgen.evaluate.features import ClipEmbedder, extract_features
 from dishgen.evaluate.imagesets import ImageSet, load_batch
 
 CLIP_METRICS = ("clip-score", "clip-cosine")
+PIXEL_METRICS = ("spectral", "edges")  # need no network at all
+
+
+@dataclass
+class PixelStats:
+    """Backbone-free statistics of one image set, every image resized to ``size`` px."""
+
+    size: int
+    spectra: torch.Tensor  # (N, R) log power per radius
+    edges: torch.Tensor  # (N,) gradient energy inside the dish (nan: no dish)
+    foreground: torch.Tensor  # (N,) share of the image that is dish
+    thumbnails: torch.Tensor  # (N, 768) mean-centred 16 px colour thumbnails
+    details: torch.Tensor  # (N, 64, 64) detail maps for the near-copy test
+    detail_energy: torch.Tensor  # (N,)
+
+    def subset(self, index: torch.Tensor) -> PixelStats:
+        """The statistics of the images at ``index``."""
+        return PixelStats(self.size, *(getattr(self, k)[index] for k in
+                                       ("spectra", "edges", "foreground", "thumbnails", "details", "detail_energy")))
+
+
+def pixel_stats(image_set: ImageSet, size: int, batch_size: int = 64, progress: bool = False) -> PixelStats:
+    """Decode ``image_set`` at ``size`` px (the one resize path) and compute its pixel statistics."""
+    from tqdm.auto import tqdm
+
+    parts: list[tuple[torch.Tensor, ...]] = []
+    starts = range(0, len(image_set), batch_size)
+    for start in tqdm(starts, desc=f"pixels {image_set.name} @{size}", unit="batch", disable=not progress):
+        images = load_batch(image_set.paths[start : start + batch_size], size)  # (B, 3, S, S) uint8
+        edges, foreground = P.edge_energy(images)
+        details, energy = P.detail_maps(images)
+        parts.append((P.radial_log_spectrum(images), edges, foreground, P.thumbnails(images), details, energy))
+    return PixelStats(size, *(torch.cat(column) for column in zip(*parts, strict=True)))
 
 
 @dataclass
 class SetFeatures:
     """What the metrics need of one image set."""
 
-    features: torch.Tensor  # (N, D) feature-network features
+    features: torch.Tensor | None  # (N, D) feature-network features (None: no network loaded)
     clip_image: torch.Tensor | None = None  # (N, P) CLIP image embeddings
     clip_text: torch.Tensor | None = None  # (N, P) CLIP embeddings of each image's caption
 
@@ -36,15 +71,18 @@ def set_features(
     """Decode ``image_set`` in batches (one resize path) and run the feature and CLIP networks."""
     from tqdm.auto import tqdm
 
+    if network is None and clip is None:
+        return SetFeatures(None)
     feats, clip_feats = [], []
     starts = range(0, len(image_set), batch_size)
     for start in tqdm(starts, desc=f"features {image_set.name}", unit="batch", disable=not progress):
         images = load_batch(image_set.paths[start : start + batch_size], size)  # (B, 3, S, S) uint8
-        feats.append(extract_features(network, images, batch_size))
+        if network is not None:
+            feats.append(extract_features(network, images, batch_size))
         if clip is not None:  # with the clip backbone, the FID features are the CLIP embeddings
             same = network is clip.image_features
             clip_feats.append(feats[-1] if same else extract_features(clip.image_features, images, batch_size))
-    result = SetFeatures(torch.cat(feats))
+    result = SetFeatures(torch.cat(feats) if feats else None)
     if clip is not None and image_set.captions is not None:
         missing = sorted({c for c in image_set.captions if c not in text_cache})
         for start in range(0, len(missing), batch_size):
@@ -62,6 +100,8 @@ def _interval(low: float, high: float) -> list[float] | None:
 def score(
     real: SetFeatures, fake: SetFeatures, metrics: list[str], *, train: torch.Tensor | None = None,
     bootstrap: int = 200, seed: int = 0, per_image: dict[str, torch.Tensor] | None = None, device=None,
+    real_pixels: PixelStats | None = None, fake_pixels: PixelStats | None = None,
+    train_pixels: PixelStats | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Every requested metric of ``fake`` against ``real``, each with a bootstrap interval.
 
@@ -69,19 +109,27 @@ def score(
         real: features of the real reference images.
         fake: features of the images being judged.
         metrics: names from :data:`METRICS`.
-        train: ``(N_train, D)`` training features, for memorization.
+        train: ``(N_train, D)`` training features, the space in which memorization looks for
+            the nearest training photos (``None``: the thumbnail space of ``train_pixels``).
         bootstrap: resamples per interval.
         seed: seeds KID subsets and the resampling.
         per_image: if given, filled with per-image values (``clip_cosine``,
             ``nearest_train_distance``, ``nearest_train_index``) for a per-image listing.
         device: where the FID and KID bootstrap replicates run (a GPU makes them fast).
+        real_pixels: pixel statistics of the real images at the generated size (spectral,
+            edges, and the calibration of memorization).
+        fake_pixels: pixel statistics of the generated images, at the same size.
+        train_pixels: pixel statistics of the training images at that size (memorization).
 
     Returns:
         ``{metric: {"value": ..., "ci": [low, high] | None, ...}}``.
     """
     out: dict[str, dict[str, Any]] = {}
     r, f = real.features, fake.features
-    r_dev, f_dev = r.to(device or "cpu"), f.to(device or "cpu")
+    if "fid" in metrics or "kid" in metrics:
+        r_dev, f_dev = r.to(device or "cpu"), f.to(device or "cpu")
+    if fake_pixels is not None and real_pixels is not None:
+        out.update(score_pixels(real_pixels, fake_pixels, metrics, bootstrap=bootstrap, seed=seed))
     if "fid" in metrics:
         value = M.fid(r, f)
 
@@ -112,20 +160,90 @@ def score(
         for name, values in values_by_name.items():
             low, high = M.bootstrap_ci(lambda v: float(v.mean()), [values], n_resamples=bootstrap, seed=seed)
             out[name] = {"value": float(values.mean()), "ci": _interval(low, high)}
-    if "memorization" in metrics and train is not None:
-        gen_d, gen_idx = M.nearest_distances(f, train)
-        real_d, _ = M.nearest_distances(r, train)
-        if per_image is not None:
-            per_image.update(nearest_train_distance=gen_d, nearest_train_index=gen_idx)
-        low, high = M.bootstrap_ci(M.memorization_ratio, [gen_d, real_d], n_resamples=bootstrap, seed=seed)
-        threshold = float(torch.quantile(real_d.double(), 0.05))
-        order = torch.argsort(gen_d)[:5].tolist()
-        out["memorization"] = {
-            "value": M.memorization_ratio(gen_d, real_d), "ci": _interval(low, high),
-            "generated_median_distance": float(gen_d.median()), "real_median_distance": float(real_d.median()),
-            # Share of generated images closer to a training image than 95% of real test photos
-            # are: about 0.05 for a model that does not copy.
-            "near_copy_rate": float((gen_d < threshold).double().mean()),
-            "closest": [{"index": i, "train_index": int(gen_idx[i]), "distance": float(gen_d[i])} for i in order],
+    if "memorization" in metrics and train_pixels is not None and fake_pixels is not None:
+        out["memorization"] = memorization(real_pixels, fake_pixels, train_pixels, r if train is not None else None,
+                                           f if train is not None else None, train, bootstrap=bootstrap, seed=seed,
+                                           per_image=per_image)
+    return out
+
+
+def score_pixels(real: PixelStats, fake: PixelStats, metrics: list[str], *, bootstrap: int = 200,
+                 seed: int = 0) -> dict[str, dict[str, Any]]:
+    """The backbone-free signals of ``fake`` against ``real`` (both at the generated size)."""
+    out: dict[str, dict[str, Any]] = {}
+    if real.size != fake.size:
+        raise ValueError(f"pixel statistics at {real.size} and {fake.size} px: compute both at the generated size")
+    if "spectral" in metrics:
+        profile = P.spectrum_profile(real.spectra, fake.spectra)
+        low_band, high_band = P.spectrum_profile_interval(real.spectra, fake.spectra)
+        value = P.spectral_distance(real.spectra, fake.spectra)
+        low, high = M.bootstrap_ci(P.spectral_distance, [real.spectra, fake.spectra], n_resamples=bootstrap,
+                                   seed=seed, method="centred")
+        out["spectral_distance"] = {
+            "value": value, "ci": _interval(max(low, 0.0), high), "image_size": fake.size,
+            "bands": P.band_means(profile, fake.size),
+            "frequencies": [round(x, 5) for x in P.radial_frequencies(len(profile), fake.size).tolist()],
+            "profile": profile.tolist(), "profile_ci": [low_band.tolist(), high_band.tolist()],
+        }
+    if "edges" in metrics:
+        value = P.edge_ratio(real.edges, fake.edges)
+        low, high = M.bootstrap_ci(P.edge_ratio, [real.edges, fake.edges], n_resamples=bootstrap, seed=seed)
+        out["edge_ratio"] = {
+            "value": value, "ci": _interval(low, high), "image_size": fake.size,
+            "generated_edge_energy": float(fake.edges.nanmean()), "real_edge_energy": float(real.edges.nanmean()),
+            "generated_foreground": float(fake.foreground.mean()), "real_foreground": float(real.foreground.mean()),
+            "images_without_dish": int(fake.edges.isnan().sum()),
         }
     return out
+
+
+def memorization(
+    real: PixelStats, fake: PixelStats, train: PixelStats, real_features: torch.Tensor | None = None,
+    fake_features: torch.Tensor | None = None, train_features: torch.Tensor | None = None, *,
+    bootstrap: int = 200, seed: int = 0, per_image: dict[str, torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """How close generated images come to training photos, and which of them are near-copies.
+
+    The nearest training photos are searched in the feature space when features are given, else
+    in the thumbnail space; the distance ratio is computed there. Whether an image is a
+    near-copy is decided by the detail test (:func:`dishgen.evaluate.pixels.near_copies`) against
+    its :data:`~dishgen.evaluate.pixels.COPY_CANDIDATES` nearest training photos, so a blurry
+    average close to everything is not called a copy. Real test photos go through the same test:
+    their near-copy rate is the test's false-positive rate on genuinely new photos.
+    """
+    space = "features" if train_features is not None else "thumbnails"
+    if train_features is None:
+        real_features, fake_features, train_features = real.thumbnails, fake.thumbnails, train.thumbnails
+    gen_k, gen_idx_k = M.nearest_k(fake_features, train_features, P.COPY_CANDIDATES)
+    real_k, real_idx_k = M.nearest_k(real_features, train_features, P.COPY_CANDIDATES)
+    gen_d, gen_idx, real_d = gen_k[:, 0], gen_idx_k[:, 0], real_k[:, 0]
+    low, high = M.bootstrap_ci(M.memorization_ratio, [gen_d, real_d], n_resamples=bootstrap, seed=seed)
+    threshold = float(torch.quantile(real_d.double(), 0.05))
+
+    def copy_test(stats: PixelStats, candidates: torch.Tensor):
+        cosine, match = P.best_detail_match(stats.details, train.details, candidates)
+        energy_ratio = stats.detail_energy / train.detail_energy[match].clamp(min=1e-12)
+        return P.near_copies(cosine, energy_ratio), cosine, energy_ratio, match
+
+    copies, cosine, energy_ratio, match = copy_test(fake, gen_idx_k)
+    real_copies = copy_test(real, real_idx_k)[0]
+    if per_image is not None:
+        per_image.update(nearest_train_distance=gen_d, nearest_train_index=gen_idx, near_copy=copies,
+                         copy_match_index=match, detail_cosine=cosine, detail_energy_ratio=energy_ratio)
+    # Confirmed copies first, then the closest in the search space.
+    order = sorted(range(len(gen_d)), key=lambda i: (not bool(copies[i]), float(gen_d[i])))[:5]
+    return {
+        "value": M.memorization_ratio(gen_d, real_d), "ci": _interval(low, high), "space": space,
+        "image_size": fake.size,
+        "generated_median_distance": float(gen_d.median()), "real_median_distance": float(real_d.median()),
+        # Share that passes the detail test (a copy of one training photo): about 0 for a model
+        # that does not copy (the real test photos' own rate says how often the test errs).
+        "near_copy_rate": float(copies.double().mean()), "near_copies": int(copies.sum()),
+        "real_near_copy_rate": float(real_copies.double().mean()),
+        # Share closer (in the search space) than 95% of real test photos are: about 0.05 when
+        # generated images are as novel as photos; a blurry average can push it up without copying.
+        "candidate_rate": float((gen_d < threshold).double().mean()),
+        "closest": [{"index": i, "train_index": int(match[i]) if copies[i] else int(gen_idx[i]),
+                     "distance": float(gen_d[i]), "detail_cosine": float(cosine[i]),
+                     "energy_ratio": float(energy_ratio[i]), "near_copy": bool(copies[i])} for i in order],
+    }
