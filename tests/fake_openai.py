@@ -19,6 +19,7 @@ class Raw:
 
     body: bytes
     content_type: str = "text/html; charset=utf-8"
+    drip: float = 0.0  # > 0: send the body one byte at a time, this many seconds apart
 
 
 class FakeOpenAI:
@@ -91,7 +92,13 @@ class FakeOpenAI:
                         self.send_header("Content-Type", content.content_type)
                         self.send_header("Content-Length", str(len(content.body)))
                         self.end_headers()
-                        self.wfile.write(content.body)
+                        if not content.drip:
+                            self.wfile.write(content.body)
+                            return
+                        for byte in content.body:  # a server (or proxy) that drips its answer
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            threading.Event().wait(content.drip)
                         return
                     if status != 200:
                         self.reply(status, {"error": {"message": f"boom {status}"}})

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from fake_openai import Raw
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_llm import SARMA as SARMA_LIKE
 from test_llm import SECRET, FakeLLM, make
 
 from dishgen.data.caption import CaptionInput
@@ -64,6 +65,19 @@ def test_malformed_responses_fail_one_item_each_and_the_rest_go_on(llm, tmp_path
         assert "\n" not in result.error and SECRET not in result.error
     assert results[-1].text == "Sarma, glistening and browned, served in a clay pot."
     assert len(list((tmp_path / "cache").rglob("*.json"))) == 1  # only the good caption is cached
+
+
+def test_a_server_that_drips_its_answer_fails_that_caption_within_the_deadline(llm, tmp_path):
+    import time
+
+    good = {"id": "x", "object": "chat.completion", "created": 0, "model": "tiny-chef", "choices": [
+        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "x" * 400}}]}
+    llm.script = [Raw(json.dumps(good).encode(), "application/json", drip=0.05)] * 2  # ~25 s each
+    captioner = make(llm, tmp_path, timeout=1.0, max_retries=1)  # each read is fast: only the total is slow
+    started = time.monotonic()
+    result = captioner.caption_many([SARMA_LIKE])[0]
+    assert time.monotonic() - started < 10  # two attempts of at most ~1 s each, not 2 x 25 s
+    assert result.text is None and "timed out" in result.error.lower(), result.error
 
 
 def test_preflight_against_a_web_page_is_one_clear_error(llm, tmp_path):

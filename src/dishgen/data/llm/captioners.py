@@ -70,7 +70,8 @@ class LLMCaptioner:
         concurrency: requests in flight at once.
         max_retries: retries of a failed request (connection errors, 429, 5xx; done by the
             openai client with backoff) and, separately, of a malformed answer.
-        timeout: seconds per request.
+        timeout: seconds per request: per read, and for the whole answer (a server that drips
+            its answer byte by byte is cut off too).
         temperature: sampling temperature.
         clip_tokenizer: a CLIP tokenizer folder, or the ``bpe_simple_vocab_16e6.txt.gz`` file,
             used to count tokens (default: ``DISHGEN_CLIP_TOKENIZER``, a cached Hugging Face CLIP
@@ -123,8 +124,11 @@ class LLMCaptioner:
         self.temperature = temperature
         self.json_mode = json_mode
         self.timeout = timeout
-        self._client = openai.OpenAI(
-            base_url=self.base_url, api_key=api_key, max_retries=self.max_retries, timeout=timeout
+        from dishgen.data.llm.deadline import deadline_transport
+
+        self._client = openai.OpenAI(  # `timeout` bounds each read, the transport each whole answer
+            base_url=self.base_url, api_key=api_key, max_retries=self.max_retries, timeout=timeout,
+            http_client=openai.DefaultHttpxClient(transport=deadline_transport(timeout)),
         )
         self.tokens = ClipTokenCounter.load(clip_tokenizer)
         if preflight:
