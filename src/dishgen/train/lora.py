@@ -53,6 +53,8 @@ from dishgen.train.lora_config import (
 )
 from dishgen.train.lora_data import (
     _load_images,
+    bucket_batch_indices,
+    bucket_sizes,
     crop_flip,
     latent_sampler,
     micro_batch_indices,
@@ -171,7 +173,19 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
 
     # -- data: decoded once, shorter side = resolution, uint8 in memory ----------------------------
     rows = load_split(data, "train")
-    images, original_sizes = _load_images([r.path for r in rows], config.resolution)
+    buckets = (bucket_sizes(config.resolution, config.bucket_step, config.max_bucket_aspect)
+               if config.aspect_buckets else None)
+    images, decoded_sizes, targets = _load_images([r.path for r in rows], config.resolution, buckets)
+    original_sizes = [_original_size(r.extra.get("original_size"), size) for r, size in zip(rows, decoded_sizes, strict=True)]
+    if buckets:
+        bucket_numbers = {size: n for n, size in enumerate(sorted(set(targets)))}
+        buckets_of = [bucket_numbers[t] for t in targets]
+
+        def batch_indices(micro_step):
+            return bucket_batch_indices(buckets_of, config.batch_size, micro_step, rank, world, config.seed)
+    else:
+        def batch_indices(micro_step):
+            return micro_batch_indices(len(rows), config.batch_size, micro_step, rank, world, config.seed)
     captions = [r.text for r in rows]
     if len(rows) < config.batch_size * world:
         raise DatasetError(f"the train split has {len(rows)} images; batch_size={config.batch_size} x "
@@ -302,7 +316,7 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
                                                            for k, v in config_dict.items()})
 
     # -- encoders with caches: each image and caption goes through the VAE / text encoder once ----
-    sample_latents = latent_sampler(vae, images, config, device, vae_dtype, original_sizes)
+    sample_latents = latent_sampler(vae, images, config, device, vae_dtype, original_sizes, targets)
     cache_text = config.cache_text_embeddings and not config.train_text_encoder
     if xl:
         text_embeddings = sdxl_text_embedder([tokenizer, tokenizer_2], text_encoders, device, cache_text)
@@ -400,8 +414,7 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
             started = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
             for micro in range(accum):
-                indices, epoch = micro_batch_indices(len(rows), config.batch_size, step * accum + micro, rank, world,
-                                                     config.seed)
+                indices, epoch = batch_indices(step * accum + micro)
                 texts = ["" if config.caption_dropout and torch.rand(()) < config.caption_dropout else captions[i]
                          for i in indices]
                 # Gradients are all-reduced only on the last micro-step of an accumulation: the
@@ -510,6 +523,15 @@ def _training_device(device: str | None):
     if resolved.type == "cuda" and resolved.index is not None:
         torch.cuda.set_device(resolved.index)
     return resolved
+
+
+def _original_size(recorded, decoded: tuple[int, int]) -> tuple[int, int]:
+    """The photo's size before ``data build`` resized it, (h, w), from the dataset's ``original_size``
+    ([w, h]) when that has the file's aspect ratio (it was resized, not cropped); else the file's size."""
+    if (isinstance(recorded, list) and len(recorded) == 2 and all(isinstance(v, int) and v > 0 for v in recorded)
+            and abs(recorded[0] / recorded[1] - decoded[1] / decoded[0]) <= 0.01 * decoded[1] / decoded[0]):
+        return recorded[1], recorded[0]
+    return decoded
 
 
 def _installed(module: str) -> bool:

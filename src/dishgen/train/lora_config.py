@@ -36,6 +36,11 @@ class LoraTrainConfig:
     # data and augmentation
     resolution: int = checked(512, multiple_of=8, min=8, max=4096)
     crop: Literal["center", "random"] = "center"
+    # aspect-ratio buckets: each image trains at the bucket of about resolution**2 pixels nearest to its
+    # aspect ratio (sides multiples of bucket_step), batches drawn from one bucket; false: squares
+    aspect_buckets: bool = False
+    bucket_step: int = checked(64, multiple_of=8, min=8)  # 64 for SD/SDXL (their UNets downsample 8x in latent)
+    max_bucket_aspect: float = checked(2.0, min=1)
     random_flip: bool = True
     caption_dropout: float = checked(0.0, min=0, max=1, max_open=True)  # probability of training on ""
     # LoRA
@@ -94,6 +99,9 @@ class LoraTrainConfig:
 
     def validate(self) -> None:
         """The checks no single field declares (called by :func:`~dishgen.config.validate_config`)."""
+        if self.aspect_buckets and self.bucket_step > self.resolution:
+            raise ConfigError(f"bucket_step={self.bucket_step} is larger than resolution={self.resolution}; "
+                              "choose a bucket_step that divides the resolution (64 for SD/SDXL)")
         if self.crop == "random" and self.cache_latents:
             raise ConfigError("crop=random needs fresh latents every step; also set cache_latents=false "
                               "(or keep crop=center)")
