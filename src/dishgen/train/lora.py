@@ -219,15 +219,14 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
     prediction_type = noise_scheduler.config.prediction_type
     weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.mixed_precision]
     text_encoders = [text_encoder, text_encoder_2] if xl else [text_encoder]
-    for model in (unet, vae, *text_encoders):
-        model.requires_grad_(False)
-        if weight_dtype == torch.float32:
-            model.to(device)
-        else:  # frozen weights in half precision; the LoRA weights are cast back to fp32 below
-            model.to(device, dtype=weight_dtype)
     # SDXL's own VAE overflows in fp16 (NaN latents): keep it in fp32 unless a fixed one was given
     vae_dtype = torch.float32 if xl and weight_dtype == torch.float16 and not config.vae else weight_dtype
-    vae.to(device, dtype=vae_dtype)
+    for model, dtype in ((unet, weight_dtype), (vae, vae_dtype), *((m, weight_dtype) for m in text_encoders)):
+        model.requires_grad_(False)
+        if dtype == torch.float32:
+            model.to(device)
+        else:  # frozen weights in half precision; the LoRA weights are cast back to fp32 below
+            model.to(device, dtype=dtype)
     vae.eval()
     for model in text_encoders:
         model.eval()
