@@ -88,6 +88,14 @@ def tiny_sd_dir(tmp_path_factory) -> Path:
     return build_tiny_sd(tmp_path_factory.mktemp("tiny_sd"))
 
 
+@pytest.fixture(scope="session")
+def tiny_sdxl_dir(tmp_path_factory) -> Path:
+    """A tiny ``StableDiffusionXLPipeline`` folder (two text encoders, ``text_time`` UNet)."""
+    from tiny_models import build_tiny_sdxl
+
+    return build_tiny_sdxl(tmp_path_factory.mktemp("tiny_sdxl"))
+
+
 def run_dishgen_torchrun(args: list[str], nproc: int = 2, timeout: int = 300):
     """Run ``dishgen ARGS`` under ``torchrun --nproc_per_node NPROC`` on CPU (gloo); skip if unavailable."""
     import shutil

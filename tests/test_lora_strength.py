@@ -94,13 +94,6 @@ def test_stacked_loras_with_scales_match_plain_diffusers(runs, tiny_sd_dir):
     assert np.array_equal(np.stack([as_array(p) for p in pictures]), np.stack([as_array(p) for p in plain]))
 
 
-@pytest.fixture(scope="module")
-def tiny_sdxl_dir(tmp_path_factory):
-    from tiny_models import build_tiny_sdxl
-
-    return build_tiny_sdxl(tmp_path_factory.mktemp("tiny_sdxl"))
-
-
 def write_sdxl_lora(sdxl_dir, folder, alpha: float, seed: int):
     """A rank-4 LoRA on the UNet and both text encoders, saved as diffusers' trainers save it."""
     from diffusers import StableDiffusionXLPipeline

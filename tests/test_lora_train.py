@@ -247,14 +247,15 @@ def test_images_smaller_than_resolution_are_refused(tiny_sd_dir, tiny_dataset, t
 def test_base_models_that_cannot_be_trained(tiny_dataset_64, tmp_path):
     with pytest.raises(DiffusionError, match="no such folder"):
         run_lora(tmp_path / "missing", tiny_dataset_64, tmp_path / "run1")
-    xl = tmp_path / "xl"
-    xl.mkdir()
-    (xl / "model_index.json").write_text(json.dumps({
-        "_class_name": "StableDiffusionXLPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
-        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"], "tokenizer": ["transformers", "CLIPTokenizer"]}))
-    with pytest.raises(DiffusionError, match="StableDiffusionXLPipeline; this trainer fine-tunes SD 1.x/2.x"):
-        run_lora(xl, tiny_dataset_64, tmp_path / "run2")
+    sd3 = tmp_path / "sd3"  # a transformer, three text encoders: not a UNet model
+    sd3.mkdir()
+    (sd3 / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusion3Pipeline", "transformer": ["diffusers", "SD3Transformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"]}))
+    with pytest.raises(DiffusionError, match="StableDiffusion3Pipeline; this trainer fine-tunes SD 1.x/2.x-class .* SDXL"):
+        run_lora(sd3, tiny_dataset_64, tmp_path / "run2")
 
 
 def test_nan_loss_stops_with_step_and_last_checkpoint(tiny_sd_dir, tiny_dataset_64, tmp_path):

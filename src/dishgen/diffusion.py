@@ -521,3 +521,66 @@ def build_shape_only_sd15(path: str | Path, tokenizer, seed: int = 0, dtype=None
         pipe.to(dtype=dtype)
     pipe.save_pretrained(str(path), safe_serialization=True)
     return Path(path)
+
+
+# -- the "shape-only" SDXL base 1.0 (real architecture, random weights, no download) ------------------
+
+SDXL_UNET_CONFIG = {  # stabilityai/stable-diffusion-xl-base-1.0 unet/config.json (2.57 B parameters)
+    "sample_size": 128, "in_channels": 4, "out_channels": 4, "flip_sin_to_cos": True, "freq_shift": 0,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "block_out_channels": [320, 640, 1280], "layers_per_block": 2, "attention_head_dim": [5, 10, 20],
+    "cross_attention_dim": 2048, "transformer_layers_per_block": [1, 2, 10], "use_linear_projection": True,
+    "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+    "projection_class_embeddings_input_dim": 2816, "norm_num_groups": 32, "norm_eps": 1e-5, "act_fn": "silu",
+}
+SDXL_VAE_CONFIG = {**SD15_VAE_CONFIG, "sample_size": 1024, "scaling_factor": 0.13025, "force_upcast": True}
+SDXL_TEXT_ENCODER_2_CONFIG = {  # OpenCLIP ViT-bigG/14's text tower, as SDXL ships it (695 M parameters)
+    "vocab_size": 49408, "hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
+    "num_attention_heads": 20, "max_position_embeddings": 77, "hidden_act": "gelu", "layer_norm_eps": 1e-5,
+    "projection_dim": 1280, "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1,
+}
+SDXL_SCHEDULER_CONFIG = {
+    "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
+    "steps_offset": 1, "timestep_spacing": "leading", "prediction_type": "epsilon",
+}
+
+
+def build_shape_only_sdxl(path: str | Path, tokenizer, seed: int = 0, dtype=None) -> Path:
+    """Save an SDXL base 1.0 pipeline with the real shapes and random weights (for benchmarks).
+
+    UNet 2.57 B, text encoders 123 M + 695 M, VAE 84 M parameters from SDXL's published configs:
+    a training step costs what it costs with the real model, with no download. Images are noise.
+
+    Args:
+        path: output folder (about 14 GB in fp32, half in fp16).
+        tokenizer: a ``CLIPTokenizer`` (used for both tokenizers; the weights do not depend on it).
+        seed: torch seed for the random weights.
+        dtype: save in this torch dtype (default float32).
+
+    Returns:
+        The folder, loadable with ``StableDiffusionXLPipeline.from_pretrained`` and usable as
+        ``--base`` for ``dishgen train lora``.
+    """
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    pipe = StableDiffusionXLPipeline(
+        unet=UNet2DConditionModel(**SDXL_UNET_CONFIG),
+        vae=AutoencoderKL(**SDXL_VAE_CONFIG),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**SD15_TEXT_ENCODER_CONFIG)),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**SDXL_TEXT_ENCODER_2_CONFIG)),
+        tokenizer=tokenizer, tokenizer_2=tokenizer,
+        scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER_CONFIG),
+    )
+    if dtype is not None:
+        pipe.to(dtype=dtype)
+    pipe.save_pretrained(str(path), safe_serialization=True)
+    return Path(path)

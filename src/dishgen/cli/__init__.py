@@ -71,6 +71,7 @@ class LazyGroup(click.Group):
         "generate": ("dishgen.cli.generate:generate", "Generate images from captions with any model."),
         "evaluate": ("dishgen.cli.evaluate:evaluate", "Score models with FID, KID, CLIPScore; write a report."),
         "serve": ("dishgen.cli.serve:serve", "Serve the web app (localhost by default)."),
+        "push": ("dishgen.cli.push:push", "Publish a finished run (final weights + model card) to the Hub."),
     },
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )

@@ -81,11 +81,12 @@ def import_(source: Path, out: Path, images_dir, source_name, license_):
 @click.argument("raw", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Dataset folder to create.")
 @click.option("--size", default=512, show_default=True, type=click.IntRange(8, 8192),
-              help="Side of the square output images, in pixels.")
+              help="Side of the square output images, in pixels (the shorter side with --crop keep).")
 @click.option("--min-size", type=click.IntRange(1, 8192), default=None,
               help="Drop images whose shorter side is smaller [default: size/2].")
-@click.option("--crop", type=click.Choice(["center", "pad"]), default="center", show_default=True,
-              help="Centre-crop to a square, or pad on white to keep the whole dish.")
+@click.option("--crop", type=click.Choice(["center", "pad", "keep"]), default="center", show_default=True,
+              help="Centre-crop to a square, pad on white to keep the whole dish, or keep the aspect ratio "
+                   "(shorter side = --size; for LoRA aspect_buckets=true, not for cGAN/cVAE).")
 @click.option("--format", "output_format", type=click.Choice(["png", "jpg"]), default="png", show_default=True)
 @click.option("--test-fraction", default=0.1, show_default=True, type=FiniteFloatRange(0, 1, max_open=True),
               help="Share of images in the test split.")

@@ -83,8 +83,8 @@ class BuildOptions:
             raise BuildError(f"--min-size must be a positive integer, got {self.min_size!r}")
         if not 0 <= self.test_fraction < 1:
             raise BuildError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
-        if self.crop not in ("center", "pad"):
-            raise BuildError(f"--crop must be 'center' or 'pad', got {self.crop!r}")
+        if self.crop not in ("center", "pad", "keep"):
+            raise BuildError(f"--crop must be 'center', 'pad' or 'keep', got {self.crop!r}")
         if self.output_format not in ("png", "jpg"):
             raise BuildError(f"--format must be 'png' or 'jpg', got {self.output_format!r}")
         if self.split_by not in ("dish", "image"):

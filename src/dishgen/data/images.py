@@ -44,7 +44,9 @@ class ImageSettings:
 
     size: int = 512
     min_size: int = 256
-    crop: str = "center"  # "center" or "pad" (letterbox on white, keeps the whole dish)
+    # "center", "pad" (letterbox on white, keeps the whole dish) or "keep" (no crop: the aspect ratio is
+    # kept, shorter side = size; for LoRA training with aspect-ratio buckets)
+    crop: str = "center"
     output_format: str = "png"  # "png" (lossless) or "jpg"
     jpeg_quality: int = 95
 
@@ -127,6 +129,16 @@ def crop_square(image: Image.Image, size: int, how: str = "center") -> Image.Ima
     return image
 
 
+def resize_keep_aspect(image: Image.Image, size: int) -> Image.Image:
+    """Resize so that the shorter side is ``size`` (Lanczos), keeping the aspect ratio; never enlarge."""
+    w, h = image.size
+    if min(w, h) <= size:
+        return image
+    scale = size / min(w, h)
+    new = (size, max(size, round(h * scale))) if w <= h else (max(size, round(w * scale)), size)
+    return image.resize(new, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
 def phash_hex(image: Image.Image) -> str:
     """64-bit perceptual hash (imagehash.phash) as 16 hex digits."""
     import imagehash
@@ -193,7 +205,7 @@ def _process_image(path: str, staging_dir: str, settings: ImageSettings) -> Imag
             expected = _FORMAT_EXTENSIONS.get(result.format)
             if expected is not None and file.suffix.lower() not in expected:
                 result.fixes.append(f"extension {file.suffix or '(none)'} but {result.format} data")
-            if result.format == "JPEG" and min(image.size) >= 2 * settings.size and settings.crop == "center":
+            if result.format == "JPEG" and min(image.size) >= 2 * settings.size and settings.crop in ("center", "keep"):
                 # Let the JPEG decoder downscale by 1/2, 1/4 or 1/8 in the DCT (much cheaper).
                 # draft keeps the image at least as large as asked for, so no quality is lost.
                 scale = settings.size / min(image.size)
@@ -221,7 +233,7 @@ def _process_image(path: str, staging_dir: str, settings: ImageSettings) -> Imag
     if min(true_w, true_h) < settings.min_size:
         return _fail(result, "too_small", f"{true_w}x{true_h} is smaller than --min-size {settings.min_size}")
     result.phash = phash_hex(image)
-    out = crop_square(image, settings.size, settings.crop)
+    out = resize_keep_aspect(image, settings.size) if settings.crop == "keep" else crop_square(image, settings.size, settings.crop)
     target = Path(staging_dir) / staged_name
     tmp = target.with_name(f".{target.name}.tmp")
     try:

@@ -1,7 +1,8 @@
 """Stable Diffusion LoRA fine-tuning: one linear training script on accelerate.
 
-The story: config -> dataset (decoded once, in memory) -> base model (SD 1.x/2.x-class) -> peft
-LoRA on the UNet attention projections (and optionally the CLIP text encoder) -> optimizer, LR
+The story: config -> dataset (decoded once, in memory) -> base model (SD 1.x/2.x-class, or SDXL with
+its two text encoders, pooled embedding and size/crop conditioning) -> peft LoRA on the UNet
+attention projections (and optionally the CLIP text encoder(s)) -> optimizer, LR
 schedule -> accelerator -> loop (latents and caption embeddings cached on first use, noise, loss
 with min-SNR weighting, accumulation, clipping; log, validation images, checkpoints) -> the final
 ``pytorch_lora_weights.safetensors`` in diffusers format and a model card.
@@ -52,10 +53,13 @@ from dishgen.train.lora_config import (
 )
 from dishgen.train.lora_data import (
     _load_images,
+    bucket_batch_indices,
+    bucket_sizes,
     crop_flip,
     latent_sampler,
     micro_batch_indices,
     resize_shorter_side,
+    sdxl_text_embedder,
     text_embedder,
 )
 from dishgen.train.lora_io import load_lora_into, save_lora, write_model_card
@@ -140,12 +144,13 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
         AutoencoderKL,
         DDPMScheduler,
         StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
         UNet2DConditionModel,
     )
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import cast_training_params, compute_snr
     from peft import LoraConfig, inject_adapter_in_model
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     from dishgen.data.dataset import DatasetError, load_split
     from dishgen.diffusion import explain_load_error, set_scheduler
@@ -156,7 +161,7 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
     if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
         raise DishgenError("LoRA training runs data-parallel (DDP): its trainable weights are a few MB, so "
                            "sharding them gains nothing; choose 'multi-GPU' (no DeepSpeed/FSDP) in accelerate config")
-    base = _check_base(config.base, config.revision)  # before anything is written or decoded
+    base, xl = _check_base(config.base, config.revision)  # before anything is written or decoded
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     device = accelerator.device
     run = RunDir(out, FAMILY)
@@ -168,7 +173,19 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
 
     # -- data: decoded once, shorter side = resolution, uint8 in memory ----------------------------
     rows = load_split(data, "train")
-    images = _load_images([r.path for r in rows], config.resolution)
+    buckets = (bucket_sizes(config.resolution, config.bucket_step, config.max_bucket_aspect)
+               if config.aspect_buckets else None)
+    images, decoded_sizes, targets = _load_images([r.path for r in rows], config.resolution, buckets)
+    original_sizes = [_original_size(r.extra.get("original_size"), size) for r, size in zip(rows, decoded_sizes, strict=True)]
+    if buckets:
+        bucket_numbers = {size: n for n, size in enumerate(sorted(set(targets)))}
+        buckets_of = [bucket_numbers[t] for t in targets]
+
+        def batch_indices(micro_step):
+            return bucket_batch_indices(buckets_of, config.batch_size, micro_step, rank, world, config.seed)
+    else:
+        def batch_indices(micro_step):
+            return micro_batch_indices(len(rows), config.batch_size, micro_step, rank, world, config.seed)
     captions = [r.text for r in rows]
     if len(rows) < config.batch_size * world:
         raise DatasetError(f"the train split has {len(rows)} images; batch_size={config.batch_size} x "
@@ -179,23 +196,40 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
     try:
         tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer", **load)
         text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder", variant=config.variant, **load)
-        vae = AutoencoderKL.from_pretrained(base, subfolder="vae", variant=config.variant, **load)
         unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", variant=config.variant, **load)
         noise_scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler", **load)
+        tokenizer_2 = text_encoder_2 = None
+        if xl:
+            tokenizer_2 = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer_2", **load)
+            text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(base, subfolder="text_encoder_2",
+                                                                         variant=config.variant, **load)
+        if not config.vae:
+            vae = AutoencoderKL.from_pretrained(base, subfolder="vae", variant=config.variant, **load)
     except Exception as err:
         raise DiffusionError(explain_load_error(config.base, err)) from err
+    if config.vae:
+        try:
+            vae = AutoencoderKL.from_pretrained(_hub_or_folder(config.vae, "vae"))
+        except DishgenError:
+            raise
+        except Exception as err:
+            raise DiffusionError(explain_load_error(config.vae, err)) from err
     if config.prediction_type:
         noise_scheduler.register_to_config(prediction_type=config.prediction_type)
     prediction_type = noise_scheduler.config.prediction_type
     weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.mixed_precision]
-    for model in (unet, vae, text_encoder):
+    text_encoders = [text_encoder, text_encoder_2] if xl else [text_encoder]
+    # SDXL's own VAE overflows in fp16 (NaN latents): keep it in fp32 unless a fixed one was given
+    vae_dtype = torch.float32 if xl and weight_dtype == torch.float16 and not config.vae else weight_dtype
+    for model, dtype in ((unet, weight_dtype), (vae, vae_dtype), *((m, weight_dtype) for m in text_encoders)):
         model.requires_grad_(False)
-        if weight_dtype == torch.float32:
+        if dtype == torch.float32:
             model.to(device)
         else:  # frozen weights in half precision; the LoRA weights are cast back to fp32 below
-            model.to(device, dtype=weight_dtype)
+            model.to(device, dtype=dtype)
     vae.eval()
-    text_encoder.eval()
+    for model in text_encoders:
+        model.eval()
 
     # -- LoRA adapters (same init on every rank; DDP would broadcast rank 0's anyway) -------------
     set_seed(config.seed)
@@ -206,22 +240,24 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
     if config.train_text_encoder:
         # peft directly, not transformers' `add_adapter`: that refuses whole peft releases by version
         # (transformers 5.24 asks for peft >= 0.22 before any was published), for no change here.
-        inject_adapter_in_model(LoraConfig(target_modules=list(config.text_encoder_target_modules), **lora),
-                                text_encoder)
-        with_lora.append(text_encoder)
+        for model in text_encoders:  # SDXL: both
+            inject_adapter_in_model(LoraConfig(target_modules=list(config.text_encoder_target_modules), **lora),
+                                    model)
+        with_lora.extend(text_encoders)
     cast_training_params(with_lora, dtype=torch.float32)  # LoRA weights train in fp32 under autocast
     _set_attention(unet, config.attention, device)
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         if config.train_text_encoder:
-            text_encoder.gradient_checkpointing_enable()
-            text_encoder.enable_input_require_grads()  # what add_adapter would have switched on
+            for model in text_encoders:
+                model.gradient_checkpointing_enable()
+                model.enable_input_require_grads()  # what add_adapter would have switched on
 
     # -- optimizer and LR schedule ---------------------------------------------------------------
     unet_params = [p for p in unet.parameters() if p.requires_grad]
     groups = [{"params": unet_params, "lr": config.learning_rate}]
     if config.train_text_encoder:
-        groups.append({"params": [p for p in text_encoder.parameters() if p.requires_grad],
+        groups.append({"params": [p for model in text_encoders for p in model.parameters() if p.requires_grad],
                        "lr": config.text_encoder_lr})
     optimizer = _optimizer_class(config.optimizer, device)(
         groups, betas=(config.adam_beta1, config.adam_beta2), weight_decay=config.adam_weight_decay,
@@ -230,18 +266,26 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
     # accelerate steps a prepared scheduler once per process per step, hence the factor `world`.
     lr_scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=config.lr_warmup_steps * world,
                                  num_training_steps=config.max_steps * world)
-    if config.train_text_encoder:
+    if config.train_text_encoder and xl:
+        unet, text_encoder, text_encoder_2, optimizer, lr_scheduler = accelerator.prepare(
+            unet, text_encoder, text_encoder_2, optimizer, lr_scheduler)
+    elif config.train_text_encoder:
         unet, text_encoder, optimizer, lr_scheduler = accelerator.prepare(unet, text_encoder, optimizer, lr_scheduler)
     else:
         unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    text_encoders = [text_encoder, text_encoder_2] if xl else [text_encoder]
     # the prepared (DDP-wrapped) models: `no_sync` on a bare module would do nothing
-    trained = [unet, text_encoder] if config.train_text_encoder else [unet]
+    trained = [unet, *text_encoders] if config.train_text_encoder else [unet]
     params = [p for group in optimizer.param_groups for p in group["params"]]
 
     def bare(model):
         return accelerator.unwrap_model(model)
 
     bare_text_encoder = bare(text_encoder) if config.train_text_encoder else None
+    bare_text_encoder_2 = bare(text_encoder_2) if config.train_text_encoder and xl else None
+
+    def save_lora_to(folder: Path, weight_name: str = LORA_WEIGHTS_NAME):
+        save_lora(folder, bare(unet), bare_text_encoder, weight_name, text_encoder_2=bare_text_encoder_2, xl=xl)
 
     if start_step is not None:
         # Not accelerate's load_state: its optimizer.bin / random_states_0.pkl are pickles.
@@ -251,7 +295,7 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
                                "which this version does not load; resume it with the dishgen that wrote it, "
                                "or start a new run")
         try:
-            load_lora_into(folder, bare(unet), bare_text_encoder)
+            load_lora_into(folder, bare(unet), bare_text_encoder, bare_text_encoder_2)
             optimizer.load_state_dict(load_state(folder / "optimizer"))
             lr_scheduler.load_state_dict(load_state(folder / "scheduler"))
             if accelerator.scaler is not None and (folder / "scaler.json").is_file():
@@ -271,9 +315,12 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
                                                            for k, v in config_dict.items()})
 
     # -- encoders with caches: each image and caption goes through the VAE / text encoder once ----
-    sample_latents = latent_sampler(vae, images, config, device, weight_dtype)
-    text_embeddings = text_embedder(tokenizer, text_encoder, device,
-                                    cache_text=config.cache_text_embeddings and not config.train_text_encoder)
+    sample_latents = latent_sampler(vae, images, config, device, vae_dtype, original_sizes, targets)
+    cache_text = config.cache_text_embeddings and not config.train_text_encoder
+    if xl:
+        text_embeddings = sdxl_text_embedder([tokenizer, tokenizer_2], text_encoders, device, cache_text)
+    else:
+        text_embeddings = text_embedder(tokenizer, text_encoder, device, cache_text=cache_text)
 
     # -- checkpoints, samples, logs ----------------------------------------------------------------
     pending_log: list[dict] = []
@@ -304,7 +351,7 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
             flush_log()
 
             def writer(folder: Path):
-                save_lora(folder, bare(unet), bare_text_encoder)
+                save_lora_to(folder)
                 save_state(folder / "optimizer", optimizer.state_dict())
                 save_state(folder / "scheduler", lr_scheduler.state_dict())
                 if accelerator.scaler is not None:  # fp16
@@ -321,10 +368,15 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
 
     def write_samples(at_step: int):
         if main:
-            pipe = StableDiffusionPipeline(
-                vae=vae, text_encoder=bare(text_encoder), tokenizer=tokenizer, unet=bare(unet),
-                scheduler=DDPMScheduler.from_config(noise_scheduler.config), safety_checker=None,
-                feature_extractor=None, requires_safety_checker=False)
+            if xl:
+                pipe = StableDiffusionXLPipeline(
+                    vae=vae, text_encoder=bare(text_encoder), text_encoder_2=bare(text_encoder_2), tokenizer=tokenizer,
+                    tokenizer_2=tokenizer_2, unet=bare(unet), scheduler=DDPMScheduler.from_config(noise_scheduler.config))
+            else:
+                pipe = StableDiffusionPipeline(
+                    vae=vae, text_encoder=bare(text_encoder), tokenizer=tokenizer, unet=bare(unet),
+                    scheduler=DDPMScheduler.from_config(noise_scheduler.config), safety_checker=None,
+                    feature_extractor=None, requires_safety_checker=False)
             set_scheduler(pipe, config.validation_scheduler)
             pipe.set_progress_bar_config(disable=True)
             for model in trained:
@@ -361,8 +413,7 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
             started = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
             for micro in range(accum):
-                indices, epoch = micro_batch_indices(len(rows), config.batch_size, step * accum + micro, rank, world,
-                                                     config.seed)
+                indices, epoch = batch_indices(step * accum + micro)
                 texts = ["" if config.caption_dropout and torch.rand(()) < config.caption_dropout else captions[i]
                          for i in indices]
                 # Gradients are all-reduced only on the last micro-step of an accumulation: the
@@ -372,17 +423,22 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
                         for model in trained:
                             stack.enter_context(accelerator.no_sync(model))
                     with accelerator.autocast():
-                        latents = sample_latents(indices)  # (B, 4, R/8, R/8)
+                        latents, time_ids = sample_latents(indices)  # (B, 4, R/8, R/8), (B, 6)
+                        latents = latents.to(weight_dtype)
                         noise = offset_noise(torch.randn_like(latents), config.noise_offset)
                         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
                                                   device=device)
                         noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
-                        hidden = text_embeddings(texts)
+                        if xl:  # the pooled embedding and size/crop ids enter through `text_time`
+                            hidden, pooled = text_embeddings(texts)
+                            added = {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids}}
+                        else:
+                            hidden, added = text_embeddings(texts), {}
                         if prediction_type == "v_prediction":
                             target = noise_scheduler.get_velocity(latents, noise, timesteps)
                         else:
                             target = noise
-                        pred = unet(noisy_latents, timesteps, hidden, return_dict=False)[0]
+                        pred = unet(noisy_latents, timesteps, hidden, return_dict=False, **added)[0]
                     per_sample = torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="none")
                     per_sample = per_sample.mean(dim=(1, 2, 3))  # (B,)
                     if config.snr_gamma:
@@ -431,9 +487,9 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
     if main:
         flush_log()
         with atomic_path(run.path / LORA_WEIGHTS_NAME) as tmp:
-            save_lora(run.path, bare(unet), bare_text_encoder, weight_name=tmp.name)
+            save_lora_to(run.path, weight_name=tmp.name)
         write_plots()
-        write_model_card(run.path / "README.md", config, data, step, run.read_log(), prediction_type)
+        write_model_card(run.path / "README.md", config, data, step, run.read_log(), prediction_type, xl=xl)
     accelerator.wait_for_everyone()
     return run.path
 
@@ -468,16 +524,26 @@ def _training_device(device: str | None):
     return resolved
 
 
+def _original_size(recorded, decoded: tuple[int, int]) -> tuple[int, int]:
+    """The photo's size before ``data build`` resized it, (h, w), from the dataset's ``original_size``
+    ([w, h]) when that has the file's aspect ratio (it was resized, not cropped); else the file's size."""
+    if (isinstance(recorded, list) and len(recorded) == 2 and all(isinstance(v, int) and v > 0 for v in recorded)
+            and abs(recorded[0] / recorded[1] - decoded[1] / decoded[0]) <= 0.01 * decoded[1] / decoded[0]):
+        return recorded[1], recorded[0]
+    return decoded
+
+
 def _installed(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
 
 
-def _check_base(base: str, revision: str | None) -> str:
-    """Fail early, with the fix, when the base model is not an SD 1.x/2.x-class pipeline.
+def _check_base(base: str, revision: str | None) -> tuple[str, bool]:
+    """Fail early, with the fix, when the base model is neither an SD 1.x/2.x-class nor an SDXL pipeline.
 
-    Returns where to load it from: the folder, the cached hub snapshot, or the hub id.
+    Returns where to load it from (the folder, the cached hub snapshot, or the hub id) and whether
+    it is SDXL (a second text encoder and tokenizer in its ``model_index.json``).
     """
     from diffusers import DiffusionPipeline
 
@@ -493,13 +559,23 @@ def _check_base(base: str, revision: str | None) -> str:
     except Exception as err:
         raise DiffusionError(explain_load_error(base, err)) from err
     needed = {"unet", "vae", "text_encoder", "tokenizer"}
-    if not needed <= set(index) or "text_encoder_2" in index:
+    xl = {"text_encoder_2", "tokenizer_2"} <= set(index)
+    if not needed <= set(index) or ("text_encoder_2" in index and not xl) or "transformer" in index:
         raise DiffusionError(
             f"{base!r} is a {index.get('_class_name', 'pipeline')}; this trainer fine-tunes SD 1.x/2.x-class models "
-            "(UNet + one CLIP text encoder), e.g. stable-diffusion-v1-5/stable-diffusion-v1-5 or "
-            "stabilityai/stable-diffusion-2-1"
+            "(UNet + one CLIP text encoder) and SDXL (UNet + two CLIP text encoders), e.g. "
+            "stable-diffusion-v1-5/stable-diffusion-v1-5 or stabilityai/stable-diffusion-xl-base-1.0"
         )
-    return source
+    return source, xl
+
+
+def _hub_or_folder(location: str, what: str) -> str:
+    """A local folder as it is; a hub id through the cache check (offline and not cached: a clear error)."""
+    from dishgen.hub import resolve_hub_model
+
+    if Path(location).expanduser().is_dir():
+        return str(Path(location).expanduser())
+    return resolve_hub_model(location, what=what, option=f"{what}=PATH", marker="config.json", error=DiffusionError)
 
 
 def _set_attention(unet, choice: str, device) -> None:

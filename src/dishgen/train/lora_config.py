@@ -26,12 +26,21 @@ TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 class LoraTrainConfig:
     """Every setting of a LoRA run (saved as the run's ``config.json``)."""
 
-    base: str = checked(DEFAULT_BASE, non_empty=True)  # diffusers folder or hub id of an SD 1.x/2.x-class model
+    # diffusers folder or hub id of an SD 1.x/2.x-class or SDXL model (told apart by its model_index.json)
+    base: str = checked(DEFAULT_BASE, non_empty=True)
     revision: str | None = None
     variant: str | None = None  # e.g. "fp16" to download the half-precision weights
+    # another VAE (an AutoencoderKL folder or hub id), e.g. madebyollin/sdxl-vae-fp16-fix, whose fp16
+    # activations do not overflow; without it SDXL's own VAE stays in fp32 under fp16 mixed precision
+    vae: str | None = None
     # data and augmentation
     resolution: int = checked(512, multiple_of=8, min=8, max=4096)
     crop: Literal["center", "random"] = "center"
+    # aspect-ratio buckets: each image trains at the bucket of about resolution**2 pixels nearest to its
+    # aspect ratio (sides multiples of bucket_step), batches drawn from one bucket; false: squares
+    aspect_buckets: bool = False
+    bucket_step: int = checked(64, multiple_of=8, min=8)  # 64 for SD/SDXL (their UNets downsample 8x in latent)
+    max_bucket_aspect: float = checked(2.0, min=1)
     random_flip: bool = True
     caption_dropout: float = checked(0.0, min=0, max=1, max_open=True)  # probability of training on ""
     # LoRA
@@ -90,6 +99,9 @@ class LoraTrainConfig:
 
     def validate(self) -> None:
         """The checks no single field declares (called by :func:`~dishgen.config.validate_config`)."""
+        if self.aspect_buckets and self.bucket_step > self.resolution:
+            raise ConfigError(f"bucket_step={self.bucket_step} is larger than resolution={self.resolution}; "
+                              "choose a bucket_step that divides the resolution (64 for SD/SDXL)")
         if self.crop == "random" and self.cache_latents:
             raise ConfigError("crop=random needs fresh latents every step; also set cache_latents=false "
                               "(or keep crop=center)")
@@ -106,6 +118,12 @@ PRESETS: dict[str, dict] = {
              "lora_alpha": 16, "mixed_precision": "fp16", "gradient_checkpointing": True, "snr_gamma": 5.0,
              "caption_dropout": 0.05, "optimizer": "auto", "checkpoint_every": 500, "sample_every": 250},
     # SD 2.1 (768 px, v-prediction from its scheduler).
+    # SDXL base 1.0 on one 24 GB GPU: 1024 px, the fp16-fix VAE, UNet LoRA (as diffusers' SDXL example).
+    "sdxl": {"base": "stabilityai/stable-diffusion-xl-base-1.0", "vae": "madebyollin/sdxl-vae-fp16-fix",
+             "resolution": 1024, "batch_size": 1, "gradient_accumulation_steps": 4, "max_steps": 3000,
+             "learning_rate": 1e-4, "lr_scheduler": "cosine", "lr_warmup_steps": 100, "lora_rank": 16,
+             "lora_alpha": 16, "mixed_precision": "fp16", "gradient_checkpointing": True, "snr_gamma": 5.0,
+             "caption_dropout": 0.05, "optimizer": "auto", "validation_guidance_scale": 5.0},
     "sd21": {"base": "stabilityai/stable-diffusion-2-1", "resolution": 768, "batch_size": 2,
              "gradient_accumulation_steps": 8, "max_steps": 3000, "learning_rate": 1e-4,
              "lr_scheduler": "cosine", "lr_warmup_steps": 100, "lora_rank": 16, "lora_alpha": 16,
@@ -125,6 +143,8 @@ def resolve_train_config(out: str | Path, *, base=None, preset=None, config_file
                                 config_file=config_file, overrides=overrides, resume=resume)
     if base:
         config = apply_overrides(config, {"base": base})
+    if config.vae and Path(config.vae).expanduser().is_dir():
+        config = apply_overrides(config, {"vae": str(Path(config.vae).expanduser().resolve())})
     if Path(config.base).expanduser().is_dir():  # a local folder: store it absolute (cwd may change)
         config = apply_overrides(config, {"base": str(Path(config.base).expanduser().resolve())})
     else:  # a hub id: offline and not cached fails here, in about a second, before torch and diffusers load
