@@ -54,6 +54,17 @@ class FixtureSite:
                     site.in_flight += 1
                     site.max_in_flight = max(site.max_in_flight, site.in_flight)
                 counted = [True]
+
+                def answered(code, message=None, _send=self.send_response):
+                    # A request stops being in flight when its answer starts, not when the handler
+                    # thread gets round to its `finally`: the client may have the whole answer and
+                    # sent its next request by then (seen on a loaded machine).
+                    with site._lock:
+                        site.in_flight -= counted[0]
+                        counted[0] = False
+                    _send(code, message)
+
+                self.send_response = answered
                 try:
                     site.respond(self, counted)
                 except (BrokenPipeError, ConnectionResetError):
