@@ -202,7 +202,7 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
             c_all = encode_cached(encoder, [r.text for r in rows], None)
     images = load_images_uint8([r.path for r in rows], config.resolution).to(device)  # (N, 3, R, R)
     c_all = c_all.to(device)  # (N, c_dim)
-    prompts = list(config.sample_prompts) or list(dict.fromkeys(r.text for r in sample_rows))[:8]
+    prompts = list(config.sample_prompts) or _sample_captions(sample_rows, 8)
     sample_c = encoder.encode(prompts).to(device).repeat_interleave(config.sample_per_prompt, 0)
     del encoder  # the text model is not needed during training
 
@@ -384,6 +384,14 @@ PLOT_GROUPS = {
     "r1": ["r1"],
     "throughput": ["images_per_s"],
 }
+
+
+def _sample_captions(rows, count: int) -> list[str]:
+    """``count`` captions of different dishes, spread over the split (one caption per dish)."""
+    per_dish = list({(r.dish or r.text): r.text for r in reversed(rows)}.values())[::-1]  # each dish's first caption
+    if len(per_dish) <= count:
+        return per_dish
+    return [per_dish[i * len(per_dish) // count] for i in range(count)]
 
 
 def _check_resumable(folder: Path, model_config: fastgan.FastGANConfig, encoder_info: dict) -> None:
