@@ -86,6 +86,17 @@ def test_up_block_is_nearest_upsampling_then_conv():
     torch.testing.assert_close(block(x, cond), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_fused_eval_normalisation_equals_batch_norm_then_caption_affine():
+    torch.manual_seed(0)
+    G = warmed_up(Generator(FastGANConfig(resolution=32, **TINY)))
+    block = G.blocks[0]
+    for layer in (block.norm1.gamma, block.norm1.beta):  # a trained CBN: non-zero caption terms
+        nn.init.normal_(layer.weight, std=0.1)
+    x, cond = torch.randn(3, block.conv1.out_channels, 6, 6), torch.randn(3, 16)
+    torch.testing.assert_close(fastgan.norm_glu(block.norm1, x, cond), F.glu(block.norm1(x, cond), dim=1),
+                               atol=1e-5, rtol=1e-5)
+
+
 def test_shapes_ranges_and_skip_layer_excitation_pairs():
     config = FastGANConfig(resolution=128, **TINY)
     assert config.sle_pairs == [(4, 64), (8, 128)]  # as in the paper at 128 px

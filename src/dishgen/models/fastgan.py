@@ -80,6 +80,19 @@ class FastGANConfig:
         return [(max(4, size // 16), size) for size in self.sizes[-2:]]
 
 
+def norm_glu(norm: ConditionalBatchNorm2d, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    """``GLU(norm(x, cond))`` over channels. In eval mode the batch-norm (running statistics) and
+    the caption's scale and shift fold into one per-image, per-channel affine map, applied in one
+    pass instead of three (these elementwise passes, not the convs, dominated inference time)."""
+    if norm.training:
+        return F.glu(norm(x, cond), dim=1)
+    bn = norm.bn
+    inv_std = torch.rsqrt(bn.running_var + bn.eps)  # (C,)
+    scale = (1 + norm.gamma(cond)) * inv_std  # (B, C)
+    shift = norm.beta(cond) - bn.running_mean * scale  # (B, C)
+    return F.glu(torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None]), dim=1)
+
+
 class GLUUpBlock(nn.Module):
     """``nearest 2x -> conv3x3 -> CBN -> GLU`` (and ``conv3x3 -> CBN -> GLU`` again if ``convs=2``).
 
@@ -97,9 +110,9 @@ class GLUUpBlock(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         # conv1(nearest_upsample(x)) computed as one transposed conv with a folded kernel: the
         # same function (checked in the tests), so the same freedom from checkerboards.
-        h = F.glu(self.norm1(upsample_conv3x3(x, self.conv1), cond), dim=1)  # (B, C_out, 2H, 2W)
+        h = norm_glu(self.norm1, upsample_conv3x3(x, self.conv1), cond)  # (B, C_out, 2H, 2W)
         if self.conv2 is not None:
-            h = F.glu(self.norm2(self.conv2(h), cond), dim=1)
+            h = norm_glu(self.norm2, self.conv2(h), cond)
         return h
 
 
@@ -151,7 +164,7 @@ class Generator(nn.Module):
         """Map noise ``z (B, z_dim)`` and text embeddings ``c (B, c_dim)`` to images (B, 3, R, R)."""
         cond = self.text_mlp(c)  # (B, cond_dim)
         h = self.fc(torch.cat([z, cond], dim=1)).view(z.shape[0], -1, 4, 4)  # (B, 2 C4, 4, 4)
-        h = F.glu(self.init_norm(h, cond), dim=1)  # (B, C4, 4, 4)
+        h = norm_glu(self.init_norm, h, cond)  # (B, C4, 4, 4)
         if self.to_rgb.weight.is_contiguous(memory_format=torch.channels_last):
             h = h.contiguous(memory_format=torch.channels_last)
         features = {4: h}
