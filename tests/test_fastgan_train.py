@@ -168,15 +168,22 @@ def test_generate_cli_writes_pngs_with_provenance(run_a, tmp_path):
     from dishgen.cli import cli
 
     result = CliRunner().invoke(cli, ["generate", "Pasulj", "--model", str(run_a), "-n", "2", "--seed", "3",
-                                      "--out", str(tmp_path / "out")])
+                                      "--truncation", "0.7", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    files = sorted((tmp_path / "out").glob("*.png"))
-    assert len(files) >= 2
+    files = sorted(p for p in (tmp_path / "out").glob("*.png") if not p.name.startswith("grid-"))
+    assert len(files) == 2
     from PIL import Image
 
     with Image.open(files[0]) as im:
         record = json.loads(im.text["dishgen"])
-    assert record["seed"] == 3 and "fastgan" in json.dumps(record)
+    assert record["seed"] == 3 and record["knobs"] == {"truncation": 0.7} and "fastgan" in json.dumps(record)
+    # Image 1 made again alone from its PNG's record (seed, index, caption, knobs).
+    again = CliRunner().invoke(cli, ["generate", "--from-png", str(files[1]), "--out", str(tmp_path / "again")])
+    assert again.exit_code == 0, again.output
+    (remade,) = [p for p in (tmp_path / "again").glob("*.png") if not p.name.startswith("grid-")]
+    with Image.open(remade) as a, Image.open(files[1]) as b:
+        assert json.loads(a.text["dishgen"])["index"] == json.loads(b.text["dishgen"])["index"] == 1
+        assert np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max() <= 1
 
 
 def test_loader_accepts_run_checkpoint_export_and_rejects_others(run_a, tmp_path):
