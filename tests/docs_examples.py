@@ -122,6 +122,9 @@ TINY_CGAN = ("resolution=32 base_channels=8 max_channel_mult=4 z_dim=16 cond_dim
              "checkpoint_every=2 sample_every=2 log_every=1 keep_checkpoints=0 sample_per_prompt=2")
 TINY_CVAE = ("base_channels=8 max_channels=32 z_dim=16 cond_dim=32 batch_size=8 max_steps=2 checkpoint_every=2 "
              "sample_every=2 log_every=1 samples_per_prompt=2 num_recon_images=4 lr_warmup_steps=1")
+TINY_FASTGAN = ("resolution=32 g_channels=8 d_channels=8 max_channels=32 decoder_channels=16 z_dim=16 cond_dim=16 "
+                "batch_size=4 max_steps=2 checkpoint_every=2 sample_every=2 log_every=1 keep_checkpoints=0 "
+                "sample_per_prompt=2")
 TINY_LORA = ("resolution=64 batch_size=2 lora_rank=4 max_steps=2 checkpoint_every=2 sample_every=2 "
              "validation_steps=2 gradient_accumulation_steps=1 gradient_checkpointing=false optimizer=adamw "
              "mixed_precision=no")
@@ -148,6 +151,7 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
      "the default base model (SD 1.5 from the hub) -> the tiny pipeline"),
     (r"^(dishgen train cgan (?!.*--resume).*)$", r"\1 " + TINY_CGAN, "tiny cGAN, 2 steps"),
     (r"^(dishgen train cvae (?!.*--resume).*)$", r"\1 " + TINY_CVAE, "tiny cVAE, 2 steps"),
+    (r"^(.*\bdishgen train fastgan (?!.*--resume).*)$", r"\1 " + TINY_FASTGAN, "tiny FastGAN at 32 px, 2 steps"),
     (r"^(dishgen train lora (?!.*--resume).*)$", r"\1 " + TINY_LORA, "tiny LoRA, 2 steps, fp32"),
     (r"^dishgen evaluate ", "dishgen evaluate --clip-model {tiny_clip} --bootstrap 2 --no-progress --knob num_inference_steps=2 ",
      "CLIP ViT-L/14 from the hub -> a tiny local CLIP; fewer bootstrap resamples"),

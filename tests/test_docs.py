@@ -88,6 +88,10 @@ COVERAGE: list[Doc] = [
     Doc("docs/cgan.md", "--truncation 0.7 --batch-size 128 --no-grid", "run:families"),
     Doc("docs/cgan.md", 'gen = load_generator("runs/gan")', "python:families"),
     Doc("docs/cgan.md", "bench/bench_cgan.py --rounds 12", "run:families", "benchmark: --help only"),
+    # docs/fastgan.md
+    Doc("docs/fastgan.md", "--out runs/fastgan --preset cpu", "run:families"),
+    Doc("docs/fastgan.md", "--out runs/fastgan-ffml128 --preset cpu", "run:families",
+        "the first CPU run's commands, on the repository's sample and with a tiny network"),
     # docs/cvae.md
     Doc("docs/cvae.md", "--out runs/cvae --preset cpu       # train", "run:families"),
     Doc("docs/cvae.md", "dishgen train cvae --data DATASET --out RUN [--preset", "synopsis"),

@@ -4,7 +4,7 @@ A *model reference* is one of:
 
 - ``default``: the bundled model in ``dishgen/weights/``;
 - a run directory, a ``checkpoint-<step>/`` folder or an exported model folder of a dishgen
-  family: its ``config.json`` names the family (``cgan``, ``cvae``, ``lora``);
+  family: its ``config.json`` names the family (``cgan``, ``fastgan``, ``cvae``, ``lora``);
 - a diffusers model id or folder (``model_index.json``), optionally with LoRA files.
 
 Every family's generator has the same call::
@@ -30,6 +30,7 @@ from dishgen.errors import DishgenError
 FAMILY_LOADERS = {
     "cgan": "dishgen.families.cgan:load_generator",
     "cvae": "dishgen.families.cvae:load_generator",
+    "fastgan": "dishgen.families.fastgan:load_generator",
     "lora": "dishgen.diffusion:load_generator",
     "diffusion": "dishgen.diffusion:load_generator",
 }

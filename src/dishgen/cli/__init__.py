@@ -67,7 +67,7 @@ class LazyGroup(click.Group):
     cls=LazyGroup,
     lazy_commands={
         "data": ("dishgen.cli.data:data", "Import, scrape, build, caption and inspect datasets."),
-        "train": ("dishgen.cli.train:train", "Train a generator: cgan, cvae or lora."),
+        "train": ("dishgen.cli.train:train", "Train a generator: cgan, fastgan, cvae or lora."),
         "generate": ("dishgen.cli.generate:generate", "Generate images from captions with any model."),
         "evaluate": ("dishgen.cli.evaluate:evaluate", "Score models with FID, KID, CLIPScore; write a report."),
         "serve": ("dishgen.cli.serve:serve", "Serve the web app (localhost by default)."),

@@ -49,7 +49,7 @@ from dishgen.data.synth import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_SUFFIX
 @click.option("--guidance-scale", type=FiniteFloatRange(0, 100), default=None,
               help="[diffusion] Classifier-free guidance scale.")
 @click.option("--truncation", type=FiniteFloatRange(0, 10), default=None,
-              help="[cgan] Truncation of the noise (1 = none).")
+              help="[cgan, fastgan] Truncation of the noise (1 = none).")
 @click.option("--temperature", type=FiniteFloatRange(0, 10), default=None, help="[cvae] Scale of the latent noise.")
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=8, show_default=True,
               help="Captions per generation call.")

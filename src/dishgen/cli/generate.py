@@ -48,7 +48,7 @@ def read_prompts_file(path: str) -> list[str]:
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=None, help="Images per forward pass.")
 # GAN / VAE knobs
 @click.option("--temperature", type=float, default=None, help="[cvae] Scale of the latent noise.")
-@click.option("--truncation", type=float, default=None, help="[cgan] Truncation of the noise (1 = none).")
+@click.option("--truncation", type=float, default=None, help="[cgan, fastgan] Truncation of the noise (1 = none).")
 # Diffusion knobs
 @click.option("--lora", "lora", multiple=True, type=click.Path(), help="[diffusion] LoRA file or folder (repeatable).")
 @click.option("--lora-scale", "lora_scale", multiple=True, type=float, help="[diffusion] Weight per --lora (default 1).")

@@ -1,4 +1,4 @@
-"""``dishgen train {cgan,cvae,lora}``: thin wrappers over the training scripts.
+"""``dishgen train {cgan,fastgan,cvae,lora}``: thin wrappers over the training scripts.
 
 Every trainer takes the same basic arguments, so a short run is asked for the same way for every
 family: ``--data``, ``--out``, ``--config FILE``, ``--preset NAME``, ``--resume`` and ``key=value``
@@ -35,6 +35,8 @@ def trainer_options(func):
     cls=LazyGroup,
     lazy_commands={
         "cgan": ("dishgen.cli.train_cgan:cgan", "Conditional GAN (CBN ResNet G, projection D, hinge, R1, EMA)."),
+        "fastgan": ("dishgen.cli.train_fastgan:fastgan",
+                    "Few-shot GAN at 128 px (FastGAN: SLE generator, self-supervised projection D)."),
         "cvae": ("dishgen.cli.train_cvae:cvae", "Conditional VAE (text-conditioned conv encoder/decoder)."),
         "lora": ("dishgen.cli.train_lora:lora", "Stable Diffusion LoRA fine-tuning (UNet, optionally text encoder)."),
     },
@@ -46,6 +48,7 @@ def train() -> None:
     Examples:
       dishgen train cvae --data DS --out runs/cvae --preset cpu
       dishgen train cgan --data DS --out runs/gan max_steps=2000 batch_size=16
+      dishgen train fastgan --data DS --out runs/fastgan --preset cpu
       dishgen train lora --data DS --out runs/lora --base stable-diffusion-v1-5/stable-diffusion-v1-5
       dishgen train cgan --data DS --out runs/gan --resume
     """

@@ -173,7 +173,7 @@ class CGANGenerator:
         """
         from dishgen.images_tensor import tensor_to_pil
 
-        knobs = check_knobs(FAMILY, KNOBS, knobs)
+        knobs = check_knobs(self.family, self.knobs, knobs)  # also serves FastGAN
         truncation = float(knobs.get("truncation", 1.0))
         batch_size = int(knobs.get("batch_size") or 64)
         if batch_size < 1:

@@ -1,1 +1,1 @@
-"""Training scripts, one linear story per family: cgan.py, cvae.py, lora.py."""
+"""Training scripts, one linear story per family: cgan.py, fastgan.py, cvae.py, lora.py."""

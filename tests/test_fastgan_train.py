@@ -1,0 +1,230 @@
+"""FastGAN training on the repository's real image sample: learning, exact resume, export,
+generation through the CLI with PNG provenance, config errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from dishgen.config import ConfigError, resolve_config
+from dishgen.errors import DishgenError
+from dishgen.families import fastgan as family
+from dishgen.generation import ModelReferenceError, load_generator
+from dishgen.models import cgan, fastgan
+from dishgen.train import fastgan as trainer
+from dishgen.train.common import RunDirError
+from dishgen.train.fastgan import PRESETS, FastGANTrainConfig, train
+
+TINY = dict(resolution=32, g_channels=8, d_channels=8, max_channels=32, decoder_channels=16, z_dim=16, cond_dim=16,
+            batch_size=4, mismatch_weight=0.5, r1_gamma=1.0, r1_every=2, log_every=1, sample_every=3,
+            checkpoint_every=3, keep_checkpoints=0, max_steps=6)
+
+
+def tiny(**overrides) -> FastGANTrainConfig:
+    return resolve_config(FastGANTrainConfig, overrides={**TINY, **overrides})
+
+
+class Killed(BaseException):
+    """Stands for a kill -9 in the middle of a step."""
+
+
+@pytest.fixture(scope="module")
+def run_a(tiny_dataset, tmp_path_factory) -> Path:
+    """An uninterrupted 6-step run (checkpoints at 3 and 6, export)."""
+    return train(tiny(), tiny_dataset, tmp_path_factory.mktemp("fastgan") / "run_a")
+
+
+def states(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint: networks, optimizers, scalers, keyed by file."""
+    out = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        if file.stem != "rng":
+            out.update({f"{file.stem}/{k}": v for k, v in load_file(str(file)).items()})
+    return out
+
+
+def test_run_dir_layout_and_log(run_a):
+    assert json.loads((run_a / "config.json").read_text())["family"] == "fastgan"
+    rows = [json.loads(line) for line in (run_a / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["images_seen"] for r in rows] == [4, 8, 12, 16, 20, 24]
+    for key in ("loss_D", "loss_G", "loss_recon", "loss_D_mismatch", "logits_real", "logits_fake", "grad_norm_D",
+                "grad_norm_G", "r1", "images_per_s"):
+        assert key in rows[-1]
+    assert rows[0]["r1"] is None and rows[-1]["r1"] > 0 and rows[0]["loss_recon"] > 0
+    assert (run_a / "samples" / "step-0000003.png").is_file() and (run_a / "plots" / "reconstruction.png").is_file()
+    ckpt = run_a / "checkpoint-6"
+    for name in ("G", "D", "G_ema", "optimizer_G", "optimizer_D", "scaler_G", "scaler_D", "rng"):
+        assert (ckpt / f"{name}.safetensors").is_file(), name
+    meta = json.loads((ckpt / "config.json").read_text())
+    assert meta["family"] == "fastgan" and meta["step"] == 6 and meta["text_encoder"] == {"id": "minilm", "dim": 384}
+    assert any(k.startswith("decoder_part.") for k in load_file(str(ckpt / "D.safetensors")))
+    assert any(k.startswith("sle.") for k in load_file(str(ckpt / "G_ema.safetensors")))
+
+
+def test_training_teaches_D_to_rebuild_and_judge_a_fixed_batch(tiny_dataset, tmp_path):
+    from dishgen.data.dataset import load_split
+    from dishgen.images_tensor import load_images_uint8
+    from dishgen.text import load_text_encoder
+
+    config = tiny(batch_size=8, max_steps=12, checkpoint_every=12, sample_every=100, augment="", mismatch_weight=0.0,
+                  r1_gamma=0.0)
+    run = train(config, tiny_dataset, tmp_path / "run")
+    rows = load_split(tiny_dataset, "train")[:16]
+    real = load_images_uint8([r.path for r in rows], 32).float() / 127.5 - 1
+    c = load_text_encoder("minilm").encode([r.text for r in rows])
+    z = torch.randn(16, 16, generator=torch.Generator().manual_seed(0))
+    model_config = config.model_config(c_dim=384)
+    torch.manual_seed(config.seed)  # the trainer's initial weights
+    initial = fastgan.Generator(model_config), fastgan.Discriminator(model_config)
+    trained = fastgan.Generator(model_config), fastgan.Discriminator(model_config)
+    trained[0].load_state_dict(load_file(str(run / "checkpoint-12" / "G.safetensors")))
+    trained[1].load_state_dict(load_file(str(run / "checkpoint-12" / "D.safetensors")))
+
+    def losses(G, D):
+        with torch.no_grad():
+            h, maps = D.features(real)
+            hinge = sum(cgan.d_hinge_loss(D.logits(h, c), D(G(z, c), c))).item()
+            return hinge, fastgan.reconstruction_loss(*D.reconstruct(maps, 1), real, 1).item()
+
+    (hinge0, recon0), (hinge1, recon1) = losses(*initial), losses(*trained)
+    assert hinge1 < 0.8 * hinge0, (hinge0, hinge1)
+    assert recon1 < 0.8 * recon0, (recon0, recon1)
+
+
+def test_killed_run_resumes_exactly(run_a, tiny_dataset, tmp_path, monkeypatch):
+    out = tmp_path / "run_b"
+    real_check = trainer.check_finite
+
+    def kill_at_step_5(step, losses, run):
+        if step == 5:
+            raise Killed()
+        real_check(step, losses, run)
+
+    monkeypatch.setattr(trainer, "check_finite", kill_at_step_5)
+    with pytest.raises(Killed):
+        train(tiny(), tiny_dataset, out)
+    monkeypatch.setattr(trainer, "check_finite", real_check)
+    assert not (out / "checkpoint-6").exists() and (out / "checkpoint-3" / "COMPLETE").is_file()
+    with pytest.raises(RunDirError, match="--resume"):
+        train(tiny(), tiny_dataset, out)
+    train(trainer.resolve_train_config(out, resume=True), tiny_dataset, out, resume=True)
+
+    a, b = states(run_a / "checkpoint-6"), states(out / "checkpoint-6")
+    assert a.keys() == b.keys() and len(a) > 50
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different[:5]
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_refuses_another_network_shape(run_a, tmp_path, tiny_dataset):
+    out = tmp_path / "run_d"
+    shutil.copytree(run_a, out)
+    with pytest.raises(DishgenError, match=r"g_channels=8 \(now 16\)"):
+        train(tiny(g_channels=16, max_steps=7), tiny_dataset, out, resume=True)
+
+
+def test_export_reloads_bit_exactly_and_generates(run_a):
+    exported = load_file(str(run_a / "model" / "model.safetensors"))
+    checkpoint = load_file(str(run_a / "checkpoint-6" / "G_ema.safetensors"))
+    assert exported.keys() == checkpoint.keys() and all(torch.equal(exported[k], checkpoint[k]) for k in exported)
+    gen = load_generator(run_a)
+    assert gen.family == "fastgan" and set(gen.knobs) == {"truncation", "batch_size"}
+    loaded = gen.G.state_dict()
+    assert all(torch.equal(loaded[k].contiguous(), exported[k]) for k in exported)
+    images = gen.generate(["a photo of sarmale", "apple cake"], num_images=3, seed=7, batch_size=4)
+    assert len(images) == 6 and all(im.size == (32, 32) and im.mode == "RGB" for im in images)
+    again = gen.generate(["a photo of sarmale", "apple cake"], num_images=3, seed=7, batch_size=1)
+    assert [im.tobytes() for im in images] == [im.tobytes() for im in again]  # batch size does not matter
+    alone = gen.generate(["apple cake"], num_images=1, seed=7, first_index=5)
+    assert alone[0].tobytes() == images[5].tobytes()  # image k made again alone
+    with pytest.raises(TypeError, match="fastgan family does not take temperature"):
+        gen.generate(["x"], temperature=0.5)
+
+
+def test_float16_weights_load(run_a, tmp_path):
+    from safetensors.torch import save_file
+
+    half = tmp_path / "half"
+    shutil.copytree(run_a / "model", half)
+    weights = load_file(str(half / "model.safetensors"))
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, str(half / "model.safetensors"))
+    G, _ = family.load_G_ema(half)
+    assert next(G.parameters()).dtype == torch.float32
+    full = family.load_G_ema(run_a)[0]
+    z, c = torch.randn(2, 16), torch.randn(2, 384)
+    assert (G(z, c) - full(z, c)).abs().max() < 0.02
+
+
+def test_generate_cli_writes_pngs_with_provenance(run_a, tmp_path):
+    from dishgen.cli import cli
+
+    result = CliRunner().invoke(cli, ["generate", "Pasulj", "--model", str(run_a), "-n", "2", "--seed", "3",
+                                      "--truncation", "0.7", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    files = sorted(p for p in (tmp_path / "out").glob("*.png") if not p.name.startswith("grid-"))
+    assert len(files) == 2
+    from PIL import Image
+
+    with Image.open(files[0]) as im:
+        record = json.loads(im.text["dishgen"])
+    assert record["seed"] == 3 and record["knobs"] == {"truncation": 0.7} and "fastgan" in json.dumps(record)
+    # Image 1 made again alone from its PNG's record (seed, index, caption, knobs).
+    again = CliRunner().invoke(cli, ["generate", "--from-png", str(files[1]), "--out", str(tmp_path / "again")])
+    assert again.exit_code == 0, again.output
+    (remade,) = [p for p in (tmp_path / "again").glob("*.png") if not p.name.startswith("grid-")]
+    with Image.open(remade) as a, Image.open(files[1]) as b:
+        assert json.loads(a.text["dishgen"])["index"] == json.loads(b.text["dishgen"])["index"] == 1
+        assert np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max() <= 1
+
+
+def test_loader_accepts_run_checkpoint_export_and_rejects_others(run_a, tmp_path):
+    assert family.find_weights(run_a)[1] == run_a / "model" / "model.safetensors"
+    assert family.find_weights(run_a / "checkpoint-3")[1] == run_a / "checkpoint-3" / "G_ema.safetensors"
+    assert load_generator(run_a / "checkpoint-3").meta["step"] == 3
+    with pytest.raises(ModelReferenceError, match="no loader options"):
+        family.load_generator(run_a, lora=["x.safetensors"])
+    other = tmp_path / "gan"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"family": "cgan"}))
+    with pytest.raises(ModelReferenceError, match="'cgan' model, not a fastgan"):
+        family.load_generator(other)
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    (empty / "config.json").write_text(json.dumps({"family": "fastgan"}))
+    with pytest.raises(ModelReferenceError, match="without an export"):
+        load_generator(empty)
+
+
+def test_presets_and_config_errors():
+    cpu = resolve_config(FastGANTrainConfig, preset="cpu", presets=PRESETS, overrides=["max_steps=5"])
+    assert (cpu.resolution, cpu.text_encoder, cpu.batch_size, cpu.max_steps) == (128, "minilm", 8, 5)
+    with pytest.raises(ConfigError, match="did you mean 'recon_weight'"):
+        resolve_config(FastGANTrainConfig, overrides=["recon_weigth=1"])
+    with pytest.raises(ConfigError, match="resolution=16 must be a power of two between 32 and 512"):
+        resolve_config(FastGANTrainConfig, overrides=["resolution=16"])
+    with pytest.raises(ValueError, match="unknown DiffAugment"):
+        resolve_config(FastGANTrainConfig, overrides=["augment=color,zoom"])
+
+
+def test_cli_trains_with_overrides(tiny_dataset, tmp_path):
+    from dishgen.cli import cli
+
+    out = tmp_path / "cli_run"
+    args = ["train", "fastgan", "--data", str(tiny_dataset), "--out", str(out)]
+    args += [f"{k}={v}" for k, v in {**TINY, "max_steps": 2, "checkpoint_every": 2}.items()]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert (out / "model" / "model.safetensors").is_file()
+    assert json.loads((out / "config.json").read_text())["max_steps"] == 2
+    rerun = CliRunner().invoke(cli, args)
+    assert rerun.exit_code != 0 and "--resume" in str(rerun.exception)
+    assert np.isfinite([json.loads(r)["loss_D"] for r in (out / "log.jsonl").read_text().splitlines()]).all()
