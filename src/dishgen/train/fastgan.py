@@ -87,9 +87,9 @@ class FastGANTrainConfig:
     r1_gamma: float = checked(0.0, min=0, text="at least 0 (0 turns R1 off)")  # R1 weight (gamma / 2 * ||grad||^2)
     r1_every: int = checked(16, min=1)  # lazy R1: every k steps, scaled by k
     # optimisation: the two time-scale rule of spectrally normalised GANs (SAGAN, BigGAN, this
-    # project's cGAN), not FastGAN's Adam(2e-4, betas 0.5, 0.999), which suits its batch-norm D: on
-    # FFML at 128 px that setting left this spectrally normalised D at chance (real/fake AUC 0.6-0.7
-    # at step 500) while G collapsed to one template for every caption and seed.
+    # project's cGAN, whose D blocks this D shares), not FastGAN's Adam(2e-4, betas 0.5, 0.999),
+    # which goes with its batch-norm D. Neither setting kept D ahead of G on FFML at 128 px with
+    # the cpu preset's widths (docs/fastgan.md, "The first CPU run").
     batch_size: int = checked(8, min=1)
     g_lr: float = checked(1e-4, min=0, min_open=True)
     d_lr: float = checked(4e-4, min=0, min_open=True)
