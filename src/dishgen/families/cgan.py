@@ -211,9 +211,28 @@ def load_generator(location: str | Path, device=None, dtype=None, **options: Any
         ModelReferenceError: unknown options, another family, or no weights.
         TextEncoderNotAvailable: the model's text encoder is not installed here.
     """
+    return load_gan_generator(location, family=FAMILY, load_weights=load_G_ema, find=find_weights,
+                              generator_class=CGANGenerator, device=device, dtype=dtype, options=options)
+
+
+def load_gan_generator(location: str | Path, *, family: str, load_weights, find, generator_class, device, dtype,
+                       options: dict[str, Any]):
+    """What the GAN families' loaders share: check options, load G_ema, say which weights were picked,
+    and attach the text encoder the model was trained with (refusing one of another width).
+
+    Args:
+        location: a run dir, ``checkpoint-<step>/`` folder or export.
+        family: the family's name, for messages.
+        load_weights: ``location -> (G_ema, metadata)`` of the family.
+        find: ``location -> (weights file, config file)`` of the family.
+        generator_class: the family's generator wrapper, called as ``(G, encoder, meta, device=, dtype=)``.
+        device: the device asked for.
+        dtype: the dtype asked for.
+        options: loader options given (none are taken).
+    """
     if options:
         raise ModelReferenceError(
-            f"the cgan family takes no loader options, got {', '.join(sorted(options))}"
+            f"the {family} family takes no loader options, got {', '.join(sorted(options))}"
             + (" (LoRA files apply to diffusion models only)" if "lora" in options else "")
         )
     from dishgen.devices import resolve_device, resolve_dtype
@@ -221,8 +240,8 @@ def load_generator(location: str | Path, device=None, dtype=None, **options: Any
 
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    G, meta = load_G_ema(location)
-    announce_choice(location, find_weights(location)[0])
+    G, meta = load_weights(location)
+    announce_choice(location, find(location)[0])
     info = meta["text_encoder"]
     try:
         encoder = load_text_encoder(info["id"], device=torch_device)
@@ -235,4 +254,4 @@ def load_generator(location: str | Path, device=None, dtype=None, **options: Any
             f"text encoder {info['id']!r} gives {encoder.dim}-d embeddings but the model expects "
             f"{G.c_dim}-d; the encoder's weights changed since training"
         )
-    return CGANGenerator(G, encoder, meta, device=torch_device, dtype=torch_dtype)
+    return generator_class(G, encoder, meta, device=torch_device, dtype=torch_dtype)

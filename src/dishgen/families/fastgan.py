@@ -21,8 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from dishgen.families import announce_choice
-from dishgen.families.cgan import CGANGenerator, state_dict_for_file
+from dishgen.families.cgan import CGANGenerator, load_gan_generator, state_dict_for_file
 from dishgen.generation import ModelReferenceError
 from dishgen.models.fastgan import FastGANConfig, Generator
 
@@ -158,28 +157,5 @@ def load_generator(location: str | Path, device=None, dtype=None, **options: Any
         ModelReferenceError: unknown options, another family, or no weights.
         TextEncoderNotAvailable: the model's text encoder is not installed here.
     """
-    if options:
-        raise ModelReferenceError(
-            f"the fastgan family takes no loader options, got {', '.join(sorted(options))}"
-            + (" (LoRA files apply to diffusion models only)" if "lora" in options else "")
-        )
-    from dishgen.devices import resolve_device, resolve_dtype
-    from dishgen.text import TextEncoderNotAvailable, load_text_encoder
-
-    torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
-    G, meta = load_G_ema(location)
-    announce_choice(location, find_weights(location)[0])
-    info = meta["text_encoder"]
-    try:
-        encoder = load_text_encoder(info["id"], device=torch_device)
-    except TextEncoderNotAvailable as err:
-        raise TextEncoderNotAvailable(
-            f"{str(location)!r} was trained with text encoder {info['id']!r}, which cannot be loaded here: {err}"
-        ) from err
-    if encoder.dim != int(info["dim"]) or encoder.dim != G.c_dim:
-        raise ModelReferenceError(
-            f"text encoder {info['id']!r} gives {encoder.dim}-d embeddings but the model expects "
-            f"{G.c_dim}-d; the encoder's weights changed since training"
-        )
-    return FastGANGenerator(G, encoder, meta, device=torch_device, dtype=torch_dtype)
+    return load_gan_generator(location, family=FAMILY, load_weights=load_G_ema, find=find_weights,
+                              generator_class=FastGANGenerator, device=device, dtype=dtype, options=options)
