@@ -37,9 +37,16 @@ def state_dict_for_file(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def model_metadata(model_config: CGANConfig, text_encoder: dict[str, Any], *, kind: str, step: int,
                    train_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``config.json`` of a saved folder."""
+    return gan_metadata(FAMILY, model_config, text_encoder, kind=kind, step=step, train_config=train_config)
+
+
+def gan_metadata(family: str, model_config, text_encoder: dict[str, Any], *, kind: str, step: int,
+                 train_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``config.json`` of a GAN family's saved folder (cGAN, FastGAN): family, kind, step,
+    network shape, text encoder and training config."""
     from dishgen.config import config_to_dict
 
-    return {"family": FAMILY, "kind": kind, "step": step, "model": config_to_dict(model_config),
+    return {"family": family, "kind": kind, "step": step, "model": config_to_dict(model_config),
             "text_encoder": {"id": text_encoder["id"], "dim": int(text_encoder["dim"])},
             "train": train_config or {}}
 
@@ -56,14 +63,19 @@ def save_model(folder: str | Path, G_ema: torch.nn.Module, model_config: CGANCon
         step: training step of these weights.
         train_config: the resolved training config, kept for provenance.
     """
+    meta = model_metadata(model_config, text_encoder, kind="model", step=step, train_config=train_config)
+    return write_gan_export(folder, G_ema, meta, _model_card(meta))
+
+
+def write_gan_export(folder: str | Path, G_ema: torch.nn.Module, meta: dict[str, Any], card: str) -> Path:
+    """Write a GAN family's export atomically: ``model.safetensors``, ``config.json`` and ``README.md``."""
     from dishgen.fileio import atomic_directory
 
     folder = Path(folder)
-    meta = model_metadata(model_config, text_encoder, kind="model", step=step, train_config=train_config)
     with atomic_directory(folder) as tmp:
         save_file(state_dict_for_file(G_ema), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        (tmp / "README.md").write_text(_model_card(meta), encoding="utf-8")
+        (tmp / "README.md").write_text(card, encoding="utf-8")
     return folder
 
 

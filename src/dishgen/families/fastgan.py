@@ -19,9 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from dishgen.families.cgan import CGANGenerator, load_gan_generator, state_dict_for_file
+from dishgen.families.cgan import (
+    CGANGenerator,
+    gan_metadata,
+    load_gan_generator,
+    write_gan_export,
+)
 from dishgen.generation import ModelReferenceError
 from dishgen.models.fastgan import FastGANConfig, Generator
 
@@ -32,11 +37,7 @@ KNOBS = ("truncation", "batch_size")
 def model_metadata(model_config: FastGANConfig, text_encoder: dict[str, Any], *, kind: str, step: int,
                    train_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``config.json`` of a saved folder."""
-    from dishgen.config import config_to_dict
-
-    return {"family": FAMILY, "kind": kind, "step": step, "model": config_to_dict(model_config),
-            "text_encoder": {"id": text_encoder["id"], "dim": int(text_encoder["dim"])},
-            "train": train_config or {}}
+    return gan_metadata(FAMILY, model_config, text_encoder, kind=kind, step=step, train_config=train_config)
 
 
 def save_model(folder: str | Path, G_ema: torch.nn.Module, model_config: FastGANConfig, text_encoder: dict[str, Any],
@@ -51,15 +52,8 @@ def save_model(folder: str | Path, G_ema: torch.nn.Module, model_config: FastGAN
         step: training step of these weights.
         train_config: the resolved training config, kept for provenance.
     """
-    from dishgen.fileio import atomic_directory
-
-    folder = Path(folder)
     meta = model_metadata(model_config, text_encoder, kind="model", step=step, train_config=train_config)
-    with atomic_directory(folder) as tmp:
-        save_file(state_dict_for_file(G_ema), str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        (tmp / "README.md").write_text(_model_card(meta), encoding="utf-8")
-    return folder
+    return write_gan_export(folder, G_ema, meta, _model_card(meta))
 
 
 def _model_card(meta: dict[str, Any]) -> str:
