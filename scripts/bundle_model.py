@@ -1,4 +1,4 @@
-"""Turn a trained cGAN or cVAE run into a bundled model under ``src/dishgen/weights/``.
+"""Turn a trained cGAN, FastGAN or cVAE run into a bundled model under ``src/dishgen/weights/``.
 
     python scripts/bundle_model.py RUN_OR_MODEL NAME --dataset DATASET [--default] [--command "..."]
 
@@ -8,7 +8,10 @@ What it does, and why:
   inside the package, so it should be a few MB. Loading casts back to float32.
 - writes ``config.json`` (marked ``"weights": {"dtype": "float16", "parts": ...}``), the
   safetensors weights, a model card crediting the FFML photographers (MIT), their licence, and
-  sample images for the card.
+  the card's pictures: ``samples.png`` (6 captions x 4 seeds) and ``contact-sheet.jpg``
+  (16 captions of Serbian dishes x 4 seeds, each beside its nearest training photo, found in the
+  16 px thumbnail space of ``dishgen evaluate --feature-backbone none``), so a reader can see at
+  a glance whether the model copies its data.
 - with ``--default``, points ``weights/default.json`` at it, so ``--model default`` uses it.
 """
 
@@ -34,12 +37,72 @@ CARD_PROMPTS = [
     "A fresh green salad with tomatoes and cucumbers",
     "Crêpes with jam, rolled on a plate",
 ]
+# Serbian dishes, none of them a dish of the training photos (FFML is mostly Romanian home cooking).
+SHEET_PROMPTS = [
+    "Sarma, cabbage rolls served in a clay pot",
+    "Ćevapi with chopped onions and flatbread on a white plate",
+    "Pljeskavica, a grilled meat patty with kajmak",
+    "Burek with meat, flaky filo pie cut in slices",
+    "Pasulj prebranac, baked beans in a clay dish",
+    "Gibanica, cheese pie in layers of filo",
+    "Punjene paprike, stuffed peppers in tomato sauce",
+    "Karađorđeva šnicla, a rolled breaded steak with tartar sauce",
+    "Šopska salata, tomatoes, cucumbers and grated white cheese",
+    "Gulaš, a paprika meat stew in a deep bowl",
+    "Baklava, layered filo pastry with walnuts and syrup",
+    "Palačinke, crêpes with jam, rolled on a plate",
+    "Proja, golden cornbread in squares",
+    "Ajvar, roasted red pepper relish in a bowl",
+    "Krofne, fried doughnuts dusted with sugar",
+    "Riblja čorba, fish soup with paprika",
+]
+
+
+KIND = {"cvae": "VAE", "cgan": "GAN", "fastgan": "GAN (FastGAN, Liu et al. 2021)"}
 
 
 def model_folder(location: Path) -> Path:
     if (location / "model" / "config.json").is_file():
         return location / "model"
     return location
+
+
+def contact_sheet(generator, dataset: Path, out: Path, seeds_per_prompt: int = 4) -> float:
+    """Write ``contact-sheet.jpg``: per caption, 4 samples, then each sample's nearest training
+    photo (cosine distance of mean-centred 16 px thumbnails). Returns the median distance."""
+    import numpy as np
+    from PIL import Image
+
+    from dishgen.data.dataset import load_split
+    from dishgen.evaluate.metrics import nearest_distances
+    from dishgen.evaluate.pixels import thumbnails
+    from dishgen.image_grid import captioned_grid
+    from dishgen.images_tensor import load_images_uint8
+
+    images = generator.generate(SHEET_PROMPTS, num_images=seeds_per_prompt, seed=0)
+    size = images[0].size[0]
+    rows = load_split(dataset, "train")
+    train = load_images_uint8([r.path for r in rows], size)  # (N, 3, S, S)
+    fake = torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in images])).permute(0, 3, 1, 2)
+    distances, nearest = nearest_distances(thumbnails(fake), thumbnails(train))
+    cells, labels = [], []  # per row: samples, a gap, their nearest training photos
+    blank = Image.new("RGB", (size // 4, size), "white")
+    for r, prompt in enumerate(SHEET_PROMPTS):
+        row = list(range(r * seeds_per_prompt, (r + 1) * seeds_per_prompt))
+        cells += [images[i] for i in row] + [blank]
+        cells += [Image.fromarray(train[int(nearest[i])].permute(1, 2, 0).numpy()) for i in row]
+        labels.append(prompt)
+    widths = [size] * seeds_per_prompt + [size // 4] + [size] * seeds_per_prompt
+    strip_rows = []
+    for r in range(len(SHEET_PROMPTS)):
+        strip = Image.new("RGB", (sum(widths), size), "white")
+        x = 0
+        for cell, w in zip(cells[r * len(widths):(r + 1) * len(widths)], widths, strict=True):
+            strip.paste(cell, (x, 0))
+            x += w
+        strip_rows.append(strip)
+    captioned_grid(strip_rows, 1, labels).save(out / "contact-sheet.jpg", quality=85)  # a PNG of photos is ~2 MB
+    return float(distances.median())
 
 
 def main() -> None:
@@ -49,6 +112,7 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, required=True, help="the dataset it was trained on (for the card)")
     parser.add_argument("--command", action="append", default=[], help="a command that reproduces it (repeatable)")
     parser.add_argument("--notes", default="", help="a paragraph for the model card: settings chosen and why")
+    parser.add_argument("--limitation", default="", help="what its pictures get wrong, seen by eye (for the card)")
     parser.add_argument("--default", action="store_true", help="make it the default model")
     args = parser.parse_args()
 
@@ -89,6 +153,7 @@ def main() -> None:
         r, c = divmod(i, 4)
         sheet.paste(image, (c * w, r * h))
     sheet.save(out / "samples.png")
+    median_distance = contact_sheet(generator, args.dataset, out)
 
     dataset_info = json.loads((args.dataset / "dataset.json").read_text(encoding="utf-8"))
     counts = dataset_info["counts"]
@@ -108,7 +173,7 @@ def main() -> None:
         "",
         f"# dishgen bundled model: {args.name}",
         "",
-        f"A text-conditional {'VAE' if family == 'cvae' else 'GAN'} at {config['model']['resolution']} px that ships "
+        f"A text-conditional {KIND[family]} at {config['model']['resolution']} px that ships "
         f"inside dishgen, so that `dishgen generate \"<caption>\"` works offline on a CPU. "
         f"{params / 1e6:.2f} M parameters, {size_mb:.1f} MB (float16 on disk, float32 in memory), "
         f"conditioned on `{config['text_encoder']['id']}` caption embeddings "
@@ -117,6 +182,13 @@ def main() -> None:
         "![samples](samples.png)",
         "",
         "Samples above, one row per caption, seed 0: " + "; ".join(f"\"{p}\"" for p in CARD_PROMPTS) + ".",
+        "",
+        "![contact sheet](contact-sheet.jpg)",
+        "",
+        "The contact sheet: 16 captions of Serbian dishes that are not in the training data, 4 seeds each "
+        "(left), and beside them the training photo nearest to each sample (right, same order; cosine "
+        "distance of mean-centred 16 px thumbnails, the memorization space of `dishgen evaluate "
+        f"--feature-backbone none`; median distance {median_distance:.3f}).",
         "",
         "## Training data",
         "",
@@ -145,9 +217,9 @@ def main() -> None:
     lines += [
         "## Limitations",
         "",
-        "- 64 px and trained on about a thousand photographs on a CPU: it draws the colours and rough "
-        "shapes of a dish on a white plate-like background, not a photograph. For photographs, fine-tune "
-        "Stable Diffusion with `dishgen train lora` on a GPU.",
+        *([f"- {args.limitation}"] if args.limitation else []),
+        f"- {config['model']['resolution']} px and trained on about a thousand photographs on a CPU; for "
+        "photographs at 512 px and more, fine-tune Stable Diffusion with `dishgen train lora` on a GPU.",
         "- FFML is mostly Romanian home cooking, close to Serbian cuisine; dishes it never saw come out "
         "as the nearest dishes it knows.",
         "",

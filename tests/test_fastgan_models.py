@@ -115,6 +115,21 @@ def test_shapes_ranges_and_skip_layer_excitation_pairs():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in G.sle.parameters())
 
 
+def test_discriminator_keeps_its_features_apart_however_narrow():
+    """The first D of this family (spectrally normalised, no batch-norm, 16 channels at 128 px)
+    shrank its activations block by block: pooled features hardly differed between images and
+    D sat at chance. FastGAN's batch-norm blocks keep every block at unit scale."""
+    torch.manual_seed(0)
+    D = Discriminator(FastGANConfig(resolution=128, d_channels=4, max_channels=64, decoder_channels=8))
+    x = torch.rand(8, 3, 128, 128) * 2 - 1
+    h, maps = D.features(x)
+    for size, m in maps.items():
+        assert m.std() > 0.3, f"{size}x{size} features collapsed (std {m.std():.3f})"
+    # Sum-pooled features differ between images by far more than float noise.
+    assert h.std(dim=0).mean() > 1.0
+    assert all(isinstance(b, fastgan.DownBlockComp) for b in D.blocks) and len(D.blocks) == 4  # 128 -> 8
+
+
 def test_captions_change_the_image_and_noise_varies_it():
     torch.manual_seed(0)
     G = warmed_up(Generator(FastGANConfig(resolution=32, **TINY)))

@@ -8,12 +8,17 @@ paper); nearest upsampling followed by a 3x3 conv cannot make the checkerboard p
 stride-2 transposed conv. Skip-layer excitation (SLE) lets a low-resolution map (4x4, 8x8) gate
 the channels of the two largest maps, a cheap long skip that carries layout to the detail layers.
 
-Discriminator: spectrally normalised residual down-blocks (:class:`~dishgen.models.layers.DownBlock`)
-from R to 4x4, sum-pooling to ``h (B, C)`` and a projection head for the caption
-(Miyato & Koyama, 2018): ``logit = w . h + <embed(c), h>``. Its self-supervision: two small
-decoders rebuild the real image it judged at R/2 from its 8x8 features, and a random quarter of
-it from the matching quarter of its 16x16 features, so D must keep texture in its features and
-cannot overfit a few hundred photos with a shortcut. The reconstruction loss is an MSE (the paper
+Discriminator: FastGAN's own. A 3x3 stem, then down-blocks from R to 8x8 that average two
+branches, ``conv4x4/2 -> BN -> LReLU -> conv3x3 -> BN -> LReLU`` and ``avgpool -> conv1x1 -> BN ->
+LReLU``, every conv spectrally normalised; sum-pooling to ``h (B, C)`` and a projection head for the
+caption (Miyato & Koyama, 2018): ``logit = w . h + <embed(c), h>``. The batch-norms matter: the
+first version of this family, a narrow spectrally normalised ResNet D without them, shrank its
+activations block by block until real and fake logits differed by 0.01 and D sat at chance.
+Real and fake images go through D in separate batches (as in FastGAN), so batch statistics never
+mix them and D's step and G's step see D alike. Its self-supervision: two small decoders rebuild
+the real image it judged at R/2 from its 8x8 features, and a random quarter of it from the
+matching quarter of its 16x16 features, so D must keep texture in its features and cannot overfit
+a few hundred photos with a shortcut. The reconstruction loss is an MSE (the paper
 used LPIPS, whose VGG weights are not available offline).
 """
 
@@ -26,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dishgen.models.layers import ConditionalBatchNorm2d, DownBlock, sn_linear, upsample_conv3x3
+from dishgen.models.layers import ConditionalBatchNorm2d, sn_conv2d, sn_linear, upsample_conv3x3
 
 
 @dataclass
@@ -195,33 +200,58 @@ class Decoder(nn.Module):
         return self.net(x)
 
 
+class DownBlockComp(nn.Module):
+    """FastGAN's discriminator down-block: the mean of a strided-conv branch and a pooling branch.
+
+    ``main``: ``conv4x4/2 -> BN -> LReLU(0.2) -> conv3x3 -> BN -> LReLU(0.2)``;
+    ``direct``: ``avgpool 2x -> conv1x1 -> BN -> LReLU(0.2)``. Every conv is spectrally normalised;
+    the batch-norms keep the activations at unit scale however narrow the block is.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.main = nn.Sequential(
+            sn_conv2d(in_channels, out_channels, 4, padding=1, stride=2, bias=False), nn.BatchNorm2d(out_channels),
+            nn.LeakyReLU(0.2),
+            sn_conv2d(out_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels),
+            nn.LeakyReLU(0.2),
+        )
+        self.direct = nn.Sequential(
+            nn.AvgPool2d(2), sn_conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels),
+            nn.LeakyReLU(0.2),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.main(x) + self.direct(x)) / 2  # (B, C_out, H/2, W/2)
+
+
 class Discriminator(nn.Module):
-    """ResNet projection discriminator with FastGAN's self-supervised reconstruction decoders."""
+    """FastGAN's batch-norm discriminator with a caption projection head and its self-supervised
+    reconstruction decoders."""
 
     def __init__(self, config: FastGANConfig):
         super().__init__()
         config.validate()
         self.config = config
-        sizes = [config.resolution // 2**i for i in range(int(math.log2(config.resolution)) - 2)]  # R, R/2, ..., 8
-        blocks = [DownBlock(3, config.d_width(sizes[0]), first=True)]
-        blocks += [DownBlock(config.d_width(2 * s), config.d_width(s)) for s in sizes[1:]]
-        # As in the cGAN's D: the block from size s to s/2 outputs d_width(s) channels.
-        self.blocks = nn.ModuleList(blocks)
+        R = config.resolution
+        self.stem = nn.Sequential(sn_conv2d(3, config.d_width(R), 3, padding=1, bias=False), nn.LeakyReLU(0.2))
+        sizes = [R // 2**i for i in range(int(math.log2(R)) - 3)]  # R, R/2, ..., 16: each block halves it
+        self.blocks = nn.ModuleList(DownBlockComp(config.d_width(s), config.d_width(s // 2)) for s in sizes)
         features = config.d_width(8)
         self.out = sn_linear(features, 1)
         self.embed = sn_linear(config.c_dim, features, bias=False)
-        self.decoder_whole = Decoder(config.d_width(16), config.decoder_channels, config.resolution // 2)
-        self.decoder_part = Decoder(config.d_width(32), config.decoder_channels, config.resolution // 2)
+        self.decoder_whole = Decoder(config.d_width(8), config.decoder_channels, R // 2)
+        self.decoder_part = Decoder(config.d_width(16), config.decoder_channels, R // 2)
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """Image features ``h (B, C)`` (the part of D that does not see the text), and the
         16x16 and 8x8 feature maps the decoders read."""
-        h, maps = x, {}
+        h, maps = self.stem(x), {}
         for block in self.blocks:
             h = block(h)
             if h.shape[-1] in (16, 8):
                 maps[h.shape[-1]] = h
-        return F.relu(h).sum(dim=(2, 3)), maps  # (B, C)
+        return h.sum(dim=(2, 3)), maps  # (B, C)
 
     def logits(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """Projection head: ``w . h + <embed(c), h>`` -> (B,)."""
