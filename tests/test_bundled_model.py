@@ -18,7 +18,7 @@ from dishgen.generation import WEIGHTS_DIR, default_model_path, load_generator, 
 def test_default_model_is_bundled_small_and_safetensors_only():
     path = default_model_path()
     family, _ = resolve_model("default")
-    assert family in ("cgan", "cvae")
+    assert family in ("cgan", "cvae", "fastgan")
     assert (path / "model.safetensors").is_file() and (path / "README.md").is_file()
     assert (path / "LICENSE-FFML.txt").read_text().startswith("MIT License")
     assert "Fülöp Bettina-Elena" in (path / "README.md").read_text(encoding="utf-8")
@@ -62,3 +62,21 @@ def test_bundled_model_refuses_to_reconstruct_without_its_encoder():
     with pytest.raises(CVAEModelError, match="generation-only export.*not encode or reconstruct"):
         model.reconstruct(torch.zeros(1, 3, 64, 64), ["a bowl of soup"])
     assert model.generate(["a bowl of soup"], num_samples=1, seed=0).shape == (1, 3, 64, 64)
+
+
+def test_bundled_models_load_by_name(tmp_path):
+    """Every bundled model, the previous default included, is a ``--model NAME``."""
+    from dishgen.generation import bundled_models
+
+    names = bundled_models()
+    assert "cvae-ffml64" in names
+    for name in names:
+        family, location = resolve_model(name)
+        assert location == WEIGHTS_DIR / name and family == json.loads((location / "config.json").read_text())["family"]
+    result = CliRunner().invoke(cli, ["generate", "sarma", "--model", "cvae-ffml64", "--seed", "0",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    with Image.open(next(tmp_path.glob("*.png"))) as im:
+        assert im.size == (64, 64)
+    result = CliRunner().invoke(cli, ["generate", "sarma", "--model", "no-such-model", "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "cvae-ffml64" in str(result.exception)

@@ -108,12 +108,22 @@ def resolve_model(model: str | Path | None) -> tuple[str, str | Path]:
             "or a diffusers folder or hub id"
         )
     text = str(model)
+    if text in bundled_models():
+        return _family_of(WEIGHTS_DIR / text), WEIGHTS_DIR / text
     looks_like_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and " " not in text
     if looks_like_hub_id:
         return "diffusion", text
     raise ModelReferenceError(
-        f"model {text!r} not found: not 'default', not an existing folder, and not a hub id of the form owner/name"
+        f"model {text!r} not found: not 'default', not a bundled model ({', '.join(bundled_models()) or 'none'}), "
+        "not an existing folder, and not a hub id of the form owner/name"
     )
+
+
+def bundled_models() -> list[str]:
+    """Names of the models shipped in ``dishgen/weights/`` (each usable as ``--model NAME``)."""
+    if not WEIGHTS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "config.json").is_file())
 
 
 def _family_of(path: Path) -> str:

@@ -35,7 +35,7 @@ def read_prompts_file(path: str) -> list[str]:
 @click.command()
 @click.argument("prompts", nargs=-1)
 @click.option("--model", "-m", default="default", show_default=True,
-              help="'default' (bundled), a run/checkpoint folder, or a diffusers id/folder.")
+              help="'default', a bundled model's name (e.g. cvae-ffml64), a run/checkpoint folder, or a diffusers id/folder.")
 @click.option("--prompts-file", type=click.Path(dir_okay=False), help="A UTF-8 file with one prompt per line.")
 @click.option("--interactive", "-i", is_flag=True, help="Read prompts from the terminal until an empty line.")
 @click.option("--num-images", "-n", default=1, show_default=True, type=click.IntRange(1, 256), help="Images per prompt.")
