@@ -238,24 +238,31 @@ class Discriminator(nn.Module):
         sizes = [R // 2**i for i in range(int(math.log2(R)) - 3)]  # R, R/2, ..., 16: each block halves it
         self.blocks = nn.ModuleList(DownBlockComp(config.d_width(s), config.d_width(s // 2)) for s in sizes)
         features = config.d_width(8)
-        self.out = sn_linear(features, 1)
+        # FastGAN's patch head on the 8x8 map (plus one minibatch-std channel): a 5x5 map of logits.
+        self.head = nn.Sequential(
+            sn_conv2d(features + 1, features // 2, 1, bias=False), nn.BatchNorm2d(features // 2), nn.LeakyReLU(0.2),
+            sn_conv2d(features // 2, 1, 4, bias=False),
+        )
         self.embed = sn_linear(config.c_dim, features, bias=False)
         self.decoder_whole = Decoder(config.d_width(8), config.decoder_channels, R // 2)
         self.decoder_part = Decoder(config.d_width(16), config.decoder_channels, R // 2)
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """Image features ``h (B, C)`` (the part of D that does not see the text), and the
-        16x16 and 8x8 feature maps the decoders read."""
+        """D's 8x8 feature map ``h (B, C, 8, 8)`` (the part of D that does not see the text), and
+        the 16x16 and 8x8 feature maps the decoders read."""
         h, maps = self.stem(x), {}
         for block in self.blocks:
             h = block(h)
             if h.shape[-1] in (16, 8):
                 maps[h.shape[-1]] = h
-        return h.sum(dim=(2, 3)), maps  # (B, C)
+        return h, maps
 
     def logits(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Projection head: ``w . h + <embed(c), h>`` -> (B,)."""
-        return self.out(h).squeeze(1) + (self.embed(c) * h).sum(dim=1)
+        """Patch logits ``(B, P)``: the head's 5x5 map, each plus the caption projection
+        ``<embed(c), mean_xy h>`` (Miyato & Koyama, 2018). Losses average over patches."""
+        patches = self.head(torch.cat([h, minibatch_std(h)], dim=1)).flatten(1)  # (B, 25)
+        projection = (self.embed(c) * h.mean(dim=(2, 3))).sum(dim=1, keepdim=True)  # (B, 1)
+        return patches + projection
 
     def reconstruct(self, maps: dict[int, torch.Tensor], part: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Rebuild the whole image and quarter ``part`` (0 top-left, 1 top-right, 2 bottom-left,
@@ -263,8 +270,19 @@ class Discriminator(nn.Module):
         return self.decoder_whole(maps[8]), self.decoder_part(quarter(maps[16], part))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Realism logits (B,) of images ``x (B, 3, R, R)`` given captions ``c (B, c_dim)``."""
+        """Realism patch logits (B, P) of images ``x (B, 3, R, R)`` given captions ``c (B, c_dim)``."""
         return self.logits(self.features(x)[0], c)
+
+
+def minibatch_std(h: torch.Tensor, group: int = 4) -> torch.Tensor:
+    """StyleGAN's minibatch standard deviation, one channel ``(B, 1, H, W)``: the standard deviation
+    of each feature over groups of ``group`` images, averaged over features and positions. A batch
+    of look-alike fakes shows a low value, so D can punish a generator that drops variety."""
+    B, C, H, W = h.shape
+    g = math.gcd(B, group)
+    y = h.float().view(g, B // g, C, H, W)
+    std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (B // g,)
+    return std.repeat(g).view(B, 1, 1, 1).expand(B, 1, H, W).to(h.dtype)
 
 
 def quarter(x: torch.Tensor, part: int) -> torch.Tensor:

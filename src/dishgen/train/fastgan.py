@@ -292,7 +292,7 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
                 pair = apply_params(torch.cat([real, fake.detach().to(real.dtype)]),
                                     sample_params(2 * B, R, R, policy, rng, device))
                 # Real and fake in separate batches: D's batch-norms never mix their statistics.
-                h_real, maps = D.features(pair[:B])  # (B, C)
+                h_real, maps = D.features(pair[:B])  # (B, C, 8, 8)
                 h_fake, _ = D.features(pair[B:])
                 real_logits, fake_logits = D.logits(h_real, c), D.logits(h_fake, c)
                 loss_real, loss_fake = cgan.d_hinge_loss(real_logits, fake_logits)
@@ -306,7 +306,9 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
                 if w > 0:
                     perm = torch.randperm(B, generator=rng, device=device)
                     differs = (c[perm] - c).abs().amax(dim=1) > 1e-6
-                    loss_mismatch = cgan.mismatch_loss(D.logits(h_real, c[perm]), differs)
+                    mismatch_logits = D.logits(h_real, c[perm])  # (B, P)
+                    loss_mismatch = cgan.mismatch_loss(mismatch_logits.flatten(),
+                                                       differs[:, None].expand_as(mismatch_logits).flatten())
                     loss_D = loss_D + w * loss_mismatch
             loss_D_adv = (loss_real + (1 - w) * loss_fake).detach()
             if config.r1_gamma > 0 and step % config.r1_every == 0:
