@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import LoadWatch
 
 FFML = Path(__file__).resolve().parents[2] / "shared" / "data" / "ffml" / "images"
 GEOMETRY = dict(resolution=64, base_channels=32, batch_size=16, text_encoder="minilm", mismatch_weight=0.5,
@@ -275,7 +276,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu {torch.backends.cpu.get_cpu_capability()}, "
           f"data {data}", flush=True)
 
-    variants = interleaved_training(data, args.rounds, tuple(args.precisions.split(",")))
+    with LoadWatch() as load:
+        variants = interleaved_training(data, args.rounds, tuple(args.precisions.split(",")))
     warm = 3  # leave out the first steps (allocation, oneDNN kernel selection)
     base = variants[0]
     print("\ntraining step, interleaved (64 px, base channels 32, batch 16, DiffAugment, mismatch, lazy R1/16):")
@@ -283,21 +285,34 @@ def main() -> None:
     for v in variants:
         med, cpu = statistics.median(v.times[warm:]), statistics.median(v.cpu_times[warm:])
         ratios = [b / t for b, t in zip(base.times[warm:], v.times[warm:], strict=True)]
-        print(f"  {v.name:56s} {med:5.2f} s/it wall  {16 / med:5.1f} images/s  x{statistics.median(ratios):.2f} vs original;"
+        print(f"  {v.name:56s} {med:5.2f} s/it wall  {16 / med:5.1f} images/s  "
+              f"{load.ratio(statistics.median(ratios))} vs original;"
               f"  {cpu:5.2f} CPU-s/it -> {16 * threads / cpu:5.1f} images/s on {threads} idle core(s)")
-    print("  reference: the original project's loop measured 1.55 s/it = 10.3 images/s here (ENVIRONMENT.md)")
+    print(f"  {load.report()}")
 
-    ips, run = time_our_loop(data, args.loop_steps, precision=args.loop_precision, channels_last=True)
-    print(f"\nreal train() loop ({args.loop_precision}, channels_last): {ips:.1f} images/s ({16 / ips:.2f} s/it)")
+    with LoadWatch() as loop_load:
+        ips, run = time_our_loop(data, args.loop_steps, precision=args.loop_precision, channels_last=True)
+    original = 16 / statistics.median(base.times[warm:])
+    print(f"\nreal train() loop ({args.loop_precision}, channels_last): {ips:.1f} images/s ({16 / ips:.2f} s/it), "
+          f"{loop_load.ratio(ips / original)} the original's cost measured above (not interleaved with it)")
+    print(f"  {loop_load.report()}")
     print("\nbf16 autocast accuracy on the trained networks:", json.dumps(bf16_accuracy(run / "model"), indent=1))
     print("\ngeneration images/s (exported EMA model, 64 px, batch 64, 256 images), interleaved:")
     threads = torch.get_num_threads()
-    for dtype in args.gen_dtypes.split(","):
-        values = [time_generation(run / "model", None if dtype == "fp32" else dtype) for _ in range(3)]
-        wall = [v[0] for v in values]
-        cpu = statistics.median(v[1] for v in values)
-        print(f"  {dtype}: {statistics.median(wall):6.1f} images/s wall (runs: {', '.join(f'{v:.1f}' for v in wall)});"
+    dtypes = args.gen_dtypes.split(",")
+    values: dict[str, list[tuple[float, float]]] = {dtype: [] for dtype in dtypes}
+    with LoadWatch() as gen_load:
+        for _ in range(3):
+            for dtype in dtypes:
+                values[dtype].append(time_generation(run / "model", None if dtype == "fp32" else dtype))
+    for dtype in dtypes:
+        wall = [v[0] for v in values[dtype]]
+        cpu = statistics.median(v[1] for v in values[dtype])
+        vs = "" if dtype == dtypes[0] else \
+            f", {gen_load.ratio(statistics.median(wall) / statistics.median(v[0] for v in values[dtypes[0]]))} {dtypes[0]}"
+        print(f"  {dtype}: {statistics.median(wall):6.1f} images/s wall (runs: {', '.join(f'{v:.1f}' for v in wall)}{vs});"
               f" {cpu:6.1f} images per CPU-second -> {cpu * threads:6.1f} images/s on {threads} idle core(s)")
+    print(f"  {gen_load.report()}")
     sys.stdout.flush()
 
 

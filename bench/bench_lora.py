@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import LoadWatch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny model builders and the sample dataset writer
@@ -143,9 +144,10 @@ def dishgen_steps(base: Path, data: Path, out: Path, steps: int, warmup: int, ov
     return [r["seconds"] for r in rows[warmup:]]
 
 
-def summary(name: str, seconds: list[float], reference: float | None = None) -> float:
+def summary(name: str, seconds: list[float], reference: float | None = None, load: LoadWatch | None = None) -> float:
     median = statistics.median(seconds)
-    ratio = f"  ratio {median / reference:.2f}x plain" if reference else ""
+    ratio = f"  ratio {load.ratio(median / reference) if load else f'{median / reference:.2f}x'} plain" \
+        if reference else ""
     print(f"{name:<22} median {median * 1000:7.1f} ms/step  ({1 / median:5.1f} steps/s, n={len(seconds)}){ratio}")
     return median
 
@@ -181,17 +183,23 @@ def main() -> None:
         data = write_tiny_dataset(work / "data512", size=args.data_size)
         print(f"\nTiny pipeline, 64 px from {args.data_size} px PNGs, batch 4, {args.rounds} rounds of "
               f"{args.steps} timed steps after {args.warmup} warm-up steps, variants interleaved")
-        plain, cached, uncached = [], [], []
-        for round_ in range(args.rounds):
-            plain += plain_diffusers_steps(base, data, args.steps, args.warmup, batch_size=4, resolution=64)
-            cached += dishgen_steps(base, data, work / f"run_cache{round_}", args.steps, args.warmup,
-                                    ["resolution=64", "batch_size=4"], device="cpu")
-            uncached += dishgen_steps(base, data, work / f"run_nocache{round_}", args.steps, args.warmup,
-                                      ["resolution=64", "batch_size=4", "cache_latents=false",
-                                       "cache_text_embeddings=false"], device="cpu")
-        reference = summary("plain diffusers", plain)
-        summary("dishgen (cache)", cached, reference)
-        summary("dishgen (no cache)", uncached, reference)
+        times: dict[str, list[float]] = {"plain": [], "cache": [], "nocache": []}
+        runs = {
+            "plain": lambda r: plain_diffusers_steps(base, data, args.steps, args.warmup, batch_size=4, resolution=64),
+            "cache": lambda r: dishgen_steps(base, data, work / f"run_cache{r}", args.steps, args.warmup,
+                                             ["resolution=64", "batch_size=4"], device="cpu"),
+            "nocache": lambda r: dishgen_steps(base, data, work / f"run_nocache{r}", args.steps, args.warmup,
+                                               ["resolution=64", "batch_size=4", "cache_latents=false",
+                                                "cache_text_embeddings=false"], device="cpu"),
+        }
+        with LoadWatch() as load:
+            for round_ in range(args.rounds):  # the order alternates, so drift hits every variant alike
+                for name in list(runs) if round_ % 2 == 0 else list(runs)[::-1]:
+                    times[name] += runs[name](round_)
+        reference = summary("plain diffusers", times["plain"])
+        summary("dishgen (cache)", times["cache"], reference, load)
+        summary("dishgen (no cache)", times["nocache"], reference, load)
+        print(load.report())
 
     if args.sd15:
         cuda = (args.device or "cpu").startswith("cuda")

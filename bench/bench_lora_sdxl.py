@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import LoadWatch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny model builders and the sample dataset writer
@@ -174,6 +175,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per variant (default 20 tiny, 2 full)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 30 tiny, 1 full)")
     parser.add_argument("--workdir", default=None, help="keep the built models here (default: a temp dir)")
+    parser.add_argument("--rounds", type=int, default=1, help="run the three variants this many times, interleaved")
     # one variant in a child process
     parser.add_argument("--variant", choices=["plain", "cache", "nocache"], help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
@@ -204,13 +206,21 @@ def main() -> None:
           f"batch {batch_size}, {steps} timed steps after {warmup} warm-up, work dir {work}")
     for resolution in args.resolutions or ([256, 512] if args.full else [64]):
         data = write_tiny_dataset(work / f"data{resolution}", size=max(resolution, 128))
-        results = {v: run_variant(v, base, data, work / f"run_{v}_{resolution}_{time.time_ns()}", resolution,
-                                  batch_size, steps, warmup) for v in ("plain", "cache", "nocache")}
+        variants = ("plain", "cache", "nocache")
+        results = {v: {"seconds": [], "peak_gib": 0.0} for v in variants}
+        with LoadWatch() as load:
+            for round_ in range(args.rounds):  # each variant in its own process, the order alternating
+                for v in variants if round_ % 2 == 0 else variants[::-1]:
+                    result = run_variant(v, base, data, work / f"run_{v}_{resolution}_{time.time_ns()}", resolution,
+                                         batch_size, steps, warmup)
+                    results[v]["seconds"] += result["seconds"]
+                    results[v]["peak_gib"] = max(results[v]["peak_gib"], result["peak_gib"])
         reference = statistics.median(results["plain"]["seconds"])
         for name, result in results.items():
             median = statistics.median(result["seconds"])
-            print(f"{resolution:>4} px  {name:<8} median {median:8.3f} s/step  ratio {median / reference:.2f}x plain  "
-                  f"peak RSS {result['peak_gib']:.2f} GiB")
+            print(f"{resolution:>4} px  {name:<8} median {median:8.3f} s/step  ratio {load.ratio(median / reference)} "
+                  f"plain  peak RSS {result['peak_gib']:.2f} GiB")
+        print(f"{resolution:>4} px  {load.report()}")
 
 
 if __name__ == "__main__":

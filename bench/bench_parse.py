@@ -26,6 +26,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from _common import LoadWatch
+
 from dishgen.data.records import clean_text
 from dishgen.data.scrape.parse import ParseError, parse_recipe
 
@@ -133,8 +135,10 @@ def main() -> None:
     args = parser.parse_args()
     if not args.folder.is_dir():
         parser.error(f"{args.folder} is not a folder")
-    scores = score_folder(args.folder, limit=args.limit, time_budget=args.budget)
+    with LoadWatch() as load:  # ms/page has no peer: the load says how far to trust it
+        scores = score_folder(args.folder, limit=args.limit, time_budget=args.budget)
     print("\n".join(report(scores)))
+    print(load.report())
     for page, wrong in list(scores["misses"].items())[:args.misses]:
         print(f"- {page}: {json.dumps(wrong, ensure_ascii=False)[:400]}")
     if args.json:
