@@ -94,6 +94,8 @@ def use_textbook_blocks(*nets: torch.nn.Module) -> None:
         return h + block.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
 
     def down(block, x):
+        if not block.downsample:  # nothing to fold
+            return block.conv2(F.relu(block.conv1(F.relu(x)))) + block.shortcut(x)
         h = F.avg_pool2d(block.conv2(F.relu(block.conv1(x if block.first else F.relu(x)))), 2)
         skip = block.shortcut(F.avg_pool2d(x, 2)) if block.first else F.avg_pool2d(block.shortcut(x), 2)
         return h + skip
@@ -106,18 +108,39 @@ def use_textbook_blocks(*nets: torch.nn.Module) -> None:
                 module.forward = types.MethodType(down, module)
 
 
+def network_config(widths: str, c_dim: int):
+    """``ours``: the ``cpu`` preset's networks (cond_dim 128, channels capped at 8x base).
+    ``original``: the original project's widths at 64 px, base 32 (512-d CLIP captions, cond_dim
+    512, no channel cap, one more D block at 4x4): G 9.78M parameters as the original's; D 5.15M
+    (the original's is said to have 7.51M, but this D's step cost matches the original's
+    170.9 GFLOP: see docs/cgan.md)."""
+    from dishgen.models import cgan
+
+    if widths == "original":
+        return cgan.CGANConfig(resolution=64, c_dim=ORIGINAL_C_DIM, cond_dim=512, base_channels=32,
+                               max_channel_mult=16, d_extra_blocks=1)
+    return cgan.CGANConfig(resolution=64, c_dim=c_dim, base_channels=32)
+
+
+ORIGINAL_C_DIM = 512  # the original's CLIP ViT-B/32 caption vectors
+
+
 class Variant:
     """One way of running a training step, with its own networks and optimizers (same init)."""
 
     def __init__(self, name: str, c_dim: int, *, original: bool = False, precision: str = "fp32",
-                 channels_last: bool = False):
+                 channels_last: bool = False, widths: str = "ours"):
         from dishgen.models import cgan
 
         self.name, self.original, self.channels_last = name, original, channels_last
         self.dtype = torch.bfloat16 if precision == "bf16" else None
         torch.manual_seed(0)
-        config = cgan.CGANConfig(resolution=64, c_dim=c_dim, base_channels=32)
+        config = network_config(widths, c_dim)
+        # Captions of another width: a fixed random projection of ours, renormalised.
+        self.project = None if config.c_dim == c_dim else torch.randn(c_dim, config.c_dim) / c_dim**0.5
         self.G, self.D = cgan.Generator(config), cgan.Discriminator(config)
+        self.params = (sum(p.numel() for p in self.G.parameters()), sum(p.numel() for p in self.D.parameters()))
+        self.gflop = float("nan")  # per step without R1, set by count_gflop()
         if original:
             use_textbook_blocks(self.G, self.D)
         if channels_last:
@@ -130,6 +153,8 @@ class Variant:
         self.cpu_times: list[float] = []  # CPU seconds per step (all threads): what load does not change
 
     def step(self, real: torch.Tensor, c: torch.Tensor, step: int) -> None:
+        if self.project is not None:
+            c = torch.nn.functional.normalize(c @ self.project, dim=1)
         start, cpu_start = time.perf_counter(), time.process_time()
         (self._original_step if self.original else self._our_step)(real, c, step)
         self.times.append(time.perf_counter() - start)
@@ -191,10 +216,34 @@ class Variant:
         D.requires_grad_(True)
 
 
-def interleaved_training(data: Path, rounds: int, precisions=("fp32", "bf16")) -> list[Variant]:
-    """Run every variant one step at a time, in turn, so they share the machine's load equally."""
-    import random
+class ConvPeakProbe:
+    """The yardstick: a plain fp32 3x3 conv (128 -> 128 channels, 32x32, batch 16, channels-last,
+    forward only), run in the same rounds as the training steps, so "percent of the conv peak" is
+    measured under the same load."""
 
+    name = "conv peak probe (3x3 conv 128->128, 32x32, batch 16, channels_last)"
+    original = False
+    params = (0, 0)
+
+    def __init__(self, repeats: int = 4):
+        self.conv = torch.nn.Conv2d(128, 128, 3, padding=1).to(memory_format=torch.channels_last)
+        self.x = torch.randn(16, 128, 32, 32).contiguous(memory_format=torch.channels_last)
+        self.repeats = repeats
+        self.gflop = 2 * 16 * 32 * 32 * 128 * 128 * 9 * repeats / 1e9
+        self.times: list[float] = []
+        self.cpu_times: list[float] = []
+
+    @torch.no_grad()
+    def step(self, real=None, c=None, step=0) -> None:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        for _ in range(self.repeats):
+            self.conv(self.x)
+        self.times.append(time.perf_counter() - start)
+        self.cpu_times.append(time.process_time() - cpu_start)
+
+
+def load_training_data(data: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """All training images in memory as floats in [-1, 1], and their MiniLM caption vectors."""
     from dishgen.data.dataset import load_split
     from dishgen.images_tensor import load_images_uint8
     from dishgen.text import load_text_encoder
@@ -202,12 +251,49 @@ def interleaved_training(data: Path, rounds: int, precisions=("fp32", "bf16")) -
 
     rows = load_split(data, "train")
     c_all = encode_cached(load_text_encoder("minilm"), [r.text for r in rows], data / ".cache")
-    images = load_images_uint8([r.path for r in rows], 64).float() / 127.5 - 1
-    variants = [Variant("original (fp32, contiguous, per-image aug, 3 D passes)", c_all.shape[1], original=True)]
-    for precision in precisions:
-        for channels_last in (False, True):
-            name = f"ours {precision}{', channels_last' if channels_last else ''}"
-            variants.append(Variant(name, c_all.shape[1], precision=precision, channels_last=channels_last))
+    return load_images_uint8([r.path for r in rows], 64).float() / 127.5 - 1, c_all
+
+
+def count_gflop(variant, images: torch.Tensor, c_all: torch.Tensor) -> float:
+    """GFLOP of one training step without R1 (``torch.utils.flop_counter``: convs, matmuls and
+    their backward passes; element-wise work is not counted). The step runs for real (a warm-up)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        variant.step(images[:16], c_all[:16], 1)
+    for timings in (variant.times, variant.cpu_times):
+        timings.pop()  # not a timed step
+    variant.gflop = counter.get_total_flops() / 1e9
+    return variant.gflop
+
+
+def like_for_like_variants(c_dim: int) -> list:
+    """The original loop and ours, each at the original's widths and at ours, plus the conv probe."""
+    return [
+        Variant("original loop, original widths", c_dim, original=True, widths="original"),
+        Variant("our loop, original widths (fp32, channels_last)", c_dim, channels_last=True, widths="original"),
+        Variant("original loop, our widths", c_dim, original=True),
+        Variant("our loop, our widths (fp32, channels_last)", c_dim, channels_last=True),
+        ConvPeakProbe(),
+    ]
+
+
+def interleaved_training(data: Path, rounds: int, precisions=("fp32", "bf16"), variants=None) -> list:
+    """Run every variant one step at a time, in turn, so they share the machine's load equally."""
+    import random
+
+    images, c_all = load_training_data(data)
+    if variants is None:
+        variants = [Variant("original (fp32, contiguous, per-image aug, 3 D passes)", c_all.shape[1], original=True)]
+        for precision in precisions:
+            for channels_last in (False, True):
+                name = f"ours {precision}{', channels_last' if channels_last else ''}"
+                variants.append(Variant(name, c_all.shape[1], precision=precision, channels_last=channels_last))
+    else:
+        variants = variants(c_all.shape[1])
+    for variant in variants:
+        if isinstance(variant, Variant):
+            count_gflop(variant, images, c_all)
     order = random.Random(0)
     for step in range(1, rounds + 1):
         idx = torch.randint(0, len(images), (16,))
@@ -263,6 +349,53 @@ def time_generation(model_dir: Path, dtype: str | None, batch_size: int = 64, n:
     return n / (time.perf_counter() - start), n / (time.process_time() - cpu_start)
 
 
+def like_for_like(data: Path, args) -> None:
+    """Same function, faster loop vs smaller network: four variants and the conv probe, interleaved."""
+    warm = 2
+    with LoadWatch() as load:
+        variants = interleaved_training(data, args.rounds, variants=like_for_like_variants)
+    probe = variants[-1]
+    peak = probe.gflop / statistics.median(probe.times[warm:])
+    base = variants[0]
+    print(f"\ntraining step, interleaved, {args.rounds} rounds (64 px, base channels 32, batch 16, DiffAugment, "
+          "mismatch, lazy R1/16); GFLOP of a step without R1:\n")
+    print("| variant | G params | D params | GFLOP/step | s/step (median) | GFLOP/s | % of conv probe | "
+          "speed vs original loop at original widths |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    rows = []
+    for v in variants:
+        med = statistics.median(v.times[warm:])
+        ratio = statistics.median(b / t for b, t in zip(base.times[warm:], v.times[warm:], strict=True))
+        rows.append({"name": v.name, "G_params": v.params[0], "D_params": v.params[1], "gflop_per_step": v.gflop,
+                     "s_per_step": med, "gflop_per_s": v.gflop / med, "speed_vs_original": ratio})
+        params = ("", "") if v is probe else (f"{v.params[0] / 1e6:.2f}M", f"{v.params[1] / 1e6:.2f}M")
+        print(f"| {v.name} | {params[0]} | {params[1]} | {v.gflop:.1f} | {med:.3f} | {v.gflop / med:.0f} | "
+              f"{100 * v.gflop / med / peak:.0f}% | {'' if v is probe else load.ratio(ratio)} |")
+    loop_gain = rows[0]["s_per_step"] / rows[1]["s_per_step"]
+    net_gain = rows[1]["s_per_step"] / rows[3]["s_per_step"]
+    paired = statistics.median(a / b for a, b in zip(variants[0].times[warm:], variants[1].times[warm:], strict=True))
+    print(f"\nsame function, faster loop (original widths, original loop / ours): {load.ratio(paired)} "
+          f"(FLOP ratio {rows[0]['gflop_per_step'] / rows[1]['gflop_per_step']:.2f}x)")
+    print(f"smaller network (our loop, original widths / our widths): {load.ratio(net_gain)} "
+          f"(FLOP ratio {rows[1]['gflop_per_step'] / rows[3]['gflop_per_step']:.2f}x)")
+    print(f"together (original loop at original widths / our loop at our widths): {load.ratio(loop_gain * net_gain)}")
+    print(f"conv probe: {peak:.0f} GFLOP/s\n{load.report()}")
+    report = {"rows": rows, "conv_probe_gflop_per_s": peak, "loop_speedup_same_widths": paired,
+              "network_speedup": net_gain, "load": load.as_dict(), "rounds": args.rounds,
+              "threads": torch.get_num_threads()}
+    if args.loop_steps:
+        overrides = {"cond_dim": 512, "max_channel_mult": 16, "d_extra_blocks": 1}
+        with LoadWatch() as loop_load:
+            ips, _ = time_our_loop(data, args.loop_steps, precision=args.loop_precision, channels_last=True,
+                                   **overrides)
+        print(f"\nreal train() loop at the original's widths (MiniLM captions: c_dim 384), {args.loop_precision}, "
+              f"channels_last: {16 / ips:.3f} s/step, {loop_load.ratio(rows[0]['s_per_step'] * ips / 16)} the "
+              f"original loop at its widths above (not interleaved with it)\n{loop_load.report()}")
+        report["train_loop_original_widths_s_per_step"] = 16 / ips
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=None, help="dataset (default: the full FFML set at 64 px)")
@@ -271,10 +404,16 @@ def main() -> None:
     parser.add_argument("--loop-precision", default="fp32", help="precision of the real-loop run")
     parser.add_argument("--precisions", default="fp32,bf16", help="precisions of the interleaved variants")
     parser.add_argument("--gen-dtypes", default="fp32,bf16", help="dtypes for the generation timing")
+    parser.add_argument("--like-for-like", action="store_true",
+                        help="the original loop and ours, each at the original's widths and at ours, with "
+                             "parameters, GFLOP per step and percent of a conv probe's speed")
+    parser.add_argument("--json", type=Path, default=None, help="--like-for-like: also write the figures here")
     args = parser.parse_args()
     data = args.data or build_ffml_dataset(Path(tempfile.gettempdir()) / "dishgen-bench-ffml-64")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu {torch.backends.cpu.get_cpu_capability()}, "
           f"data {data}", flush=True)
+    if args.like_for_like:
+        return like_for_like(data, args)
 
     with LoadWatch() as load:
         variants = interleaved_training(data, args.rounds, tuple(args.precisions.split(",")))
