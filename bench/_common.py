@@ -167,3 +167,12 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int =
 def median_ratio(a: list[float], b: list[float]) -> float:
     """Median of the per-round ratios ``a[i] / b[i]`` (robust to one slow round on either side)."""
     return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+
+def reset_accelerate_state() -> None:
+    """Let the next ``Accelerator()`` in this process choose its own device and precision
+    (accelerate keeps one process-wide state and refuses a change otherwise)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()

@@ -62,7 +62,7 @@ def build_ffml_dataset(root: Path, size: int = 64) -> Path:
     return root
 
 
-def time_our_loop(data: Path, steps: int, **overrides) -> tuple[float, Path]:
+def time_our_loop(data: Path, steps: int, device: str | None = None, **overrides) -> tuple[float, Path]:
     """Images/s of the real ``train()`` over ``steps`` steps (first 5-step window left out)."""
     from dishgen.config import resolve_config
     from dishgen.train.cgan import CGANTrainConfig, train
@@ -71,11 +71,13 @@ def time_our_loop(data: Path, steps: int, **overrides) -> tuple[float, Path]:
     config = resolve_config(CGANTrainConfig, overrides={**GEOMETRY, "max_steps": steps, "log_every": 5,
                                                         "sample_every": 10**6, "checkpoint_every": 10**6,
                                                         **overrides})
-    train(config, data, out)
+    train(config, data, out, device=device)
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    windows = rows[1:]
-    seconds = sum(5 * 16 / r["images_per_s"] for r in windows)
-    return 5 * 16 * len(windows) / seconds, out
+    images = seconds = 0.0
+    for previous, row in zip(rows, rows[1:], strict=False):  # a row covers the steps since the last
+        images += (row["step"] - previous["step"]) * config.batch_size
+        seconds += (row["step"] - previous["step"]) * config.batch_size / row["images_per_s"]
+    return images / seconds, out
 
 
 def use_textbook_blocks(*nets: torch.nn.Module) -> None:
@@ -349,6 +351,23 @@ def time_generation(model_dir: Path, dtype: str | None, batch_size: int = 64, n:
     return n / (time.perf_counter() - start), n / (time.process_time() - cpu_start)
 
 
+def profile_our_step(data: Path, steps: int, widths: str) -> None:
+    """Where our step's time goes: torch.profiler over ``steps`` steps (after 3 warm-up steps).
+    Shares of CPU time are what to read: absolute times move with the machine's load."""
+    from torch.profiler import ProfilerActivity, profile
+
+    images, c_all = load_training_data(data)
+    variant = Variant(f"our loop, {widths} widths", c_all.shape[1], channels_last=True, widths=widths)
+    for step in range(1, 4):
+        variant.step(images[:16], c_all[:16], step)
+    with LoadWatch() as load, profile(activities=[ProfilerActivity.CPU]) as prof:
+        for step in range(4, 4 + steps):
+            idx = torch.randint(0, len(images), (16,))
+            variant.step(images[idx], c_all[idx], step)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+    print(f"median step {statistics.median(variant.times[3:]):.3f} s; {load.report()}")
+
+
 def like_for_like(data: Path, args) -> None:
     """Same function, faster loop vs smaller network: four variants and the conv probe, interleaved."""
     warm = 2
@@ -408,10 +427,15 @@ def main() -> None:
                         help="the original loop and ours, each at the original's widths and at ours, with "
                              "parameters, GFLOP per step and percent of a conv probe's speed")
     parser.add_argument("--json", type=Path, default=None, help="--like-for-like: also write the figures here")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="only profile this many steps of our loop (torch.profiler) and print the top ops")
+    parser.add_argument("--profile-widths", choices=["ours", "original"], default="ours")
     args = parser.parse_args()
     data = args.data or build_ffml_dataset(Path(tempfile.gettempdir()) / "dishgen-bench-ffml-64")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu {torch.backends.cpu.get_cpu_capability()}, "
           f"data {data}", flush=True)
+    if args.profile:
+        return profile_our_step(data, args.profile, args.profile_widths)
     if args.like_for_like:
         return like_for_like(data, args)
 

@@ -38,19 +38,20 @@ import time
 from pathlib import Path
 
 import torch
-from _common import LoadWatch
+from _common import LoadWatch, reset_accelerate_state
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny model builders and the sample dataset writer
 
 
 def plain_diffusers_steps(base: Path, data: Path, steps: int, warmup: int, batch_size: int, resolution: int,
-                          seed: int = 0) -> list[float]:
+                          seed: int = 0, device: str = "cpu", mixed_precision: str = "no") -> list[float]:
     """A plain diffusers LoRA training step, as diffusers' example script; seconds per step.
 
     Data as the example reads it: ``datasets`` imagefolder with ``with_transform`` (each image is
     decoded and transformed when the DataLoader asks for it), transforms equal to its torchvision
     ones (Resize, CenterCrop, RandomHorizontalFlip, ToTensor, Normalize), ``num_workers=0``.
+    Precision as the example: frozen models in the ``mixed_precision`` dtype, LoRA weights fp32.
     """
     import numpy as np
     from accelerate import Accelerator
@@ -62,12 +63,16 @@ def plain_diffusers_steps(base: Path, data: Path, steps: int, warmup: int, batch
     from PIL import Image
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    accelerator = Accelerator(cpu=True)
+    reset_accelerate_state()  # another run in this process may have asked for another precision
+    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
+    weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[mixed_precision]
     torch.manual_seed(seed)
     tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
     text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder").requires_grad_(False)
     vae = AutoencoderKL.from_pretrained(base, subfolder="vae").requires_grad_(False)
     unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet").requires_grad_(False)
+    for model in (text_encoder, vae, unet):
+        model.to(accelerator.device, dtype=weight_dtype)
     noise_scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
     unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
                                 target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
@@ -112,11 +117,13 @@ def plain_diffusers_steps(base: Path, data: Path, steps: int, warmup: int, batch
             batch = next(batches, None)
             if batch is None:
                 break
-            latents = vae.encode(batch["pixel_values"]).latent_dist.sample() * vae.config.scaling_factor
+            pixel_values = batch["pixel_values"].to(accelerator.device, dtype=weight_dtype)
+            latents = vae.encode(pixel_values).latent_dist.sample() * vae.config.scaling_factor
             noise = torch.randn_like(latents)
-            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],)).long()
+            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
+                                      device=latents.device).long()
             noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
-            encoder_hidden_states = text_encoder(batch["input_ids"], return_dict=False)[0]
+            encoder_hidden_states = text_encoder(batch["input_ids"].to(accelerator.device), return_dict=False)[0]
             model_pred = unet(noisy_latents, timesteps, encoder_hidden_states, return_dict=False)[0]
             loss = torch.nn.functional.mse_loss(model_pred.float(), noise.float(), reduction="mean")
             accelerator.backward(loss)
