@@ -88,6 +88,7 @@ COVERAGE: list[Doc] = [
     Doc("docs/cgan.md", "--truncation 0.7 --batch-size 128 --no-grid", "run:families"),
     Doc("docs/cgan.md", 'gen = load_generator("runs/gan")', "python:families"),
     Doc("docs/cgan.md", "bench/bench_cgan.py --rounds 12", "run:families", "benchmark: --help only"),
+    Doc("docs/cgan.md", "bench/bench_cgan.py --like-for-like", "run:families", "benchmark: --help only"),
     # docs/fastgan.md
     Doc("docs/fastgan.md", "--out runs/fastgan --preset cpu", "run:families"),
     Doc("docs/fastgan.md", "--out runs/fastgan-ffml128 --preset cpu", "run:families",
