@@ -75,7 +75,7 @@ def plain_diffusers_steps(base: Path, data: Path, steps: int, warmup: int, batch
     vae = AutoencoderKL.from_pretrained(base, subfolder="vae").requires_grad_(False)
     unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet").requires_grad_(False)
     for model in (text_encoder, vae, unet):
-        model.to(accelerator.device, dtype=weight_dtype)
+        model.to(accelerator.device, **({} if weight_dtype == torch.float32 else {"dtype": weight_dtype}))
     noise_scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
     unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
                                 target_modules=["to_k", "to_q", "to_v", "to_out.0"]))

