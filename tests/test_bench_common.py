@@ -57,3 +57,24 @@ def test_interleaved_alternates_the_order_and_pairs_rounds():
     assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
     assert [len(v) for v in times.values()] == [3, 3]
     assert common.median_ratio([2.0, 4.0, 9.0], [1.0, 2.0, 1.0]) == 2.0
+
+
+def test_gpu_bench_records_a_part_that_runs_out_of_time_or_fails(tmp_path):
+    import time
+
+    import gpu_bench
+
+    bench = gpu_bench.Bench(tmp_path / "out", smoke=True, work=tmp_path, caps_scale=1.0)
+    bench.caps.update(slow=1, broken=5, fine=5)
+    bench.run_part("slow", lambda: time.sleep(5))
+    bench.run_part("broken", lambda: 1 / 0)
+    bench.run_part("fine", lambda: bench.add("fine", "a figure", images_per_s=2.0))
+    assert bench.parts["slow"]["status"].startswith("timed out") and bench.parts["slow"]["seconds"] < 3
+    assert bench.parts["broken"]["status"].startswith("failed: ZeroDivisionError")
+    assert bench.parts["fine"]["status"] == "ok"
+    with common.LoadWatch() as load:
+        pass
+    bench.write(load, total=1.0)
+    table = (tmp_path / "out" / "gpu_bench.md").read_text()
+    assert "| fine | a figure |" in table and "| slow | timed out" in table
+    assert '"images_per_s": 2.0' in (tmp_path / "out" / "gpu_bench.json").read_text()
