@@ -231,23 +231,30 @@ class ConvPeakProbe:
     forward only), run in the same rounds as the training steps, so "percent of the conv peak" is
     measured under the same load."""
 
-    name = "conv peak probe (3x3 conv 128->128, 32x32, batch 16, channels_last)"
     original = False
     params = (0, 0)
 
-    def __init__(self, repeats: int = 4):
+    def __init__(self, repeats: int = 4, backward: bool = False):
+        self.name = (f"conv probe (3x3 conv 128->128, 32x32, batch 16, channels_last, "
+                     f"{'forward + backward' if backward else 'forward'})")
         self.conv = torch.nn.Conv2d(128, 128, 3, padding=1).to(memory_format=torch.channels_last)
         self.x = torch.randn(16, 128, 32, 32).contiguous(memory_format=torch.channels_last)
+        self.backward = backward
+        self.x.requires_grad_(backward)
         self.repeats = repeats
-        self.gflop = 2 * 16 * 32 * 32 * 128 * 128 * 9 * repeats / 1e9
+        # forward; the backward pass adds the input and the weight gradients, each as costly
+        self.gflop = 2 * 16 * 32 * 32 * 128 * 128 * 9 * repeats * (3 if backward else 1) / 1e9
         self.times: list[float] = []
         self.cpu_times: list[float] = []
 
-    @torch.no_grad()
     def step(self, real=None, c=None, step=0) -> None:
         start, cpu_start = time.perf_counter(), time.process_time()
         for _ in range(self.repeats):
-            self.conv(self.x)
+            if self.backward:
+                self.conv(self.x).sum().backward()
+            else:
+                with torch.no_grad():
+                    self.conv(self.x)
         self.times.append(time.perf_counter() - start)
         self.cpu_times.append(time.process_time() - cpu_start)
 
@@ -284,6 +291,7 @@ def like_for_like_variants(c_dim: int) -> list:
         Variant("our loop, original widths (fp32, channels_last)", c_dim, channels_last=True, widths="original"),
         Variant("original loop, our widths", c_dim, original=True),
         Variant("our loop, our widths (fp32, channels_last)", c_dim, channels_last=True),
+        ConvPeakProbe(repeats=2, backward=True),
         ConvPeakProbe(),
     ]
 
@@ -399,10 +407,10 @@ def like_for_like(data: Path, args) -> None:
         rows.append({"name": v.name, "G_params": v.params[0], "D_params": v.params[1], "gflop_per_step": v.gflop,
                      "s_per_step": med, "gflop_per_s": v.gflop / med, "cpu_s_per_step": cpu,
                      "gflop_per_cpu_s": v.gflop / cpu, "speed_vs_original": ratio})
-        params = ("", "") if v is probe else (f"{v.params[0] / 1e6:.2f}M", f"{v.params[1] / 1e6:.2f}M")
+        params = ("", "") if isinstance(v, ConvPeakProbe) else (f"{v.params[0] / 1e6:.2f}M", f"{v.params[1] / 1e6:.2f}M")
         print(f"| {v.name} | {params[0]} | {params[1]} | {v.gflop:.1f} | {med:.3f} | {v.gflop / med:.0f} | "
               f"{100 * v.gflop / med / peak:.0f}% | {cpu:.3f} | {100 * v.gflop / cpu / peak_cpu:.0f}% | "
-              f"{'' if v is probe else load.ratio(ratio)} |")
+              f"{'' if isinstance(v, ConvPeakProbe) else load.ratio(ratio)} |")
     loop_gain = rows[0]["s_per_step"] / rows[1]["s_per_step"]
     net_gain = rows[1]["s_per_step"] / rows[3]["s_per_step"]
     paired = statistics.median(a / b for a, b in zip(variants[0].times[warm:], variants[1].times[warm:], strict=True))
