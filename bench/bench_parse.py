@@ -127,7 +127,8 @@ def report(scores: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path, help="folder of NAME.testhtml + NAME.json pairs")
+    parser.add_argument("folder", type=Path, nargs="?", default=Path(__file__).resolve().parents[1] / "tests" / "fixtures"
+                        / "pages", help="folder of NAME.testhtml + NAME.json pairs (default: the tests' saved pages)")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N pages")
     parser.add_argument("--misses", type=int, default=10, help="print this many pages that differ")
     parser.add_argument("--budget", type=float, default=10.0, help="parse time budget per page, s")
