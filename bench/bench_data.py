@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import LoadWatch
 from PIL import Image
 
 from dishgen.data.build import BuildOptions, build_dataset
@@ -51,16 +52,21 @@ def main() -> None:
         files = sorted((raw / "images").iterdir())
         n = len(files)
         bare, built = [], []
-        for r in range(args.repeats):
-            bare.append(bare_loop(files, args.size))
-            t0 = time.perf_counter()
-            build_dataset([raw], work / f"ds{r}", BuildOptions(size=args.size, min_size=64))
-            built.append(time.perf_counter() - t0)
+        with LoadWatch() as load:
+            for r in range(args.repeats):  # interleaved: bare, build, build, bare, ...
+                for which in ("bare", "build") if r % 2 == 0 else ("build", "bare"):
+                    if which == "bare":
+                        bare.append(bare_loop(files, args.size))
+                        continue
+                    t0 = time.perf_counter()
+                    build_dataset([raw], work / f"ds{r}", BuildOptions(size=args.size, min_size=64))
+                    built.append(time.perf_counter() - t0)
         bare_s, build_s = statistics.median(bare), statistics.median(built)
         print(f"images: {n}, size {args.size}, cores: {os.cpu_count()}")
         print(f"bare Pillow decode+resize+save, 1 core : {n / bare_s:8.1f} images/s ({bare_s:.2f} s)")
         print(f"dishgen data build (all stages)        : {n / build_s:8.1f} images/s ({build_s:.2f} s)")
-        print(f"ratio build / bare                     : {bare_s / build_s:8.2f}x  (target >= 1.6x)")
+        print(f"ratio build / bare                     : {load.ratio(bare_s / build_s, '{:8.2f}x')}  (target >= 1.6x)")
+        print(load.report())
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

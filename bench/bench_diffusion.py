@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import LoadWatch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -78,15 +79,22 @@ def main() -> None:
     a, b = through_dishgen(), bare_diffusers()  # warm-up, and the same pictures from both paths
     same = all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b, strict=True))
     dishgen_times, bare_times = [], []
-    for _ in range(args.repeats):
-        bare_times.append(timed(bare_diffusers))
-        dishgen_times.append(timed(through_dishgen))
+    with LoadWatch() as load:
+        for repeat in range(args.repeats):  # interleaved, the order alternating
+            if repeat % 2:
+                dishgen_times.append(timed(through_dishgen))
+                bare_times.append(timed(bare_diffusers))
+            else:
+                bare_times.append(timed(bare_diffusers))
+                dishgen_times.append(timed(through_dishgen))
     bare, ours = statistics.median(bare_times), statistics.median(dishgen_times)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {model}, {args.size} px, "
           f"{args.steps} {args.scheduler} steps, {total} images per call, {args.repeats} interleaved repeats")
     print(f"identical images from both paths: {same}")
     print(f"bare diffusers   median {bare * 1000:8.1f} ms/call")
-    print(f"through dishgen  median {ours * 1000:8.1f} ms/call   ratio {ours / bare:.3f}x (target <= 1.02)")
+    print(f"through dishgen  median {ours * 1000:8.1f} ms/call   ratio {load.ratio(ours / bare, '{:.3f}x')} "
+          "(target <= 1.02)")
+    print(load.report())
 
 
 if __name__ == "__main__":

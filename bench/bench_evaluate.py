@@ -14,31 +14,30 @@ import argparse
 import time
 
 import torch
+from _common import LoadWatch, interleaved, median_ratio
 
 from dishgen.evaluate import metrics as M
 
 
-def timed(fn, repeat: int = 1):
-    fn()  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeat):
-        out = fn()
-    return (time.perf_counter() - start) / repeat, out
-
-
-def bench_fid(sizes):
-    print("FID: torchmetrics (eigvals of a DxD product) vs the SVD form (bootstrap replicates)")
+def bench_fid(sizes, rounds: int = 3):
+    print("FID: torchmetrics (eigvals of a DxD product) vs the SVD form (bootstrap replicates), interleaved")
     print(f"{'N':>6} {'D':>5} {'torchmetrics s':>15} {'svd form s':>11} {'ratio':>7} {'rel. diff':>10}")
     for n, d in sizes:
         g = torch.Generator().manual_seed(0)
         real = torch.randn(n, d, generator=g)
         fake = torch.randn(n, d, generator=g) * 1.1 + 0.05
-        t_tm, v_tm = timed(lambda real=real, fake=fake: M.fid(real, fake))
-        t_fast, v_fast = timed(lambda real=real, fake=fake: M.frechet_distance(real, fake), repeat=3)
-        print(f"{n:>6} {d:>5} {t_tm:>15.3f} {t_fast:>11.4f} {t_tm / t_fast:>6.1f}x {abs(v_tm - v_fast) / v_tm:>10.1e}")
+        v_tm, v_fast = M.fid(real, fake), M.frechet_distance(real, fake)
+        with LoadWatch() as load:
+            times = interleaved({"tm": lambda real=real, fake=fake: M.fid(real, fake),
+                                 "svd": lambda real=real, fake=fake: M.frechet_distance(real, fake)}, rounds=rounds)
+        t_tm, t_fast = min(times["tm"]), min(times["svd"])
+        ratio = load.ratio(median_ratio(times["tm"], times["svd"]), "{:>6.1f}x")
+        print(f"{n:>6} {d:>5} {t_tm:>15.3f} {t_fast:>11.4f} {ratio} {abs(v_tm - v_fast) / v_tm:>10.1e}")
+    print(f"  {load.report()} (last size)")
 
 
 def bench_bootstrap(n, d, resamples):
+    """Absolute costs (no peer): read them with the load line printed after them."""
     g = torch.Generator().manual_seed(0)
     real, fake = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g) + 0.1
     cos = torch.rand(n, generator=g).double() * 0.4
@@ -96,9 +95,12 @@ def main():
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     sizes = [(500, 768), (2000, 1024)] if args.quick else [(500, 768), (1000, 768), (2000, 1024), (2000, 2048)]
     bench_fid(sizes)
-    bench_bootstrap(1000, 768, 50 if args.quick else 200)
-    if not args.no_backbones:
-        bench_backbones(args.device, batch=4 if args.device == "cpu" else 64, batches=2 if args.device == "cpu" else 10)
+    with LoadWatch() as load:  # absolute figures, no peer: the load says how far to trust them
+        bench_bootstrap(1000, 768, 50 if args.quick else 200)
+        if not args.no_backbones:
+            bench_backbones(args.device, batch=4 if args.device == "cpu" else 64,
+                            batches=2 if args.device == "cpu" else 10)
+    print(f"  {load.report()}")
 
 
 if __name__ == "__main__":

@@ -32,13 +32,18 @@ import time
 from pathlib import Path
 
 import torch
+from _common import LoadWatch, reset_accelerate_state
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny model builders and the sample dataset writer
 
 
-def plain_sdxl_steps(base: Path, data: Path, steps: int, warmup: int, batch_size: int, resolution: int) -> list[float]:
-    """diffusers' SDXL LoRA example step (UNet LoRA, frozen text encoders); seconds per step."""
+def plain_sdxl_steps(base: Path, data: Path, steps: int, warmup: int, batch_size: int, resolution: int,
+                     device: str = "cpu", mixed_precision: str = "no") -> list[float]:
+    """diffusers' SDXL LoRA example step (UNet LoRA, frozen text encoders); seconds per step.
+
+    Precision as the example: frozen UNet and text encoders in the ``mixed_precision`` dtype, the
+    VAE in fp32 (SDXL's VAE overflows in fp16), LoRA weights fp32."""
     import numpy as np
     from accelerate import Accelerator
     from datasets import load_dataset
@@ -48,7 +53,9 @@ def plain_sdxl_steps(base: Path, data: Path, steps: int, warmup: int, batch_size
     from PIL import Image
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    accelerator = Accelerator(cpu=True)
+    reset_accelerate_state()  # another run in this process may have asked for another precision
+    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
+    weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[mixed_precision]
     torch.manual_seed(0)
     tokenizers = [CLIPTokenizer.from_pretrained(base, subfolder=s) for s in ("tokenizer", "tokenizer_2")]
     text_encoders = [CLIPTextModel.from_pretrained(base, subfolder="text_encoder").requires_grad_(False),
@@ -56,6 +63,9 @@ def plain_sdxl_steps(base: Path, data: Path, steps: int, warmup: int, batch_size
     vae = AutoencoderKL.from_pretrained(base, subfolder="vae").requires_grad_(False)
     unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet").requires_grad_(False)
     noise_scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
+    for model in (unet, *text_encoders):
+        model.to(accelerator.device, **({} if weight_dtype == torch.float32 else {"dtype": weight_dtype}))
+    vae.to(accelerator.device, dtype=torch.float32)  # as the example keeps SDXL's VAE (fp16 overflows)
     unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
                                 target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
     cast_training_params(unet, dtype=torch.float32)
@@ -94,7 +104,7 @@ def plain_sdxl_steps(base: Path, data: Path, steps: int, warmup: int, batch_size
         hidden = []
         for tokenizer, encoder in zip(tokenizers, text_encoders, strict=True):
             ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                            return_tensors="pt").input_ids
+                            return_tensors="pt").input_ids.to(accelerator.device)
             out = encoder(ids, output_hidden_states=True)
             pooled = out[0]
             hidden.append(out.hidden_states[-2])
@@ -107,13 +117,16 @@ def plain_sdxl_steps(base: Path, data: Path, steps: int, warmup: int, batch_size
             if step >= warmup + steps:
                 break
             started = time.perf_counter()
-            latents = vae.encode(batch["pixel_values"]).latent_dist.sample() * vae.config.scaling_factor
+            pixel_values = batch["pixel_values"].to(accelerator.device, dtype=torch.float32)
+            latents = vae.encode(pixel_values).latent_dist.sample() * vae.config.scaling_factor
+            latents = latents.to(weight_dtype)
             noise = torch.randn_like(latents)
-            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],)).long()
+            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
+                                      device=latents.device).long()
             noisy = noise_scheduler.add_noise(latents, noise, timesteps)
             time_ids = torch.tensor([[*o, *c, resolution, resolution]
                                      for o, c in zip(batch["original_sizes"], batch["crop_top_lefts"], strict=True)],
-                                    dtype=torch.float32)
+                                    dtype=weight_dtype, device=accelerator.device)
             with torch.no_grad():
                 hidden, pooled = encode_prompt(batch["text"])
             pred = unet(noisy, timesteps, hidden, added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
@@ -130,13 +143,14 @@ def plain_sdxl_steps(base: Path, data: Path, steps: int, warmup: int, batch_size
     return times
 
 
-def dishgen_steps(base: Path, data: Path, out: Path, steps: int, warmup: int, overrides: list[str]) -> list[float]:
+def dishgen_steps(base: Path, data: Path, out: Path, steps: int, warmup: int, overrides: list[str],
+                  device: str = "cpu") -> list[float]:
     from dishgen.train.lora import resolve_train_config, train
 
     config = resolve_train_config(out, base=str(base), overrides=[
         f"max_steps={warmup + steps}", "sample_every=0", "checkpoint_every=0", "lora_rank=4", "lora_alpha=4",
         "tensorboard=false", *overrides])
-    train(config, data, out, device="cpu")
+    train(config, data, out, device=device)
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     return [r["seconds"] for r in rows[warmup:]]
 
@@ -174,6 +188,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per variant (default 20 tiny, 2 full)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 30 tiny, 1 full)")
     parser.add_argument("--workdir", default=None, help="keep the built models here (default: a temp dir)")
+    parser.add_argument("--rounds", type=int, default=1, help="run the three variants this many times, interleaved")
     # one variant in a child process
     parser.add_argument("--variant", choices=["plain", "cache", "nocache"], help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
@@ -204,13 +219,21 @@ def main() -> None:
           f"batch {batch_size}, {steps} timed steps after {warmup} warm-up, work dir {work}")
     for resolution in args.resolutions or ([256, 512] if args.full else [64]):
         data = write_tiny_dataset(work / f"data{resolution}", size=max(resolution, 128))
-        results = {v: run_variant(v, base, data, work / f"run_{v}_{resolution}_{time.time_ns()}", resolution,
-                                  batch_size, steps, warmup) for v in ("plain", "cache", "nocache")}
+        variants = ("plain", "cache", "nocache")
+        results = {v: {"seconds": [], "peak_gib": 0.0} for v in variants}
+        with LoadWatch() as load:
+            for round_ in range(args.rounds):  # each variant in its own process, the order alternating
+                for v in variants if round_ % 2 == 0 else variants[::-1]:
+                    result = run_variant(v, base, data, work / f"run_{v}_{resolution}_{time.time_ns()}", resolution,
+                                         batch_size, steps, warmup)
+                    results[v]["seconds"] += result["seconds"]
+                    results[v]["peak_gib"] = max(results[v]["peak_gib"], result["peak_gib"])
         reference = statistics.median(results["plain"]["seconds"])
         for name, result in results.items():
             median = statistics.median(result["seconds"])
-            print(f"{resolution:>4} px  {name:<8} median {median:8.3f} s/step  ratio {median / reference:.2f}x plain  "
-                  f"peak RSS {result['peak_gib']:.2f} GiB")
+            print(f"{resolution:>4} px  {name:<8} median {median:8.3f} s/step  ratio {load.ratio(median / reference)} "
+                  f"plain  peak RSS {result['peak_gib']:.2f} GiB")
+        print(f"{resolution:>4} px  {load.report()}")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from _common import LoadWatch
+
 from dishgen.data.records import clean_text
 from dishgen.data.scrape.parse import ParseError, parse_recipe
 
@@ -125,7 +127,8 @@ def report(scores: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path, help="folder of NAME.testhtml + NAME.json pairs")
+    parser.add_argument("folder", type=Path, nargs="?", default=Path(__file__).resolve().parents[1] / "tests" / "fixtures"
+                        / "pages", help="folder of NAME.testhtml + NAME.json pairs (default: the tests' saved pages)")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N pages")
     parser.add_argument("--misses", type=int, default=10, help="print this many pages that differ")
     parser.add_argument("--budget", type=float, default=10.0, help="parse time budget per page, s")
@@ -133,8 +136,10 @@ def main() -> None:
     args = parser.parse_args()
     if not args.folder.is_dir():
         parser.error(f"{args.folder} is not a folder")
-    scores = score_folder(args.folder, limit=args.limit, time_budget=args.budget)
+    with LoadWatch() as load:  # ms/page has no peer: the load says how far to trust it
+        scores = score_folder(args.folder, limit=args.limit, time_budget=args.budget)
     print("\n".join(report(scores)))
+    print(load.report())
     for page, wrong in list(scores["misses"].items())[:args.misses]:
         print(f"- {page}: {json.dumps(wrong, ensure_ascii=False)[:400]}")
     if args.json:

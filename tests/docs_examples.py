@@ -266,6 +266,8 @@ def run_script_help(path: Path) -> None:
     import torch
 
     argv, sys.argv = sys.argv, [str(path), "--help"]
+    search_path = list(sys.path)
+    sys.path.insert(0, str(Path(path).resolve().parent))  # as `python PATH` does (bench/_common.py)
     grad_enabled = torch.is_grad_enabled()  # a script's `if __name__ == "__main__":` may switch it off
     out = io.StringIO()
     try:
@@ -273,5 +275,6 @@ def run_script_help(path: Path) -> None:
             runpy.run_path(str(path), run_name="__main__")
     finally:
         sys.argv = argv
+        sys.path[:] = search_path
         torch.set_grad_enabled(grad_enabled)
     assert "usage:" in out.getvalue().lower(), f"python {path} --help printed no usage:\n{out.getvalue()}"

@@ -88,6 +88,7 @@ COVERAGE: list[Doc] = [
     Doc("docs/cgan.md", "--truncation 0.7 --batch-size 128 --no-grid", "run:families"),
     Doc("docs/cgan.md", 'gen = load_generator("runs/gan")', "python:families"),
     Doc("docs/cgan.md", "bench/bench_cgan.py --rounds 12", "run:families", "benchmark: --help only"),
+    Doc("docs/cgan.md", "bench/bench_cgan.py --like-for-like", "run:families", "benchmark: --help only"),
     # docs/fastgan.md
     Doc("docs/fastgan.md", "--out runs/fastgan --preset cpu", "run:families"),
     Doc("docs/fastgan.md", "--out runs/fastgan-ffml128 --preset cpu", "run:families",
@@ -116,6 +117,8 @@ COVERAGE: list[Doc] = [
     Doc("docs/lora.md", "accelerate config", "run:families", "several GPUs: parsed only"),
     Doc("docs/lora.md", "--num_machines 2 --machine_rank 0", "run:families", "several machines: parsed only"),
     Doc("docs/lora.md", "bench/bench_lora.py --threads 1", "run:families", "benchmarks: --help only"),
+    Doc("docs/lora.md", "bench/gpu_bench.py --out gpu-bench-smoke --smoke", "run:families",
+        "GPU benchmark: --help only (the smoke run takes about 30 s)"),
     # docs/scraping.md
     Doc("docs/scraping.md", "dishgen data scrape SITE --out RAW", "synopsis"),
     Doc("docs/scraping.md", "recepti: 5 new recipes written", "output", "sample output of a scrape"),

@@ -35,6 +35,8 @@ class CGANConfig:
         cond_dim: size of the conditioning vector after the text MLP.
         base_channels: channels at full resolution; halving the resolution doubles them.
         max_channel_mult: cap on channels, as a multiple of ``base_channels``.
+        d_extra_blocks: blocks D adds at 4x4 after its last downsampling block (no downsampling;
+            the first widens to G's width at 4x4). The original project's D had one.
     """
 
     resolution: int = 64
@@ -43,6 +45,7 @@ class CGANConfig:
     cond_dim: int = 128
     base_channels: int = 32
     max_channel_mult: int = 8
+    d_extra_blocks: int = 0
 
     def validate(self) -> None:
         if self.resolution < 16 or self.resolution > 512 or self.resolution & (self.resolution - 1):
@@ -50,6 +53,8 @@ class CGANConfig:
         for name in ("z_dim", "c_dim", "cond_dim", "base_channels", "max_channel_mult"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be positive")
+        if self.d_extra_blocks < 0:
+            raise ValueError(f"d_extra_blocks={self.d_extra_blocks} must be 0 or more")
 
     def channels(self, size: int) -> int:
         """Feature channels at spatial ``size``: ``base * R / size``, capped."""
@@ -105,8 +110,11 @@ class Discriminator(nn.Module):
         sizes = [config.resolution // 2**i for i in range(config.num_blocks)]  # R, R/2, ..., 8
         blocks = [DownBlock(3, config.channels(sizes[0]), first=True)]
         blocks += [DownBlock(config.channels(2 * s), config.channels(s)) for s in sizes[1:]]
-        self.blocks = nn.ModuleList(blocks)
         features = config.channels(8)
+        for _ in range(config.d_extra_blocks):
+            blocks.append(DownBlock(features, config.channels(4), downsample=False))
+            features = config.channels(4)
+        self.blocks = nn.ModuleList(blocks)
         self.out = sn_linear(features, 1)
         self.embed = sn_linear(config.c_dim, features, bias=False)
 

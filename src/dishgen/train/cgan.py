@@ -69,6 +69,7 @@ class CGANTrainConfig:
     cond_dim: int = checked(128, min=1)
     base_channels: int = checked(32, min=1)
     max_channel_mult: int = checked(8, min=1)
+    d_extra_blocks: int = checked(0, min=0)  # D blocks at 4x4 without downsampling (the original had 1)
     # objective
     augment: str = "color,translation,cutout"  # DiffAugment policy, "" for none
     # share of the fake side given to real images with another caption; 0 = off
@@ -113,7 +114,8 @@ class CGANTrainConfig:
 
     def model_config(self, c_dim: int) -> cgan.CGANConfig:
         return cgan.CGANConfig(resolution=self.resolution, z_dim=self.z_dim, c_dim=c_dim, cond_dim=self.cond_dim,
-                               base_channels=self.base_channels, max_channel_mult=self.max_channel_mult)
+                               base_channels=self.base_channels, max_channel_mult=self.max_channel_mult,
+                               d_extra_blocks=self.d_extra_blocks)
 
 
 PRESETS = {
@@ -444,7 +446,8 @@ def _check_resumable(folder: Path, model_config: cgan.CGANConfig, encoder_info: 
         raise DishgenError(f"{folder} was trained with text_encoder={saved['text_encoder']['id']!r}, "
                            f"not {encoder_info['id']!r}; resume with the same encoder or start a new run")
     now = config_to_dict(model_config)
-    changed = [f"{k}={saved['model'].get(k)!r} (now {v!r})" for k, v in now.items() if saved["model"].get(k) != v]
+    was = {**config_to_dict(cgan.CGANConfig()), **saved["model"]}  # fields added later: their defaults
+    changed = [f"{k}={was.get(k)!r} (now {v!r})" for k, v in now.items() if was.get(k) != v]
     if changed:
         raise DishgenError(f"{folder} holds a network with {', '.join(changed)}; resume with the same shape")
 
