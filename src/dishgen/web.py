@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dishgen.errors import DishgenError
 from dishgen.generation import ModelReferenceError, load_generator, resolve_model
 
 log = logging.getLogger(__name__)
 
 
-class InputError(ValueError):
+class InputError(DishgenError, ValueError):
     """A request the page refuses, with a message meant for the person using it."""
 
 

@@ -89,11 +89,16 @@ def cli(verbose: int) -> None:
 
 
 def main() -> None:
-    """Console-script entry point: turns library errors into one clear line and exit code 2
-    (128 + signal for a training run stopped by Ctrl-C or SIGTERM)."""
+    """Console-script entry point, and the one place that maps errors to exit codes.
+
+    A :class:`~dishgen.errors.DishgenError` (or a missing file) prints as the one line
+    ``Error: <message>`` (no traceback) and exits with the error's ``exit_code``: 2, or
+    ``128 + signal`` for a training run stopped by Ctrl-C or SIGTERM (its message, which says how to
+    resume, is printed without the ``Error:`` prefix and only once, by rank 0 under a launcher).
+    """
     import os
 
-    from dishgen.errors import Interrupted, user_error_types
+    from dishgen.errors import Interrupted, exit_code_for, user_error_types
 
     try:
         cli.main(standalone_mode=False)
@@ -105,14 +110,14 @@ def main() -> None:
         sys.exit(err.exit_code)
     except click.exceptions.Exit as err:
         sys.exit(err.exit_code)
-    except Interrupted as err:  # a trainer stopped on Ctrl-C/SIGTERM and saved a checkpoint
-        # Under torchrun every rank stops; rank 0 says so (the trainers have already said it).
-        if os.environ.get("RANK", "0") == "0" and not getattr(err, "reported", False):
-            click.echo(str(err), err=True)
-        sys.exit(err.exit_code)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
     except user_error_types() as err:
-        click.echo(f"Error: {err}", err=True)
-        sys.exit(2)
+        if isinstance(err, Interrupted):  # a trainer stopped on Ctrl-C/SIGTERM and saved a checkpoint
+            # Under torchrun every rank stops; rank 0 says so (the trainers have already said it).
+            if os.environ.get("RANK", "0") == "0" and not err.reported:
+                click.echo(str(err), err=True)
+        else:
+            click.echo(f"Error: {err}", err=True)
+        sys.exit(exit_code_for(err))

@@ -48,7 +48,7 @@ LEFTOVER_RE = re.compile(r"^\.(?P<name>checkpoint-\d+|model)\.(?P<kind>tmp|old)-
 logger = logging.getLogger(__name__)
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(DishgenError, RuntimeError):
     """A loss became NaN or infinite."""
 
 
