@@ -72,3 +72,72 @@ def test_cli_main_maps_every_dishgen_error_to_one_line_and_its_exit_code(monkeyp
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err == (f"{raised}\n" if error == "interrupted" else f"Error: {raised}\n")
+
+
+# -- the import graph ---------------------------------------------------------------------------------
+
+
+def _imports(module: str, tree: ast.Module) -> set[str]:
+    """Every dishgen module ``module`` imports, at the top or inside functions (both count)."""
+    package = module.split(".") if (SRC.parent / Path(*module.split(".")) / "__init__.py").is_file() \
+        else module.split(".")[:-1]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[: len(package) - node.level + 1]) if node.level else ""
+            target = ".".join(part for part in (base, node.module or "") if part)
+            found.add(target)
+            # "from dishgen import exports" and "from dishgen.train import common" import modules too.
+            found |= {f"{target}.{alias.name}" for alias in node.names
+                      if (SRC.parent / Path(*target.split("."), alias.name)).with_suffix(".py").is_file()
+                      or (SRC.parent / Path(*target.split("."), alias.name, "__init__.py")).is_file()}
+    return {name for name in found if name == "dishgen" or name.startswith("dishgen.")}
+
+
+def _within(module: str, *packages: str) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+INFERENCE = ("dishgen.families", "dishgen.generation", "dishgen.generation_io", "dishgen.evaluate", "dishgen.web")
+# (who, may never import, why): the arrows the layering forbids.
+NEVER = [
+    (("dishgen.train",), INFERENCE + ("dishgen.cli",),
+     "training writes run directories through dishgen.runs and exports through dishgen.exports"),
+    (("dishgen.runs", "dishgen.exports", "dishgen.errors"), ("dishgen.train", "dishgen.cli") + INFERENCE,
+     "neutral ground imports neither side"),
+    (("dishgen.models",), ("dishgen.train", "dishgen.cli", "dishgen.runs", "dishgen.exports", "dishgen.fileio")
+     + INFERENCE, "a model file holds networks and their math only"),
+]
+# Only training code and the training commands import dishgen.train (inference, evaluation, the web
+# page, data tools and the other commands never do).
+TRAIN_IMPORTERS = ("dishgen.train", "dishgen.cli.train", "dishgen.cli.train_cgan", "dishgen.cli.train_cvae",
+                   "dishgen.cli.train_fastgan", "dishgen.cli.train_lora")
+
+
+def _graph() -> dict[str, set[str]]:
+    return {module: _imports(module, tree) for module, tree in _trees().items()}
+
+
+def test_import_graph_reader_sees_imports_inside_functions():
+    graph = _graph()
+    # Imported only inside functions in these modules: a top-level-only reader would miss them.
+    assert "dishgen.exports" in graph["dishgen.train.cgan"]
+    assert "dishgen.runs" in graph["dishgen.evaluate.harness"]
+    assert "dishgen.exports" in graph["dishgen.families.cgan"]  # "from dishgen import exports"
+    assert "dishgen.train.cgan" in graph["dishgen.cli.train_cgan"]
+
+
+def test_import_graph_breaks_no_never_arrow():
+    graph = _graph()
+    broken = []
+    for importers, forbidden, why in NEVER:
+        for module, targets in graph.items():
+            if _within(module, *importers):
+                broken += [f"{module} -> {t} ({why})" for t in sorted(targets) if _within(t, *forbidden)]
+    for module, targets in graph.items():
+        if not _within(module, *TRAIN_IMPORTERS):
+            broken += [f"{module} -> {t} (only training imports dishgen.train)" for t in sorted(targets)
+                       if _within(t, "dishgen.train")]
+    assert broken == [], "imports that break the layering:\n" + "\n".join(broken)

@@ -184,7 +184,7 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
 
     from dishgen.data.dataset import DatasetError, load_split
     from dishgen.devices import resolve_device
-    from dishgen.families.cgan import save_model
+    from dishgen.exports import save_cgan_model as save_model
     from dishgen.images_tensor import load_images_uint8
     from dishgen.text import load_text_encoder
     from dishgen.text.cache import encode_cached
@@ -462,7 +462,7 @@ def _check_in_sync(accelerator, step: int, *nets) -> None:
 
 
 def _meta(model_config, encoder_info, kind, step, config):
-    from dishgen.families.cgan import model_metadata
+    from dishgen.exports import cgan_metadata as model_metadata
 
     return model_metadata(model_config, encoder_info, kind=kind, step=step, train_config=config_to_dict(config))
 
@@ -471,7 +471,7 @@ def save_checkpoint(folder: Path, meta: dict, G, D, G_ema, opt_G, opt_D, scaler_
     """Fill ``folder`` with everything needed to resume exactly (safetensors + JSON, no pickle)."""
     from safetensors.torch import save_file
 
-    from dishgen.families.cgan import state_dict_for_file
+    from dishgen.exports import state_dict_for_file
     from dishgen.train.state import rng_state, save_state
 
     (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

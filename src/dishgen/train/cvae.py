@@ -232,7 +232,7 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
 
     from dishgen.data.dataset import list_splits, load_split
     from dishgen.devices import resolve_device
-    from dishgen.families.cvae import save_model
+    from dishgen.exports import save_cvae_model as save_model
     from dishgen.fileio import atomic_directory, atomic_write_json, atomic_write_text
     from dishgen.images_tensor import load_images_uint8
     from dishgen.models.cvae import (
