@@ -141,3 +141,103 @@ def test_import_graph_breaks_no_never_arrow():
             broken += [f"{module} -> {t} (only training imports dishgen.train)" for t in sorted(targets)
                        if _within(t, "dishgen.train")]
     assert broken == [], "imports that break the layering:\n" + "\n".join(broken)
+
+
+# -- a family added in one registry line ------------------------------------------------------------
+
+
+class ToyGenerator:
+    """A toy family's generator: a flat colour per image, from the seed, the image's index and the
+    ``sharpness`` knob (its own knob, which no other family takes)."""
+
+    family = "toy"
+
+    def __init__(self, calls: list):
+        from dishgen.families import get_family
+
+        self.knobs = get_family("toy").knobs
+        self.calls = calls
+
+    def generate(self, prompts, num_images=1, seed=None, *, first_index=0, **knobs):
+        from PIL import Image
+
+        from dishgen.generation import check_knobs
+
+        knobs = check_knobs(self.family, self.knobs, knobs)
+        self.calls.append(knobs)
+        shade = int(10 * float(knobs.get("sharpness", 1.0)))
+        return [Image.new("RGB", (32, 32), ((seed or 0) % 200 + shade, first_index + k, len(prompt)))
+                for prompt in prompts for k in range(num_images)]
+
+
+@pytest.fixture
+def toy(tmp_path):
+    """Register the toy family (one line) and write a saved toy model folder."""
+    from dishgen.families import FAMILIES, Family, register
+
+    calls: list = []
+    loads: list = []
+
+    def load_toy(location, device=None, dtype=None, **options):
+        loads.append(options)
+        return ToyGenerator(calls)
+
+    register(Family("toy", load_toy, knobs=("sharpness", "num_inference_steps", "guidance_scale", "negative_prompt",
+                                            "batch_size"), negative_prompt=True, steps=True))
+    folder = tmp_path / "toy-model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"family": "toy"}')
+    yield folder, calls, loads
+    FAMILIES.pop("toy")
+
+
+def test_a_registered_toy_family_generates_from_python_and_the_cli(toy, tmp_path):
+    from click.testing import CliRunner
+
+    import dishgen.generation as generation
+    from dishgen.cli import cli
+    from dishgen.generation_io import read_provenance
+
+    folder, calls, _ = toy
+    assert generation.resolve_model(folder) == ("toy", folder)
+    images = generation.generate(["sarma", "ajvar"], model=folder, num_images=2, seed=3, sharpness=2.0)
+    assert [im.getpixel((0, 0)) for im in images] == [(23, 0, 5), (23, 1, 5), (23, 0, 5), (23, 1, 5)]
+    with pytest.raises(generation.UnknownKnobError, match="the toy family does not take truncation"):
+        generation.generate("sarma", model=folder, truncation=0.5)
+
+    result = CliRunner().invoke(cli, ["generate", "sarma", "--model", str(folder), "--seed", "4", "--steps", "3",
+                                      "--knob", "sharpness=1.5", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert calls[-1] == {"sharpness": 1.5, "num_inference_steps": 3}
+    (png,) = sorted((tmp_path / "out").glob("*.png"))
+    record = read_provenance(png)
+    assert (record["family"], record["knobs"]) == ("toy", {"sharpness": 1.5, "num_inference_steps": 3})
+
+
+def test_a_registered_toy_family_is_evaluated(toy, tiny_dataset, tmp_path):
+    from test_metrics_evaluate import TinyFeatures
+
+    from dishgen.evaluate import EvaluationConfig, evaluate
+
+    folder, calls, loads = toy
+    config = EvaluationConfig(data=str(tiny_dataset), out=str(tmp_path / "eval"), models=[str(folder)],
+                              metrics=("fid",), image_size=32, bootstrap=2, progress=False,
+                              knobs={"sharpness": 2.0, "truncation": 0.5}, model_options={"lora": ["x.safetensors"]})
+    report = evaluate(config, feature_network=TinyFeatures(), write=False)
+    (row,) = report["results"]
+    assert row["family"] == "toy" and row["n_generated"] == 9
+    assert loads == [{}]  # the toy family takes no loader options: the LoRA files were not passed
+    assert calls and all(knobs["sharpness"] == 2.0 and "truncation" not in knobs for knobs in calls)
+
+
+def test_the_web_page_offers_a_registered_toy_family_its_capabilities(toy):
+    from dishgen.web import GenerationService, ModelChoices
+
+    folder, calls, _ = toy
+    choices = ModelChoices({"toy": str(folder)})
+    assert choices.has_steps("toy") and choices.takes_negative_prompt("toy")
+    service = GenerationService(choices)
+    images, seed = service.generate("sarma", "blurry", "toy", 2, 7, steps=4, guidance=3.0)
+    assert seed == 7 and len(images) == 2
+    assert calls == [{"num_inference_steps": 4, "guidance_scale": 3.0, "negative_prompt": "blurry"}]
+    assert images[0].info  # each image carries its provenance

@@ -31,6 +31,31 @@ class FiniteFloatRange(click.FloatRange):
 SEED = click.IntRange(0, MAX_SEED)
 
 
+def family_tag(knob: str | None = None, *, option: str | None = None) -> str:
+    """``[cgan, fastgan]``: the families that take a generation knob (or a loader option), read
+    from the family registry, to start a flag's ``--help`` line."""
+    from dishgen.families.registry import FAMILIES
+
+    names = [f.name for f in FAMILIES.values() if (knob in f.knobs if knob else option in f.loader_options)]
+    return f"[{', '.join(names)}]"
+
+
+def parse_knobs(items: tuple[str, ...], param_hint: str = "--knob") -> dict:
+    """``key=value`` pairs; values are read as JSON when they parse (numbers, true, null), else text."""
+    import json
+
+    knobs = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=param_hint)
+        try:
+            knobs[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            knobs[key.strip()] = raw
+    return knobs
+
+
 class LazyGroup(click.Group):
     """A click group whose subcommands live in other modules and are imported on first use."""
 

@@ -381,10 +381,13 @@ def evaluate(
 
 
 def _generate(entry: Entry, real: ImageSet, real_rows: list[int], config: EvaluationConfig) -> ImageSet:
+    from dishgen.families.registry import find_family
     from dishgen.generation import load_generator, normalize_knobs
 
-    # Loader options (LoRA files, scheduler...) belong to diffusion models only.
-    options = config.model_options if entry.family in ("diffusion", "lora") else {}
+    # Loader options (LoRA files, scheduler...) go to the families that take them.
+    family = find_family(entry.family)
+    takes = family.loader_options if family else ()
+    options = {k: v for k, v in config.model_options.items() if k in takes}
     generator = load_generator(entry.model, device=config.device, dtype=config.dtype, **options)
     wanted = normalize_knobs(config.knobs)
     knobs = {k: v for k, v in wanted.items() if k in generator.knobs}

@@ -1,11 +1,20 @@
-"""Generator families: one loader per family behind the common generation interface."""
+"""Generator families: one loader per family behind the common generation interface, and the
+registry that describes each family once (:mod:`dishgen.families.registry`)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from dishgen.runs import recorded_step
+from dishgen.families.registry import (  # noqa: F401  (the registry's names, importable from here)
+    FAMILIES,
+    Family,
+    families_taking,
+    find_family,
+    get_family,
+    register,
+)
+from dishgen.runs import recorded_step  # noqa: F401  (moved to dishgen.runs)
 
 
 def announce_choice(run: str | Path, chosen: str | Path) -> None:

@@ -22,13 +22,13 @@ from safetensors.torch import load_file
 
 from dishgen import exports
 from dishgen.exports import gan_metadata, state_dict_for_file, write_gan_export  # noqa: F401  (importable here too)
-from dishgen.families import announce_choice
+from dishgen.families import announce_choice, get_family
 from dishgen.generation import ModelReferenceError, check_knobs
 from dishgen.models.cgan import CGANConfig, Generator
 from dishgen.models.layers import noise_rows
 
 FAMILY = "cgan"
-KNOBS = ("truncation", "batch_size")
+KNOBS = get_family(FAMILY).knobs  # ("truncation", "batch_size")
 
 # The writers of this format live in dishgen.exports (the trainers use them there).
 model_metadata = exports.cgan_metadata

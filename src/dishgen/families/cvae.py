@@ -22,10 +22,10 @@ from torch import nn
 
 from dishgen import exports
 from dishgen.errors import DishgenError
-from dishgen.families import announce_choice
+from dishgen.families import announce_choice, get_family
 
 FAMILY = "cvae"
-KNOBS = ("temperature", "batch_size")
+KNOBS = get_family(FAMILY).knobs  # ("temperature", "batch_size")
 
 # The writers of this format live in dishgen.exports (the trainers use them there).
 WEIGHTS_FILE = exports.CVAE_WEIGHTS_FILE

@@ -22,11 +22,12 @@ from safetensors.torch import load_file
 
 from dishgen import exports
 from dishgen.families.cgan import CGANGenerator, load_gan_generator
+from dishgen.families.registry import get_family
 from dishgen.generation import ModelReferenceError
 from dishgen.models.fastgan import FastGANConfig, Generator
 
 FAMILY = "fastgan"
-KNOBS = ("truncation", "batch_size")
+KNOBS = get_family(FAMILY).knobs  # ("truncation", "batch_size")
 
 # The writers of this format live in dishgen.exports (the trainers use them there).
 model_metadata = exports.fastgan_metadata
