@@ -31,13 +31,32 @@ class FiniteFloatRange(click.FloatRange):
 SEED = click.IntRange(0, MAX_SEED)
 
 
-def family_tag(knob: str | None = None, *, option: str | None = None) -> str:
-    """``[cgan, fastgan]``: the families that take a generation knob (or a loader option), read
-    from the family registry, to start a flag's ``--help`` line."""
+def family_tag(knob: str | None = None, *, option: str | None = None, capability: str | None = None) -> str:
+    """``[cgan, fastgan]``: the families that take a generation knob (or a loader option, or have a
+    capability such as ``prompt_suffix``), read from the family registry, to start a flag's help."""
     from dishgen.families.registry import FAMILIES
 
-    names = [f.name for f in FAMILIES.values() if (knob in f.knobs if knob else option in f.loader_options)]
-    return f"[{', '.join(names)}]"
+    def takes(family) -> bool:
+        if knob:
+            return knob in family.knobs
+        if option:
+            return option in family.loader_options
+        return bool(getattr(family, capability or ""))
+
+    return f"[{', '.join(f.name for f in FAMILIES.values() if takes(f))}]"
+
+
+def renamed_flag(value, old_value, old: str, new: str):
+    """The value of flag ``new``, or of its old spelling ``old`` (accepted for one release, with a
+    deprecation line); giving both is a usage error."""
+    if old_value is None:
+        return value
+    if value is not None:
+        raise click.UsageError(f"{old} is the old spelling of {new}; give {new} only")
+    from dishgen.deprecation import deprecated
+
+    deprecated(old, new)
+    return old_value
 
 
 def parse_knobs(items: tuple[str, ...], param_hint: str = "--knob") -> dict:
