@@ -241,3 +241,44 @@ def test_the_web_page_offers_a_registered_toy_family_its_capabilities(toy):
     assert seed == 7 and len(images) == 2
     assert calls == [{"num_inference_steps": 4, "guidance_scale": 3.0, "negative_prompt": "blurry"}]
     assert images[0].info  # each image carries its provenance
+
+
+# -- callers ask the registry, never a family's name --------------------------------------------------
+
+# Modules that serve every family: they read capabilities from the registry (publish.py, which
+# writes LoRA-specific hub metadata, and the family modules themselves are not among them).
+FAMILY_NEUTRAL = ("dishgen.cli", "dishgen.web", "dishgen.evaluate", "dishgen.data", "dishgen.generation",
+                  "dishgen.generation_io")
+
+
+def _names_family(node: ast.AST) -> bool:
+    text = ast.unparse(node)
+    return "family" in text or "families" in text.lower()
+
+
+def _is_name_literal(node: ast.AST, names: set[str]) -> bool:
+    if isinstance(node, ast.Constant):
+        return node.value in names
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return any(_is_name_literal(item, names) for item in node.elts)
+    return False
+
+
+def test_family_neutral_code_tests_no_family_name():
+    from dishgen.families import FAMILIES
+
+    names = set(FAMILIES)
+    found = []
+    for module, tree in _trees().items():
+        if not _within(module, *FAMILY_NEUTRAL):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare) and any(isinstance(op, (ast.Eq, ast.NotEq, ast.In, ast.NotIn))
+                                                     for op in node.ops):
+                sides = [node.left, *node.comparators]
+                if any(_names_family(s) for s in sides) and any(_is_name_literal(s, names) for s in sides):
+                    found.append(f"{module}:{node.lineno}: {ast.unparse(node)}")
+            elif isinstance(node, ast.Assign) and _is_name_literal(node.value, names) and isinstance(
+                    node.value, (ast.Tuple, ast.List, ast.Set)):
+                found.append(f"{module}:{node.lineno}: {ast.unparse(node)}")
+    assert found == [], "ask the family registry (dishgen.families.get_family) instead:\n" + "\n".join(found)

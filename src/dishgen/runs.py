@@ -10,8 +10,8 @@ A run directory (ARCHITECTURE.md) holds everything one run produced, and nothing
     RUN/model/                   the final export: config.json + model.safetensors + README.md
 
 This module is neutral ground: the trainers write through :class:`RunDir`, and the families'
-loaders and the evaluation harness read through it (:meth:`RunDir.checkpoints`,
-:func:`recorded_step`, :func:`final_or_latest`), so neither side imports the other.
+loaders, the evaluation harness and the web page read through it (:meth:`RunDir.checkpoints`,
+:func:`recorded_step`, :func:`final_or_latest`, :func:`list_runs`), so neither side imports the other.
 """
 
 from __future__ import annotations
@@ -186,6 +186,12 @@ def recorded_step(folder: str | Path) -> int | None:
         if isinstance(step, int) and not isinstance(step, bool):
             return step
     return None
+
+
+def list_runs(root: str | Path) -> list[Path]:
+    """The run directories directly inside ``root`` (folders holding a ``config.json``), in the
+    order of their ``config.json`` paths."""
+    return [config.parent for config in sorted(Path(root).glob("*/config.json"))]
 
 
 def final_or_latest(run: str | Path, weights_file: str) -> Path | None:

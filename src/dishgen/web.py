@@ -19,6 +19,7 @@ from typing import Any
 
 from dishgen.errors import DishgenError
 from dishgen.generation import ModelReferenceError, load_generator, resolve_model
+from dishgen.runs import list_runs
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,8 @@ class ModelChoices:
             root = Path(runs_dir)
             if not root.is_dir():
                 raise ModelReferenceError(f"--runs-dir {str(root)!r} is not a folder")
-            for config in sorted(root.glob("*/config.json")):
-                references[f"run: {config.parent.name}"] = str(config.parent)
+            for run in list_runs(root):
+                references[f"run: {run.name}"] = str(run)
         for item in models:
             if "=" not in item:
                 raise ModelReferenceError(f"--model {item!r} must be NAME=REF (a run folder or a diffusers id/folder)")

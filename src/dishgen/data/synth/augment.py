@@ -24,6 +24,7 @@ from dishgen.data.dataset import DatasetRow, load_split
 from dishgen.data.split import dish_key
 from dishgen.data.synth.common import SynthError, _place
 from dishgen.data.synth.variations import VariationInput, get_variator
+from dishgen.families.registry import FAMILIES
 from dishgen.fileio import (
     LOCK_FILE,
     append_jsonl,
@@ -42,8 +43,8 @@ DEFAULT_NEGATIVE_PROMPT = (
     "blurry, low quality, cartoon, illustration, drawing, painting, text, watermark, logo, "
     "deformed, oversaturated, people, hands"
 )
-# Kept for callers of earlier releases; the code asks the family registry (negative_prompt, prompt_suffix).
-DIFFUSION_FAMILIES = ("diffusion", "lora")
+# Kept for callers of earlier releases (("diffusion", "lora")); the code asks the registry's capabilities.
+DIFFUSION_FAMILIES = tuple(sorted(family.name for family in FAMILIES.values() if family.steps))
 
 
 @dataclass
