@@ -295,12 +295,33 @@ def apply_overrides(config: T, overrides: Mapping[str, Any], *, source: str = "o
     fields = config_fields(type(config))
     hints = typing.get_type_hints(type(config))
     changes = {}
-    for key, value in overrides.items():
+    for key, value in _renamed_keys(type(config), overrides, announce=source != "saved config").items():
         if key not in fields:
             name = str(key)
             raise ConfigError(f"unknown {source} key {_show(name)} for {type(config).__name__}{_nearest(name, fields)}")
         changes[key] = _coerce(value, hints.get(key, Any), key)
     return validate_config(dataclasses.replace(config, **changes))
+
+
+def _renamed_keys(cls, overrides: Mapping[str, Any], *, announce: bool) -> dict[str, Any]:
+    """Translate keys a config class renamed (its ``RENAMED_KEYS``: old key -> (new key, old value
+    -> new value)) to their new spelling, saying so once unless ``announce`` is false (a saved
+    config of an earlier release is read silently)."""
+    renamed = getattr(cls, "RENAMED_KEYS", {})
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key in renamed:
+            new_key, values = renamed[key]
+            new_value = values.get(value, value) if isinstance(value, str) else value
+            if announce:
+                from dishgen.deprecation import deprecated
+
+                deprecated(f"{key}={value}", f"{new_key}={new_value}")
+            if new_key in overrides:
+                raise ConfigError(f"{key!r} is the old spelling of {new_key!r}; give {new_key} only")
+            key, value = new_key, new_value
+        out[key] = value
+    return out
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, str]:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dishgen.errors import DishgenError
+from dishgen.families.registry import get_family
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "flow-match": ("FlowMatchEulerDiscreteScheduler", {}),
 }
 
-KNOBS = ("negative_prompt", "guidance_scale", "num_inference_steps", "height", "width", "batch_size")
+KNOBS = get_family("diffusion").knobs  # negative_prompt, guidance_scale, num_inference_steps, height, width, batch_size
 
 
 class DiffusionError(DishgenError):

@@ -1,13 +1,28 @@
-"""The error types that mean "the user asked for something that cannot be done".
+"""One exception hierarchy: every error that means "the user asked for something that cannot be
+done" derives from :class:`DishgenError`, and its message says what to do.
 
-The CLI prints these as one clear line (no traceback) and exits with status 2.
+The CLI (:func:`dishgen.cli.main`) maps them in one place: the message as one line on stderr (no
+traceback) and :attr:`DishgenError.exit_code` as the exit status (2; ``128 + signal`` for
+:class:`Interrupted`). Errors that are also a built-in kind (``ValueError``, ``TypeError``,
+``RuntimeError``) keep that base too, so existing ``except ValueError`` code still catches them.
 """
 
 from __future__ import annotations
 
+# The exit status of a usage error (click's convention for bad arguments).
+USAGE_EXIT_CODE = 2
+
 
 class DishgenError(Exception):
-    """Base class for errors whose message tells the user what to do."""
+    """Base class for errors whose message tells the user what to do.
+
+    Attributes:
+        exit_code: the CLI's exit status for this error.
+        reported: ``True`` when the message was already printed (the CLI does not repeat it).
+    """
+
+    exit_code: int = USAGE_EXIT_CODE
+    reported: bool = False
 
 
 class Interrupted(DishgenError):
@@ -24,22 +39,10 @@ class Interrupted(DishgenError):
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    """Error classes shown to the user without a traceback (imported lazily where possible)."""
-    import sys
+    """Error classes shown to the user without a traceback: the hierarchy, and a missing file."""
+    return (DishgenError, FileNotFoundError)
 
-    from dishgen.config import ConfigError
-    from dishgen.data.dataset import DatasetError
-    from dishgen.generation import ModelReferenceError
 
-    types_: list[type[BaseException]] = [DishgenError, ConfigError, DatasetError, ModelReferenceError, FileNotFoundError]
-    # Error types of modules that are already imported (so none is imported just for this).
-    for module_name, attrs in {
-        "dishgen.train.common": ("TrainingDiverged", "RunDirError"),
-        "dishgen.text": ("TextEncoderNotAvailable",),
-        "dishgen.data.build": ("BuildError",),
-    }.items():
-        module = sys.modules.get(module_name)
-        for attr in attrs:
-            if module is not None and hasattr(module, attr):
-                types_.append(getattr(module, attr))
-    return tuple(types_)
+def exit_code_for(err: BaseException) -> int:
+    """The CLI's exit status for a user error (:data:`USAGE_EXIT_CODE` unless the error says)."""
+    return int(getattr(err, "exit_code", USAGE_EXIT_CODE))

@@ -19,21 +19,12 @@ knobs are an error naming the ones the family takes.
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from dishgen.errors import DishgenError
-
-# family -> "module:function" that loads a saved model folder (lazy, so the CLI stays fast).
-FAMILY_LOADERS = {
-    "cgan": "dishgen.families.cgan:load_generator",
-    "cvae": "dishgen.families.cvae:load_generator",
-    "fastgan": "dishgen.families.fastgan:load_generator",
-    "lora": "dishgen.diffusion:load_generator",
-    "diffusion": "dishgen.diffusion:load_generator",
-}
+from dishgen.families.registry import FAMILIES, get_family
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -132,9 +123,9 @@ def _family_of(path: Path) -> str:
     except (OSError, ValueError) as err:  # unreadable, not UTF-8, not JSON
         raise ModelReferenceError(f"{str(path / 'config.json')!r} could not be read: {err}") from None
     family = config.get("family") if isinstance(config, dict) else None
-    if family not in FAMILY_LOADERS:
+    if not isinstance(family, str) or family not in FAMILIES:
         raise ModelReferenceError(
-            f"{str(path)!r}: config.json names family {family!r}; dishgen knows {', '.join(sorted(FAMILY_LOADERS))}"
+            f"{str(path)!r}: config.json names family {family!r}; dishgen knows {', '.join(sorted(FAMILIES))}"
         )
     return family
 
@@ -150,8 +141,7 @@ def load_generator(model: str | Path | None = "default", *, device=None, dtype=N
             ``token`` for diffusion.
     """
     family, location = resolve_model(model)
-    module_name, func_name = FAMILY_LOADERS[family].split(":")
-    loader = getattr(importlib.import_module(module_name), func_name)
+    loader = get_family(family).load_function()
     return loader(location, device=device, dtype=dtype, **options)
 
 

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dishgen.errors import DishgenError
 from dishgen.generation import ModelReferenceError, load_generator, resolve_model
+from dishgen.runs import list_runs
 
 log = logging.getLogger(__name__)
 
 
-class InputError(ValueError):
+class InputError(DishgenError, ValueError):
     """A request the page refuses, with a message meant for the person using it."""
 
 
@@ -67,8 +69,8 @@ class ModelChoices:
             root = Path(runs_dir)
             if not root.is_dir():
                 raise ModelReferenceError(f"--runs-dir {str(root)!r} is not a folder")
-            for config in sorted(root.glob("*/config.json")):
-                references[f"run: {config.parent.name}"] = str(config.parent)
+            for run in list_runs(root):
+                references[f"run: {run.name}"] = str(run)
         for item in models:
             if "=" not in item:
                 raise ModelReferenceError(f"--model {item!r} must be NAME=REF (a run folder or a diffusers id/folder)")
@@ -80,8 +82,25 @@ class ModelChoices:
     def names(self) -> list[str]:
         return list(self.references)
 
+    def family(self, name: str):
+        """The registry's :class:`~dishgen.families.Family` of model ``name`` (``None`` if unknown)."""
+        from dishgen.families.registry import find_family
+
+        return find_family(self.families.get(name))
+
+    def has_steps(self, name: str) -> bool:
+        """Whether model ``name`` samples in steps (the page shows Steps and Guidance)."""
+        family = self.family(name)
+        return bool(family and family.steps)
+
+    def takes_negative_prompt(self, name: str) -> bool:
+        """Whether model ``name`` takes a negative caption (the page shows its box)."""
+        family = self.family(name)
+        return bool(family and family.negative_prompt)
+
     def is_diffusion(self, name: str) -> bool:
-        return self.families.get(name) in ("diffusion", "lora")
+        """Kept for callers of earlier releases: :meth:`has_steps`."""
+        return self.has_steps(name)
 
 
 class GenerationService:
@@ -117,7 +136,7 @@ class GenerationService:
         if seed < -1 or seed > 2**31 - 1:
             raise InputError("Seed must be -1 (random) or between 0 and 2147483647.")
         knobs: dict[str, Any] = {}
-        if self.choices.is_diffusion(model):
+        if self.choices.has_steps(model):
             steps = _as_int(steps, "Steps")
             if not 1 <= steps <= lim.max_steps:
                 raise InputError(f"Steps must be between 1 and {lim.max_steps}.")
@@ -128,8 +147,8 @@ class GenerationService:
             if not 0 <= guidance <= lim.max_guidance:
                 raise InputError(f"Guidance must be between 0 and {lim.max_guidance}.")
             knobs.update(num_inference_steps=steps, guidance_scale=guidance)
-            if negative:
-                knobs["negative_prompt"] = negative
+        if negative and self.choices.takes_negative_prompt(model):
+            knobs["negative_prompt"] = negative
         return {"caption": caption, "model": model, "num_images": num_images,
                 "seed": random.randrange(2**31) if seed == -1 else seed, "knobs": knobs}
 
@@ -203,8 +222,9 @@ def build_app(service: GenerationService):
         return [(img, f"{caption.strip()} #{i + 1}") for i, img in enumerate(images)], used_seed
 
     def on_model(model):
-        visible = service.choices.is_diffusion(model)
-        return gr.update(visible=visible), gr.update(visible=visible), gr.update(visible=visible)
+        stepped = service.choices.has_steps(model)
+        return (gr.update(visible=service.choices.takes_negative_prompt(model)), gr.update(visible=stepped),
+                gr.update(visible=stepped))
 
     with gr.Blocks(title="dishgen") as app:
         gr.Markdown("# dishgen\nPhotographs of Serbian dishes from a short caption.")
@@ -213,16 +233,17 @@ def build_app(service: GenerationService):
                 caption = gr.Textbox(label="Caption", placeholder=EXAMPLES[0], max_length=lim.max_caption_chars, lines=2,
                                      elem_id="caption")
                 negative = gr.Textbox(label="Negative caption", placeholder="blurry, text, watermark",
-                                      max_length=lim.max_caption_chars, visible=service.choices.is_diffusion(first))
+                                      max_length=lim.max_caption_chars,
+                                      visible=service.choices.takes_negative_prompt(first))
                 model = gr.Dropdown(service.choices.names, value=first, label="Model")
                 with gr.Row():
                     num_images = gr.Slider(1, lim.max_images, value=4, step=1, label="Images")
                     seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
                 with gr.Row():
                     steps = gr.Slider(1, lim.max_steps, value=25, step=1, label="Steps",
-                                      visible=service.choices.is_diffusion(first))
+                                      visible=service.choices.has_steps(first))
                     guidance = gr.Slider(0, lim.max_guidance, value=7.0, step=0.5, label="Guidance scale",
-                                         visible=service.choices.is_diffusion(first))
+                                         visible=service.choices.has_steps(first))
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
                 gr.Examples(EXAMPLES, inputs=[caption])
             with gr.Column(scale=3):

@@ -31,6 +31,50 @@ class FiniteFloatRange(click.FloatRange):
 SEED = click.IntRange(0, MAX_SEED)
 
 
+def family_tag(knob: str | None = None, *, option: str | None = None, capability: str | None = None) -> str:
+    """``[cgan, fastgan]``: the families that take a generation knob (or a loader option, or have a
+    capability such as ``prompt_suffix``), read from the family registry, to start a flag's help."""
+    from dishgen.families.registry import FAMILIES
+
+    def takes(family) -> bool:
+        if knob:
+            return knob in family.knobs
+        if option:
+            return option in family.loader_options
+        return bool(getattr(family, capability or ""))
+
+    return f"[{', '.join(f.name for f in FAMILIES.values() if takes(f))}]"
+
+
+def renamed_flag(value, old_value, old: str, new: str):
+    """The value of flag ``new``, or of its old spelling ``old`` (accepted for one release, with a
+    deprecation line); giving both is a usage error."""
+    if old_value is None:
+        return value
+    if value is not None:
+        raise click.UsageError(f"{old} is the old spelling of {new}; give {new} only")
+    from dishgen.deprecation import deprecated
+
+    deprecated(old, new)
+    return old_value
+
+
+def parse_knobs(items: tuple[str, ...], param_hint: str = "--knob") -> dict:
+    """``key=value`` pairs; values are read as JSON when they parse (numbers, true, null), else text."""
+    import json
+
+    knobs = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=param_hint)
+        try:
+            knobs[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            knobs[key.strip()] = raw
+    return knobs
+
+
 class LazyGroup(click.Group):
     """A click group whose subcommands live in other modules and are imported on first use."""
 
@@ -89,11 +133,16 @@ def cli(verbose: int) -> None:
 
 
 def main() -> None:
-    """Console-script entry point: turns library errors into one clear line and exit code 2
-    (128 + signal for a training run stopped by Ctrl-C or SIGTERM)."""
+    """Console-script entry point, and the one place that maps errors to exit codes.
+
+    A :class:`~dishgen.errors.DishgenError` (or a missing file) prints as the one line
+    ``Error: <message>`` (no traceback) and exits with the error's ``exit_code``: 2, or
+    ``128 + signal`` for a training run stopped by Ctrl-C or SIGTERM (its message, which says how to
+    resume, is printed without the ``Error:`` prefix and only once, by rank 0 under a launcher).
+    """
     import os
 
-    from dishgen.errors import Interrupted, user_error_types
+    from dishgen.errors import Interrupted, exit_code_for, user_error_types
 
     try:
         cli.main(standalone_mode=False)
@@ -105,14 +154,14 @@ def main() -> None:
         sys.exit(err.exit_code)
     except click.exceptions.Exit as err:
         sys.exit(err.exit_code)
-    except Interrupted as err:  # a trainer stopped on Ctrl-C/SIGTERM and saved a checkpoint
-        # Under torchrun every rank stops; rank 0 says so (the trainers have already said it).
-        if os.environ.get("RANK", "0") == "0" and not getattr(err, "reported", False):
-            click.echo(str(err), err=True)
-        sys.exit(err.exit_code)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
     except user_error_types() as err:
-        click.echo(f"Error: {err}", err=True)
-        sys.exit(2)
+        if isinstance(err, Interrupted):  # a trainer stopped on Ctrl-C/SIGTERM and saved a checkpoint
+            # Under torchrun every rank stops; rank 0 says so (the trainers have already said it).
+            if os.environ.get("RANK", "0") == "0" and not err.reported:
+                click.echo(str(err), err=True)
+        else:
+            click.echo(f"Error: {err}", err=True)
+        sys.exit(exit_code_for(err))

@@ -136,14 +136,18 @@ def scrape(site, site_url, out, base_url, recipe_path, max_recipes, delay, urls_
 @click.option("--captioner", "captioner_name", type=click.Choice(["llm", "llm-vision", "template"]),
               default="llm", show_default=True,
               help="llm: from the recipe text; llm-vision: from the photo; template: offline.")
-@click.option("--base-url", default=None,
+@click.option("--llm-base-url", default=None,
               help="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1 [default: "
                    "OPENAI_BASE_URL, else OpenAI].")
-@click.option("--model", default=None, help="Model name on that server [default: gpt-4o-mini].")
+@click.option("--llm-model", default=None, help="Model name on that server [default: gpt-4o-mini].")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Caption cache [default: ~/.cache/dishgen/captions].")
-@click.option("--concurrency", type=click.IntRange(1, 256), default=4, show_default=True,
-              help="LLM requests in flight at once.")
+@click.option("--llm-concurrency", type=click.IntRange(1, 256), default=None,
+              help="LLM requests in flight at once.  [default: 4]")
+@click.option("--base-url", "old_base_url", default=None, hidden=True, help="Old spelling of --llm-base-url.")
+@click.option("--model", "old_model", default=None, hidden=True, help="Old spelling of --llm-model.")
+@click.option("--concurrency", "old_concurrency", type=click.IntRange(1, 256), default=None, hidden=True,
+              help="Old spelling of --llm-concurrency.")
 @click.option("--max-retries", type=click.IntRange(0, 100), default=3, show_default=True,
               help="Retries of a failed request and of a malformed answer.")
 @click.option("--timeout", type=FiniteFloatRange(0.1, 3600), default=60.0, show_default=True,
@@ -162,8 +166,8 @@ def scrape(site, site_url, out, base_url, recipe_path, max_recipes, delay, urls_
               help="Re-caption rows already captioned by this captioner and model.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True,
               help="Rows captioned between two (atomic) saves of metadata.jsonl.")
-def caption(dataset, captioner_name, base_url, model, cache_dir, concurrency, max_retries, timeout,
-            clip_tokenizer, splits, raw_dir, force, batch_size):
+def caption(dataset, captioner_name, llm_base_url, llm_model, cache_dir, llm_concurrency, old_base_url, old_model,
+            old_concurrency, max_retries, timeout, clip_tokenizer, splits, raw_dir, force, batch_size):
     """Re-caption an existing DATASET's metadata.jsonl rows, atomically and resumably.
 
     \b
@@ -178,13 +182,18 @@ def caption(dataset, captioner_name, base_url, model, cache_dir, concurrency, ma
 
     \b
     Examples:
-      dishgen data caption dataset/ --base-url http://127.0.0.1:11434/v1 --model qwen2.5:7b
+      dishgen data caption dataset/ --llm-base-url http://127.0.0.1:11434/v1 --llm-model qwen2.5:7b
       OPENAI_API_KEY=... dishgen data caption dataset/ --raw raw/
-      dishgen data caption photos-dataset/ --captioner llm-vision --model gpt-4o-mini
+      dishgen data caption photos-dataset/ --captioner llm-vision --llm-model gpt-4o-mini
     """
+    from dishgen.cli import renamed_flag
     from dishgen.data.caption import get_captioner
     from dishgen.data.dataset import DatasetError, list_splits
     from dishgen.data.recaption import recaption
+
+    base_url = renamed_flag(llm_base_url, old_base_url, "--base-url", "--llm-base-url")
+    model = renamed_flag(llm_model, old_model, "--model", "--llm-model")
+    concurrency = renamed_flag(llm_concurrency, old_concurrency, "--concurrency", "--llm-concurrency") or 4
 
     if not list_splits(dataset):  # checked before the captioner contacts any server
         raise DatasetError(f"{str(dataset)!r} has no <split>/metadata.jsonl; is it a dishgen "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from dishgen.cli import SEED, FiniteFloatRange
+from dishgen.cli import SEED, FiniteFloatRange, family_tag, parse_knobs
 from dishgen.data.synth import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_SUFFIX
 
 
@@ -31,7 +31,7 @@ from dishgen.data.synth import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_SUFFIX
 @click.option("--model", "-m", default="default", show_default=True,
               help="'default' (bundled), a run/checkpoint folder, or a diffusers id/folder.")
 @click.option("--lora", multiple=True, type=click.Path(),
-              help="[diffusion] LoRA file or folder (repeatable).")
+              help=f"{family_tag(option='lora')} LoRA file or folder (repeatable).")
 @click.option("--images-per-caption", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Images rendered per caption variation.")
 @click.option("--seed", type=SEED, default=0, show_default=True,
@@ -41,16 +41,19 @@ from dishgen.data.synth import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_SUFFIX
 @click.option("--device", default=None, help="cpu (default), cuda, cuda:N or auto.")
 @click.option("--dtype", default=None, help="fp32 (default), bf16, or fp16 (CUDA only).")
 @click.option("--positive-suffix", default=DEFAULT_POSITIVE_SUFFIX, show_default=True,
-              help="[diffusion] Appended to every caption ('' for none).")
+              help=f"{family_tag(capability='prompt_suffix')} Appended to every caption ('' for none).")
 @click.option("--negative-prompt", default=DEFAULT_NEGATIVE_PROMPT, show_default=True,
-              help="[diffusion] What to steer away from ('' for none).")
-@click.option("--steps", "num_inference_steps", type=click.IntRange(1, 1000), default=None,
-              help="[diffusion] Denoising steps [default: the model's].")
+              help=f"{family_tag('negative_prompt')} What to steer away from ('' for none).")
+@click.option("--num-inference-steps", "--steps", "num_inference_steps", type=click.IntRange(1, 1000), default=None,
+              help=f"{family_tag('num_inference_steps')} Denoising steps [default: the model's].")
 @click.option("--guidance-scale", type=FiniteFloatRange(0, 100), default=None,
-              help="[diffusion] Classifier-free guidance scale.")
+              help=f"{family_tag('guidance_scale')} Classifier-free guidance scale.")
 @click.option("--truncation", type=FiniteFloatRange(0, 10), default=None,
-              help="[cgan, fastgan] Truncation of the noise (1 = none).")
-@click.option("--temperature", type=FiniteFloatRange(0, 10), default=None, help="[cvae] Scale of the latent noise.")
+              help=f"{family_tag('truncation')} Truncation of the noise (1 = none).")
+@click.option("--temperature", type=FiniteFloatRange(0, 10), default=None,
+              help=f"{family_tag('temperature')} Scale of the latent noise.")
+@click.option("--knob", "extra_knobs", multiple=True, metavar="KEY=VALUE",
+              help="Any knob of the model's family, e.g. height=512 (repeatable; the flags above win).")
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=8, show_default=True,
               help="Captions per generation call.")
 @click.option("--size", type=click.IntRange(8, 4096), default=None,
@@ -61,7 +64,7 @@ from dishgen.data.synth import DEFAULT_NEGATIVE_PROMPT, DEFAULT_POSITIVE_SUFFIX
               help="Start over: replace OUT and any interrupted OUT.partial/.")
 def augment(dataset, out, variations, captioner, llm_base_url, llm_model, llm_concurrency, model,
             lora, images_per_caption, seed, splits, device, dtype, positive_suffix, negative_prompt,
-            num_inference_steps, guidance_scale, truncation, temperature, batch_size, size, limit,
+            num_inference_steps, guidance_scale, truncation, temperature, extra_knobs, batch_size, size, limit,
             overwrite):
     """Write caption variations of DATASET's photos and render them into a synthetic dataset.
 
@@ -88,9 +91,11 @@ def augment(dataset, out, variations, captioner, llm_base_url, llm_model, llm_co
     captioner_options = {k: v for k, v in llm.items() if v is not None}
     if captioner == "template" and captioner_options:
         raise click.UsageError("--llm-* options only apply with --captioner llm")
+    from dishgen.generation import normalize_knobs
+
     knobs = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
              "truncation": truncation, "temperature": temperature}
-    knobs = {k: v for k, v in knobs.items() if v is not None}
+    knobs = {**normalize_knobs(parse_knobs(extra_knobs)), **{k: v for k, v in knobs.items() if v is not None}}
     options = AugmentOptions(
         variations=variations, captioner=captioner, captioner_options=captioner_options,
         model=model, lora=list(lora), images_per_caption=images_per_caption, seed=seed,

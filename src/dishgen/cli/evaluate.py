@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
+
+from dishgen.cli import parse_knobs
 
 METRIC_NAMES = ("fid", "kid", "clip-score", "clip-cosine", "memorization", "spectral", "edges")
 
@@ -20,20 +21,6 @@ def parse_metrics(value: str | None) -> tuple[str, ...] | None:
         raise click.BadParameter(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRIC_NAMES)}",
                                  param_hint="--metrics")
     return names
-
-
-def parse_knobs(items: tuple[str, ...]) -> dict:
-    """``key=value`` pairs; values are read as JSON when they parse (numbers, true, null), else text."""
-    knobs = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--knob")
-        try:
-            knobs[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            knobs[key.strip()] = raw
-    return knobs
 
 
 @click.command()

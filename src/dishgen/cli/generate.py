@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from dishgen.cli import family_tag, parse_knobs
+
 
 def read_prompts_file(path: str) -> list[str]:
     """One prompt per non-empty line; ``#`` starts a comment line. Fails clearly on bad files."""
@@ -46,24 +48,32 @@ def read_prompts_file(path: str) -> list[str]:
 @click.option("--device", default=None, help="cpu (default), cuda, cuda:N or auto.")
 @click.option("--dtype", default=None, help="fp32 (default), bf16, or fp16 (CUDA only).")
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=None, help="Images per forward pass.")
-# GAN / VAE knobs
-@click.option("--temperature", type=float, default=None, help="[cvae] Scale of the latent noise.")
-@click.option("--truncation", type=float, default=None, help="[cgan, fastgan] Truncation of the noise (1 = none).")
-# Diffusion knobs
-@click.option("--lora", "lora", multiple=True, type=click.Path(), help="[diffusion] LoRA file or folder (repeatable).")
-@click.option("--lora-scale", "lora_scale", multiple=True, type=float, help="[diffusion] Weight per --lora (default 1).")
-@click.option("--scheduler", default=None, help="[diffusion] ddpm, ddim, pndm, euler, euler-a, dpm++, flow-match.")
-@click.option("--negative-prompt", default=None, help="[diffusion] What to steer away from.")
-@click.option("--guidance-scale", type=float, default=None, help="[diffusion] Classifier-free guidance scale.")
-@click.option("--num-inference-steps", "--steps", "num_inference_steps", type=click.IntRange(1, 1000), default=None, help="[diffusion] Denoising steps.")
-@click.option("--height", type=int, default=None, help="[diffusion] Image height (multiple of 8).")
-@click.option("--width", type=int, default=None, help="[diffusion] Image width (multiple of 8).")
-@click.option("--token", default=None, envvar="HF_TOKEN", show_envvar=True, help="[diffusion] Hub token for gated models.")
+# Knobs (the family registry says which families take each one) and loader options
+@click.option("--temperature", type=float, default=None, help=f"{family_tag('temperature')} Scale of the latent noise.")
+@click.option("--truncation", type=float, default=None,
+              help=f"{family_tag('truncation')} Truncation of the noise (1 = none).")
+@click.option("--lora", "lora", multiple=True, type=click.Path(),
+              help=f"{family_tag(option='lora')} LoRA file or folder (repeatable).")
+@click.option("--lora-scale", "lora_scale", multiple=True, type=float,
+              help=f"{family_tag(option='lora_scale')} Weight per --lora (default 1).")
+@click.option("--scheduler", default=None,
+              help=f"{family_tag(option='scheduler')} ddpm, ddim, pndm, euler, euler-a, dpm++, flow-match.")
+@click.option("--negative-prompt", default=None, help=f"{family_tag('negative_prompt')} What to steer away from.")
+@click.option("--guidance-scale", type=float, default=None,
+              help=f"{family_tag('guidance_scale')} Classifier-free guidance scale.")
+@click.option("--num-inference-steps", "--steps", "num_inference_steps", type=click.IntRange(1, 1000), default=None,
+              help=f"{family_tag('num_inference_steps')} Denoising steps.")
+@click.option("--height", type=int, default=None, help=f"{family_tag('height')} Image height (multiple of 8).")
+@click.option("--width", type=int, default=None, help=f"{family_tag('width')} Image width (multiple of 8).")
+@click.option("--knob", "extra_knobs", multiple=True, metavar="KEY=VALUE",
+              help="Any knob of the model's family, e.g. truncation=0.7 (repeatable; the flags above win).")
+@click.option("--token", default=None, envvar="HF_TOKEN", show_envvar=True,
+              help=f"{family_tag(option='token')} Hub token for gated models.")
 @click.option("--from-png", "from_png", type=click.Path(dir_okay=False),
               help="Make an image again from the provenance in a PNG written by dishgen; other flags given override it.")
 def generate(prompts, model, prompts_file, interactive, num_images, seed, out_dir, grid, device, dtype, batch_size,
              temperature, truncation, lora, lora_scale, scheduler, negative_prompt, guidance_scale,
-             num_inference_steps, height, width, token, from_png):
+             num_inference_steps, height, width, extra_knobs, token, from_png):
     """Generate images for PROMPTS and write them as PNG files.
 
     \b
@@ -133,11 +143,13 @@ def generate(prompts, model, prompts_file, interactive, num_images, seed, out_di
         options["scheduler"] = scheduler
     if token:
         options["token"] = token
-    knobs = {k: v for k, v in {
+    from dishgen.generation import normalize_knobs
+
+    knobs = {**normalize_knobs(parse_knobs(extra_knobs)), **{k: v for k, v in {
         "temperature": temperature, "truncation": truncation, "negative_prompt": negative_prompt,
         "guidance_scale": guidance_scale, "num_inference_steps": num_inference_steps,
         "height": height, "width": width, "batch_size": batch_size,
-    }.items() if v is not None}
+    }.items() if v is not None}}
 
     generator = load_generator(model, device=device, dtype=dtype, **options)
     if recorded_knobs:  # from --from-png: flags given win; a new model keeps only the knobs it takes

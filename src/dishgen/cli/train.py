@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from dishgen.cli import LazyGroup
+from dishgen.families.registry import FAMILIES
 
 
 def trainer_options(func):
@@ -33,13 +34,8 @@ def trainer_options(func):
 
 @click.group(
     cls=LazyGroup,
-    lazy_commands={
-        "cgan": ("dishgen.cli.train_cgan:cgan", "Conditional GAN (CBN ResNet G, projection D, hinge, R1, EMA)."),
-        "fastgan": ("dishgen.cli.train_fastgan:fastgan",
-                    "Few-shot GAN at 128 px (FastGAN: SLE generator, self-supervised projection D)."),
-        "cvae": ("dishgen.cli.train_cvae:cvae", "Conditional VAE (text-conditioned conv encoder/decoder)."),
-        "lora": ("dishgen.cli.train_lora:lora", "Stable Diffusion LoRA fine-tuning (UNet, optionally text encoder)."),
-    },
+    # One subcommand per family that the registry says dishgen trains.
+    lazy_commands={family.name: (family.trainer, family.summary) for family in FAMILIES.values() if family.trainer},
 )
 def train() -> None:
     """Train a generator family on a dataset.

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dishgen.errors import DishgenError
 from dishgen.fileio import read_jsonl
 
 
-class DatasetError(ValueError):
+class DatasetError(DishgenError, ValueError):
     """A dataset folder that is missing, empty or malformed."""
 
 

@@ -156,9 +156,8 @@ def _step_of(path: Path) -> int | None:
     is labelled with that checkpoint's step, not with the last step in its log. The log's last
     step is used only for final weights that do not record a step.
     """
-    from dishgen.families import recorded_step
     from dishgen.fileio import read_jsonl
-    from dishgen.train.common import RunDir
+    from dishgen.runs import RunDir, recorded_step
 
     step = recorded_step(path)
     if step is not None:
@@ -180,7 +179,7 @@ def plan_entries(config: EvaluationConfig) -> list[Entry]:
     """Resolve every model and images folder into report rows, failing before any generation."""
     from dishgen.generation import resolve_model
     from dishgen.hub import resolve_hub_model
-    from dishgen.train.common import CHECKPOINT_RE, RunDir
+    from dishgen.runs import CHECKPOINT_RE, RunDir
 
     entries: list[Entry] = []
     for ref in config.models:
@@ -382,10 +381,13 @@ def evaluate(
 
 
 def _generate(entry: Entry, real: ImageSet, real_rows: list[int], config: EvaluationConfig) -> ImageSet:
+    from dishgen.families.registry import find_family
     from dishgen.generation import load_generator, normalize_knobs
 
-    # Loader options (LoRA files, scheduler...) belong to diffusion models only.
-    options = config.model_options if entry.family in ("diffusion", "lora") else {}
+    # Loader options (LoRA files, scheduler...) go to the families that take them.
+    family = find_family(entry.family)
+    takes = family.loader_options if family else ()
+    options = {k: v for k, v in config.model_options.items() if k in takes}
     generator = load_generator(entry.model, device=config.device, dtype=config.dtype, **options)
     wanted = normalize_knobs(config.knobs)
     knobs = {k: v for k, v in wanted.items() if k in generator.knobs}

@@ -1,27 +1,20 @@
-"""Generator families: one loader per family behind the common generation interface."""
+"""Generator families: one loader per family behind the common generation interface, and the
+registry that describes each family once (:mod:`dishgen.families.registry`)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-
-def recorded_step(folder: str | Path) -> int | None:
-    """The training step a model folder says it holds: ``checkpoint-<N>`` in its name, else the
-    ``step`` of its ``config.json``, ``trainer_state.json`` or ``metrics.json``; ``None`` if none says."""
-    folder = Path(folder)
-    name, _, number = folder.name.partition("-")
-    if name == "checkpoint" and number.isdigit():
-        return int(number)
-    for file_name in ("config.json", "trainer_state.json", "metrics.json"):
-        try:
-            step = json.loads((folder / file_name).read_text(encoding="utf-8")).get("step")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(step, int) and not isinstance(step, bool):
-            return step
-    return None
+from dishgen.families.registry import (  # noqa: F401  (the registry's names, importable from here)
+    FAMILIES,
+    Family,
+    families_taking,
+    find_family,
+    get_family,
+    register,
+)
+from dishgen.runs import recorded_step  # noqa: F401  (moved to dishgen.runs)
 
 
 def announce_choice(run: str | Path, chosen: str | Path) -> None:

@@ -18,78 +18,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from dishgen.families import announce_choice
+from dishgen import exports
+from dishgen.exports import gan_metadata, state_dict_for_file, write_gan_export  # noqa: F401  (importable here too)
+from dishgen.families import announce_choice, get_family
 from dishgen.generation import ModelReferenceError, check_knobs
 from dishgen.models.cgan import CGANConfig, Generator
 from dishgen.models.layers import noise_rows
 
 FAMILY = "cgan"
-KNOBS = ("truncation", "batch_size")
+KNOBS = get_family(FAMILY).knobs  # ("truncation", "batch_size")
 
-
-def state_dict_for_file(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A module's state dict as contiguous CPU tensors (safetensors refuses channels-last views)."""
-    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-
-
-def model_metadata(model_config: CGANConfig, text_encoder: dict[str, Any], *, kind: str, step: int,
-                   train_config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The ``config.json`` of a saved folder."""
-    return gan_metadata(FAMILY, model_config, text_encoder, kind=kind, step=step, train_config=train_config)
-
-
-def gan_metadata(family: str, model_config, text_encoder: dict[str, Any], *, kind: str, step: int,
-                 train_config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The ``config.json`` of a GAN family's saved folder (cGAN, FastGAN): family, kind, step,
-    network shape, text encoder and training config."""
-    from dishgen.config import config_to_dict
-
-    return {"family": family, "kind": kind, "step": step, "model": config_to_dict(model_config),
-            "text_encoder": {"id": text_encoder["id"], "dim": int(text_encoder["dim"])},
-            "train": train_config or {}}
-
-
-def save_model(folder: str | Path, G_ema: torch.nn.Module, model_config: CGANConfig, text_encoder: dict[str, Any],
-               *, step: int, train_config: dict[str, Any] | None = None) -> Path:
-    """Export the EMA generator to ``folder`` (written atomically): config.json, weights, README.
-
-    Args:
-        folder: the export folder (replaced if it exists).
-        G_ema: the averaged generator.
-        model_config: its shape.
-        text_encoder: ``{"id": ..., "dim": ...}`` of the encoder it was trained with.
-        step: training step of these weights.
-        train_config: the resolved training config, kept for provenance.
-    """
-    meta = model_metadata(model_config, text_encoder, kind="model", step=step, train_config=train_config)
-    return write_gan_export(folder, G_ema, meta, _model_card(meta))
-
-
-def write_gan_export(folder: str | Path, G_ema: torch.nn.Module, meta: dict[str, Any], card: str) -> Path:
-    """Write a GAN family's export atomically: ``model.safetensors``, ``config.json`` and ``README.md``."""
-    from dishgen.fileio import atomic_directory
-
-    folder = Path(folder)
-    with atomic_directory(folder) as tmp:
-        save_file(state_dict_for_file(G_ema), str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        (tmp / "README.md").write_text(card, encoding="utf-8")
-    return folder
-
-
-def _model_card(meta: dict[str, Any]) -> str:
-    m = meta["model"]
-    return (
-        "# dishgen conditional GAN\n\n"
-        f"Text-conditional ResNet GAN generator (EMA weights) at {m['resolution']} px, trained for "
-        f"{meta['step']} steps, conditioned on `{meta['text_encoder']['id']}` text embeddings "
-        f"({meta['text_encoder']['dim']}-d).\n\n"
-        "```\ndishgen generate \"Sarma, cabbage rolls in a clay pot\" --model THIS_FOLDER -n 4 --seed 0\n```\n\n"
-        "Files: `config.json` (family, network shape, text encoder, training config), "
-        "`model.safetensors` (generator weights).\n"
-    )
+# The writers of this format live in dishgen.exports (the trainers use them there).
+model_metadata = exports.cgan_metadata
+save_model = exports.save_cgan_model
 
 
 def find_weights(location: str | Path) -> tuple[Path, Path]:
@@ -110,13 +53,11 @@ def find_weights(location: str | Path) -> tuple[Path, Path]:
         return path, path / "model.safetensors"
     if (path / "G_ema.safetensors").is_file():
         return path, path / "G_ema.safetensors"
-    if (path / "model" / "model.safetensors").is_file():
-        return find_weights(path / "model")
-    from dishgen.train.common import RunDir
+    from dishgen.runs import final_or_latest
 
-    checkpoints = RunDir(path, FAMILY).checkpoints()
-    if checkpoints:
-        return find_weights(checkpoints[-1][1])
+    found = final_or_latest(path, "model.safetensors")
+    if found is not None:
+        return find_weights(found)
     raise ModelReferenceError(
         f"{str(path)!r} is a cgan run without an export (model/) or a complete checkpoint yet; "
         "train longer (checkpoint_every=...) or pass a checkpoint folder"

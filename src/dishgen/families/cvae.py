@@ -14,20 +14,22 @@ else its latest complete checkpoint) and returns a :class:`dishgen.generation.Ge
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from dishgen import exports
 from dishgen.errors import DishgenError
-from dishgen.families import announce_choice
-from dishgen.fileio import atomic_path, atomic_write_json
+from dishgen.families import announce_choice, get_family
 
 FAMILY = "cvae"
-WEIGHTS_FILE = "model.safetensors"
-KNOBS = ("temperature", "batch_size")
+KNOBS = get_family(FAMILY).knobs  # ("temperature", "batch_size")
+
+# The writers of this format live in dishgen.exports (the trainers use them there).
+WEIGHTS_FILE = exports.CVAE_WEIGHTS_FILE
+save_model = exports.save_cvae_model
 
 
 class CVAEModelError(DishgenError):
@@ -38,48 +40,18 @@ class CVAEInputError(DishgenError, ValueError):
     """A generation request that cannot be served (empty prompt, bad knob value)."""
 
 
-def save_model(folder: str | Path, model, *, text_encoder_id: str, training: dict[str, Any] | None = None) -> Path:
-    """Write a loadable model folder: ``config.json``, ``model.safetensors`` and (LSTM) ``vocab.json``.
-
-    Args:
-        folder: destination (created; existing files replaced atomically one by one).
-        model: a :class:`dishgen.models.cvae.CVAE` (unwrapped).
-        text_encoder_id: ``minilm``, ``clip:<id>`` or ``lstm``.
-        training: the resolved training config, stored for provenance.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    config: dict[str, Any] = {
-        "family": FAMILY,
-        "model": asdict(model.config),
-        "text_encoder": {"id": text_encoder_id, "dim": model.config.c_dim},
-    }
-    if model.text_model is not None:
-        config["lstm"] = asdict(model.text_model.config)
-        model.text_model.tokenizer.save(folder / "vocab.json")
-    if training is not None:
-        config["training"] = training
-    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(folder / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"family": FAMILY})
-    atomic_write_json(folder / "config.json", config)
-    return folder
-
-
 def resolve_model_folder(location: str | Path) -> Path:
     """A run directory -> its ``model/`` export, else its latest complete checkpoint; a model folder -> itself."""
-    from dishgen.train.common import RunDir
+    from dishgen.runs import final_or_latest
 
     path = Path(location)
     if not path.is_dir():
         raise CVAEModelError(f"cvae model {str(path)!r} is not a folder")
     if (path / WEIGHTS_FILE).is_file():
         return path
-    if (path / "model" / WEIGHTS_FILE).is_file():
-        return path / "model"
-    checkpoints = RunDir(path, FAMILY).checkpoints()
-    if checkpoints:
-        return checkpoints[-1][1]
+    found = final_or_latest(path, WEIGHTS_FILE)
+    if found is not None:
+        return found
     raise CVAEModelError(
         f"{str(path)!r} holds no cvae weights: no {WEIGHTS_FILE}, no model/ export and no complete "
         "checkpoint-<step>/ folder (was the run stopped before its first checkpoint?)"

@@ -18,56 +18,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file
 
-from dishgen.families.cgan import (
-    CGANGenerator,
-    gan_metadata,
-    load_gan_generator,
-    write_gan_export,
-)
+from dishgen import exports
+from dishgen.families.cgan import CGANGenerator, load_gan_generator
+from dishgen.families.registry import get_family
 from dishgen.generation import ModelReferenceError
 from dishgen.models.fastgan import FastGANConfig, Generator
 
 FAMILY = "fastgan"
-KNOBS = ("truncation", "batch_size")
+KNOBS = get_family(FAMILY).knobs  # ("truncation", "batch_size")
 
-
-def model_metadata(model_config: FastGANConfig, text_encoder: dict[str, Any], *, kind: str, step: int,
-                   train_config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The ``config.json`` of a saved folder."""
-    return gan_metadata(FAMILY, model_config, text_encoder, kind=kind, step=step, train_config=train_config)
-
-
-def save_model(folder: str | Path, G_ema: torch.nn.Module, model_config: FastGANConfig, text_encoder: dict[str, Any],
-               *, step: int, train_config: dict[str, Any] | None = None) -> Path:
-    """Export the EMA generator to ``folder`` (written atomically): config.json, weights, README.
-
-    Args:
-        folder: the export folder (replaced if it exists).
-        G_ema: the averaged generator.
-        model_config: its shape.
-        text_encoder: ``{"id": ..., "dim": ...}`` of the encoder it was trained with.
-        step: training step of these weights.
-        train_config: the resolved training config, kept for provenance.
-    """
-    meta = model_metadata(model_config, text_encoder, kind="model", step=step, train_config=train_config)
-    return write_gan_export(folder, G_ema, meta, _model_card(meta))
-
-
-def _model_card(meta: dict[str, Any]) -> str:
-    m, train = meta["model"], meta["train"]
-    seen = f", {meta['step'] * train['batch_size']} training images shown" if train.get("batch_size") else ""
-    return (
-        "# dishgen FastGAN\n\n"
-        f"Caption-conditional FastGAN generator (EMA weights) at {m['resolution']} px, trained for "
-        f"{meta['step']} steps{seen}, conditioned on `{meta['text_encoder']['id']}` text embeddings "
-        f"({meta['text_encoder']['dim']}-d). See docs/fastgan.md.\n\n"
-        "```\ndishgen generate \"Sarma, cabbage rolls in a clay pot\" --model THIS_FOLDER -n 4 --seed 0\n```\n\n"
-        "Files: `config.json` (family, network shape, text encoder, training config), "
-        "`model.safetensors` (generator weights).\n"
-    )
+# The writers of this format live in dishgen.exports (the trainers use them there).
+model_metadata = exports.fastgan_metadata
+save_model = exports.save_fastgan_model
 
 
 def find_weights(location: str | Path) -> tuple[Path, Path]:
@@ -87,13 +51,11 @@ def find_weights(location: str | Path) -> tuple[Path, Path]:
     for name in ("model.safetensors", "G_ema.safetensors"):
         if (path / name).is_file():
             return path, path / name
-    if (path / "model" / "model.safetensors").is_file():
-        return find_weights(path / "model")
-    from dishgen.train.common import RunDir
+    from dishgen.runs import final_or_latest
 
-    checkpoints = RunDir(path, FAMILY).checkpoints()
-    if checkpoints:
-        return find_weights(checkpoints[-1][1])
+    found = final_or_latest(path, "model.safetensors")
+    if found is not None:
+        return find_weights(found)
     raise ModelReferenceError(
         f"{str(path)!r} is a fastgan run without an export (model/) or a complete checkpoint yet; "
         "train longer (checkpoint_every=...) or pass a checkpoint folder"

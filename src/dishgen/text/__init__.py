@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 from typing import Protocol, runtime_checkable
 
+from dishgen.errors import DishgenError
+
 
 @runtime_checkable
 class TextEncoder(Protocol):
@@ -29,7 +31,7 @@ class TextEncoder(Protocol):
         ...
 
 
-class TextEncoderNotAvailable(RuntimeError):
+class TextEncoderNotAvailable(DishgenError, RuntimeError):
     """The encoder named in a config or checkpoint cannot be loaded here."""
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dishgen.errors import DishgenError
 from dishgen.fileio import atomic_write_json
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
@@ -34,7 +35,7 @@ VOCAB_FILE = "vocab.json"
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 
-class VocabularyError(ValueError):
+class VocabularyError(DishgenError, ValueError):
     """A vocabulary file that is missing or malformed."""
 
 

@@ -20,7 +20,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -47,9 +47,20 @@ from dishgen.train.common import (
     run_lock,
     save_image_grid,
 )
+from dishgen.train.gan_checkpoint import CheckpointWriteError, load_checkpoint, save_checkpoint
+from dishgen.train.gan_steps import (
+    adam,
+    batch_indices,
+    check_in_sync,
+    real_batch,
+    reduce_and_clip,
+    step_generator,
+)
 
 logger = logging.getLogger(__name__)
 FAMILY = "cgan"
+# The names the FastGAN trainer imports from here (the shared GAN helpers live in gan_steps/gan_checkpoint).
+_adam, _real_batch, _reduce_and_clip, _check_in_sync = adam, real_batch, reduce_and_clip, check_in_sync
 
 
 @dataclass
@@ -58,6 +69,9 @@ class CGANTrainConfig:
 
     ``batch_size`` is per process: the global batch is ``batch_size * num_processes``.
     """
+
+    # Old spellings (accepted until dishgen.deprecation.REMOVED_IN): precision=fp32|bf16|fp16.
+    RENAMED_KEYS: ClassVar[dict] = {"precision": ("mixed_precision", {"fp32": "no"})}
 
     # data and text
     resolution: int = checked(64, power_of_two=True, min=16, max=512)
@@ -89,7 +103,7 @@ class CGANTrainConfig:
     ema_decay: float = checked(0.999, min=0, max=1, max_open=True)
     ema_rampup: bool = True  # decay min(ema_decay, (1 + step) / (10 + step)) early on
     # speed
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 needs CUDA
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast dtype (accelerate's name); fp16 needs CUDA
     channels_last: bool = True
     # schedule and outputs
     max_steps: int = checked(10000, min=1)
@@ -131,34 +145,10 @@ PRESETS = {
 }
 
 
-class CheckpointWriteError(DishgenError):
-    """A checkpoint could not be written (the previous ones are intact)."""
-
-
 def resolve_train_config(out: str | Path, *, preset=None, config_file=None, overrides=(), resume=False):
     """The run's config: on ``--resume`` the saved one, else defaults -> preset; then file, overrides."""
     return resolve_run_config(CGANTrainConfig, out, family=FAMILY, presets=PRESETS, preset=preset,
                               config_file=config_file, overrides=overrides, resume=resume)
-
-
-def batch_indices(num_items: int, batch_size: int, draw: int, seed: int) -> torch.Tensor:
-    """Dataset indices of the ``draw``-th batch: epochs of seeded permutations, read in order.
-
-    A pure function of its arguments, so the data order never needs saving.
-    """
-    positions = draw * batch_size + torch.arange(batch_size)
-    epochs = positions // num_items
-    out = torch.empty(batch_size, dtype=torch.long)
-    for epoch in epochs.unique().tolist():
-        perm = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-        mask = epochs == epoch
-        out[mask] = perm[positions[mask] % num_items]
-    return out
-
-
-def step_generator(seed: int, step: int, rank: int, device) -> torch.Generator:
-    """The random generator of one (step, rank): every random draw of a step comes from it."""
-    return torch.Generator(device=device).manual_seed(((seed * 1_000_003 + step) * 1_009 + rank) % 2**63)
 
 
 def train(config: CGANTrainConfig, data: str | Path, out: str | Path, *, resume: bool = False,
@@ -186,7 +176,7 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
 
     from dishgen.data.dataset import DatasetError, load_split
     from dishgen.devices import resolve_device
-    from dishgen.families.cgan import save_model
+    from dishgen.exports import save_cgan_model as save_model
     from dishgen.images_tensor import load_images_uint8
     from dishgen.text import load_text_encoder
     from dishgen.text.cache import encode_cached
@@ -196,8 +186,8 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
     accelerator = Accelerator(cpu=asked.type == "cpu")
     device = accelerator.device if accelerator.num_processes > 1 else asked
     rank, world = accelerator.process_index, accelerator.num_processes
-    if config.precision == "fp16" and device.type != "cuda":
-        raise DishgenError("precision=fp16 needs a CUDA device; use precision=bf16 or fp32 on the CPU")
+    if config.mixed_precision == "fp16" and device.type != "cuda":
+        raise DishgenError("mixed_precision=fp16 needs a CUDA device; use mixed_precision=bf16 or no on the CPU")
     run = RunDir(out, FAMILY)
     if accelerator.is_main_process:
         run.prepare(config_to_dict(config), resume=resume)
@@ -233,12 +223,12 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     for net in (G, D, G_ema):
         net.to(memory_format=memory_format)
-    opt_G = _adam(G.parameters(), config.g_lr, config.g_betas)
-    opt_D = _adam(D.parameters(), config.d_lr, config.d_betas)
-    use_scaler = config.precision == "fp16"
+    opt_G = adam(G.parameters(), config.g_lr, config.g_betas)
+    opt_D = adam(D.parameters(), config.d_lr, config.d_betas)
+    use_scaler = config.mixed_precision == "fp16"
     scaler_G = torch.amp.GradScaler(device.type, enabled=use_scaler)
     scaler_D = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.precision]
+    amp_dtype = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.mixed_precision]
 
     def autocast():
         return torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
@@ -254,7 +244,7 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
             print(f"resumed from {run.checkpoint_path(start_step)} at step {step}")
 
     def write_checkpoint(at_step: int) -> None:
-        _check_in_sync(accelerator, at_step, G, D)
+        check_in_sync(accelerator, at_step, G, D)
         control.saved(at_step)
         if not accelerator.is_main_process:
             return
@@ -300,7 +290,7 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
             for k in range(config.n_disc):
                 idx = batch_indices(num_items, config.batch_size * world, (step - 1) * config.n_disc + k,
                                     config.seed)[rank::world].to(device)
-                real = _real_batch(images[idx], config.flip, rng, memory_format)  # (B, 3, R, R) in [-1, 1]
+                real = real_batch(images[idx], config.flip, rng, memory_format)  # (B, 3, R, R) in [-1, 1]
                 c = c_all[idx]  # (B, c_dim)
                 B = real.shape[0]
                 z = torch.randn(B, config.z_dim, generator=rng, device=device)
@@ -334,7 +324,7 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
                     loss_D = loss_D + (config.r1_gamma / 2) * config.r1_every * r1
                 opt_D.zero_grad(set_to_none=True)
                 scaler_D.scale(loss_D).backward()
-                grad_norm_D = _reduce_and_clip(D, opt_D, scaler_D, accelerator, config.grad_clip)
+                grad_norm_D = reduce_and_clip(D, opt_D, scaler_D, accelerator, config.grad_clip)
                 scaler_D.step(opt_D)
                 scaler_D.update()
 
@@ -345,7 +335,7 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
                 loss_G = cgan.g_hinge_loss(D(apply_params(fake, params), c))
             opt_G.zero_grad(set_to_none=True)
             scaler_G.scale(loss_G).backward()
-            grad_norm_G = _reduce_and_clip(G, opt_G, scaler_G, accelerator, config.grad_clip)
+            grad_norm_G = reduce_and_clip(G, opt_G, scaler_G, accelerator, config.grad_clip)
             scaler_G.step(opt_G)
             scaler_G.update()
             D.requires_grad_(True)
@@ -406,39 +396,6 @@ PLOT_GROUPS = {
 }
 
 
-def _adam(params, lr: float, betas) -> torch.optim.Adam:
-    """Adam with the fused kernel (one pass per step instead of ~10 per tensor) where torch has it."""
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=True)
-    except (RuntimeError, ValueError):  # older torch: no fused kernel for this device
-        return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
-
-
-def _real_batch(images_uint8: torch.Tensor, flip: bool, rng: torch.Generator, memory_format) -> torch.Tensor:
-    """uint8 (B, 3, R, R) -> float in [-1, 1], randomly mirrored left-right."""
-    x = images_uint8.float().div_(127.5).sub_(1.0)
-    if flip:
-        mirror = torch.rand(x.shape[0], generator=rng, device=x.device) < 0.5
-        x = torch.where(mirror[:, None, None, None], x.flip(3), x)
-    return x.contiguous(memory_format=memory_format)
-
-
-def _reduce_and_clip(net, optimizer, scaler, accelerator, grad_clip: float) -> float:
-    """Average gradients over processes, unscale them, clip; returns the gradient norm."""
-    params = [p for p in net.parameters() if p.grad is not None]
-    if accelerator.num_processes > 1 and params:
-        flat = torch.cat([p.grad.flatten() for p in params])
-        flat = accelerator.reduce(flat, reduction="mean")
-        offset = 0
-        for p in params:
-            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
-            offset += p.numel()
-    scaler.unscale_(optimizer)
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
-    return float(norm)
-
-
 def _check_resumable(folder: Path, model_config: cgan.CGANConfig, encoder_info: dict) -> None:
     """A clear error when ``--resume`` is asked with another network shape or text encoder."""
     saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -452,69 +409,7 @@ def _check_resumable(folder: Path, model_config: cgan.CGANConfig, encoder_info: 
         raise DishgenError(f"{folder} holds a network with {', '.join(changed)}; resume with the same shape")
 
 
-def _check_in_sync(accelerator, step: int, *nets) -> None:
-    """Fail loudly if the processes' weights drifted apart (they must stay identical)."""
-    if accelerator.num_processes == 1:
-        return
-    checksum = torch.stack([torch.cat([p.detach().flatten().double() for p in net.parameters()]).sum()
-                            for net in nets])
-    gathered = accelerator.gather(checksum[None].to(accelerator.device)).view(accelerator.num_processes, -1)
-    if not torch.allclose(gathered, gathered[:1], rtol=1e-9, atol=0):
-        raise DishgenError(f"step {step}: the weights differ between processes ({gathered.tolist()}); "
-                           "this is a bug, please report it")
-
-
 def _meta(model_config, encoder_info, kind, step, config):
-    from dishgen.families.cgan import model_metadata
+    from dishgen.exports import cgan_metadata as model_metadata
 
     return model_metadata(model_config, encoder_info, kind=kind, step=step, train_config=config_to_dict(config))
-
-
-def save_checkpoint(folder: Path, meta: dict, G, D, G_ema, opt_G, opt_D, scaler_G, scaler_D) -> None:
-    """Fill ``folder`` with everything needed to resume exactly (safetensors + JSON, no pickle)."""
-    from safetensors.torch import save_file
-
-    from dishgen.families.cgan import state_dict_for_file
-    from dishgen.train.state import rng_state, save_state
-
-    (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    for name, net in (("G", G), ("D", D), ("G_ema", G_ema)):
-        save_file(state_dict_for_file(net), str(folder / f"{name}.safetensors"))
-    save_state(folder / "optimizer_G", opt_G.state_dict())
-    save_state(folder / "optimizer_D", opt_D.state_dict())
-    save_state(folder / "scaler_G", scaler_G.state_dict())
-    save_state(folder / "scaler_D", scaler_D.state_dict())
-    save_state(folder / "rng", rng_state())
-    (folder / "trainer_state.json").write_text(json.dumps({"step": meta["step"]}) + "\n", encoding="utf-8")
-
-
-def load_checkpoint(folder: Path, G, D, G_ema, opt_G, opt_D, scaler_G, scaler_D) -> int:
-    """Restore what :func:`save_checkpoint` wrote; returns the step."""
-    from safetensors.torch import load_file
-
-    from dishgen.train.state import load_state, set_rng_state
-
-    for name, net in (("G", G), ("D", D), ("G_ema", G_ema)):
-        net.load_state_dict(load_file(str(folder / f"{name}.safetensors")))
-    for optimizer, name in ((opt_G, "optimizer_G"), (opt_D, "optimizer_D")):
-        optimizer.load_state_dict(load_state(folder / name))
-        _match_param_layout(optimizer)
-    for scaler, name in ((scaler_G, "scaler_G"), (scaler_D, "scaler_D")):
-        state = load_state(folder / name)
-        if state:
-            scaler.load_state_dict(state)
-    set_rng_state(load_state(folder / "rng"))
-    return int(json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))["step"])
-
-
-def _match_param_layout(optimizer: torch.optim.Optimizer) -> None:
-    """Give restored optimizer state the memory layout (e.g. channels-last) of its parameter.
-
-    Checkpoints store contiguous tensors; the fused Adam kernel walks parameter, gradient and
-    state in memory order, so their strides must agree or the update lands on the wrong elements.
-    """
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            for key, value in optimizer.state.get(p, {}).items():
-                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
-                    optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)

@@ -20,7 +20,6 @@ global batch (``batch_size`` is per process) and only the main process writes fi
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -32,8 +31,15 @@ import torch
 import torch.nn.functional as F
 
 from dishgen.config import MAX_SEED, MINUTES, checked, config_to_dict, validate_config
-from dishgen.errors import DishgenError
 from dishgen.models.cvae import RESOLUTIONS
+from dishgen.train.cvae_objective import (  # noqa: F401  (perceptual_distance: importable from here, as before)
+    CVAETrainingError,
+    cvae_loss,
+    kl_weight_at,
+    load_perceptual_backbone,
+    lr_factor,
+    perceptual_distance,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -127,28 +133,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class CVAETrainingError(DishgenError):
-    """A cvae run that cannot start (bad dataset, missing backbone, unusable text encoder)."""
-
-
-# -- pure schedule and augmentation functions ---------------------------------------------------
-
-
-def lr_factor(step: int, *, warmup_steps: int, max_steps: int, schedule: str, min_ratio: float) -> float:
-    """Learning-rate multiplier at ``step``: linear warm-up, then constant or cosine to ``min_ratio``."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def kl_weight_at(step: int, beta: float, warmup_steps: float) -> float:
-    """KL annealing: the KL weight grows linearly from 0 to ``beta`` over ``warmup_steps``."""
-    if warmup_steps <= 0:
-        return beta
-    return beta * min(1.0, step / warmup_steps)
+# -- per-step random streams and augmentation (the objective and schedules: cvae_objective.py) -----
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
@@ -177,31 +162,6 @@ def augment(x: torch.Tensor, generator: torch.Generator, *, hflip: bool, transla
     return x
 
 
-def load_perceptual_backbone(name: str):
-    """A frozen feature network for the perceptual term. ``vgg16``: torchvision's ImageNet VGG16 up to relu3_3."""
-    if name != "vgg16":
-        raise CVAETrainingError(f"unknown perceptual_backbone {name!r}; only vgg16 is supported")
-    try:
-        import torchvision
-    except ImportError as err:
-        raise CVAETrainingError(
-            "perceptual_weight > 0 needs torchvision and the ImageNet VGG16 weights "
-            "(pip install torchvision; the weights download once into the torch hub cache); "
-            "or train without it: perceptual_weight=0"
-        ) from err
-    vgg = torchvision.models.vgg16(weights=torchvision.models.VGG16_Weights.IMAGENET1K_V1).features[:16]
-    return vgg.eval().requires_grad_(False)
-
-
-def perceptual_distance(features, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """Per-image mean squared distance between ``features`` of two [-1, 1] batches (ImageNet-normalised). (B,)"""
-    mean = x.new_tensor([0.485, 0.456, 0.406])[None, :, None, None]
-    std = x.new_tensor([0.229, 0.224, 0.225])[None, :, None, None]
-    f_x = features(((x + 1) / 2 - mean) / std)
-    f_hat = features(((x_hat + 1) / 2 - mean) / std)
-    return (f_x - f_hat).pow(2).flatten(1).mean(1)
-
-
 # -- the training script ------------------------------------------------------------------------
 
 
@@ -228,11 +188,10 @@ def train(config: CVAEConfig, data: str | Path, out: str | Path, *, resume: bool
 
 def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
     from accelerate import Accelerator
-    from safetensors.torch import load_file
 
     from dishgen.data.dataset import list_splits, load_split
     from dishgen.devices import resolve_device
-    from dishgen.families.cvae import save_model
+    from dishgen.exports import save_cvae_model as save_model
     from dishgen.fileio import atomic_directory, atomic_write_json, atomic_write_text
     from dishgen.images_tensor import load_images_uint8
     from dishgen.models.cvae import (
@@ -240,7 +199,6 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
         CVAEModelConfig,
         active_units,
         kl_divergence,
-        kl_penalty,
         reconstruction_error,
     )
     from dishgen.train.common import (
@@ -252,7 +210,7 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
         resume_command,
         save_image_grid,
     )
-    from dishgen.train.state import load_state, rng_state, save_state, set_rng_state
+    from dishgen.train.cvae_checkpoint import load_checkpoint, save_checkpoint
 
     torch_device = resolve_device(device)
     accelerator = Accelerator(cpu=torch_device.type == "cpu", mixed_precision=config.mixed_precision)
@@ -330,10 +288,7 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
         schedule=config.lr_schedule, min_ratio=config.min_lr_ratio))
     if checkpoint is not None:
         try:
-            model.load_state_dict(load_file(str(checkpoint / "model.safetensors")))
-            optimizer.load_state_dict(load_state(checkpoint / "optimizer"))
-            scheduler.load_state_dict(load_state(checkpoint / "scheduler"))
-            set_rng_state(load_state(checkpoint / "rng"))
+            load_checkpoint(checkpoint, model, optimizer, scheduler)
         except Exception as err:  # unreadable file, or a config that no longer matches the weights
             raise CVAETrainingError(
                 f"cannot resume from {checkpoint}: {err}. Resume with the config it was trained with, "
@@ -409,11 +364,8 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
             return
 
         def writer(folder: Path) -> None:
-            save_model(folder, unwrapped, text_encoder_id=config.text_encoder, training=config_dict)
-            save_state(folder / "optimizer", optimizer.state_dict())
-            save_state(folder / "scheduler", scheduler.state_dict())
-            save_state(folder / "rng", rng_state())
-            atomic_write_json(folder / "trainer_state.json", {"step": step, "epoch": step / steps_per_epoch})
+            save_checkpoint(folder, unwrapped, optimizer, scheduler, step=step, epoch=step / steps_per_epoch,
+                            text_encoder_id=config.text_encoder, training=config_dict)
         run.write_checkpoint(step, writer, keep=config.keep_checkpoints)
         plot()
 
@@ -448,15 +400,10 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
 
             with accelerator.autocast():
                 x_hat, mu, logvar = model(x, text, eps)
-                recon = reconstruction_error(x, x_hat, config.recon_loss).mean()  # per image, summed over pixels
-                kl = kl_divergence(mu, logvar)  # (B, z_dim)
                 kl_weight = kl_weight_at(step, config.beta, kl_warmup_steps)
-                loss = recon + kl_weight * kl_penalty(kl, config.free_bits)
-                if perceptual is not None:
-                    loss = loss + config.perceptual_weight * num_pixels * perceptual_distance(perceptual, x, x_hat).mean()
-                # The negative ELBO per image, divided by the pixel count: the same optimum, but
-                # gradients of order 1 whatever the resolution, so lr and grad_clip carry over.
-                loss = loss / num_pixels
+                loss, recon, kl = cvae_loss(x, x_hat, mu, logvar, recon_loss=config.recon_loss, kl_weight=kl_weight,
+                                            free_bits=config.free_bits, num_pixels=num_pixels, perceptual=perceptual,
+                                            perceptual_weight=config.perceptual_weight)
             # Averaged over processes before the update, so a NaN on any one stops them all together.
             metrics = torch.tensor([recon.item() / num_pixels, kl.sum(1).mean().item(), loss.item(),
                                     active_units(mu.detach())], device=accelerator.device)

@@ -171,7 +171,8 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
 
     from dishgen.data.dataset import DatasetError, load_split
     from dishgen.devices import resolve_device
-    from dishgen.families.fastgan import model_metadata, save_model
+    from dishgen.exports import fastgan_metadata as model_metadata
+    from dishgen.exports import save_fastgan_model as save_model
     from dishgen.images_tensor import load_images_uint8
     from dishgen.text import load_text_encoder
     from dishgen.text.cache import encode_cached

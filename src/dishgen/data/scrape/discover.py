@@ -13,6 +13,7 @@ from lxml import etree
 
 from dishgen.data.scrape.http import FetchError, PoliteClient
 from dishgen.data.scrape.sites import Site
+from dishgen.errors import DishgenError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def recipe_path_of(url: str) -> str:
     return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
-class SitemapError(ValueError):
+class SitemapError(DishgenError, ValueError):
     """A sitemap that cannot be used (not XML, a gzip that does not unpack, over the size limit)."""
 
 

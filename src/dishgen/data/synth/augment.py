@@ -24,6 +24,7 @@ from dishgen.data.dataset import DatasetRow, load_split
 from dishgen.data.split import dish_key
 from dishgen.data.synth.common import SynthError, _place
 from dishgen.data.synth.variations import VariationInput, get_variator
+from dishgen.families.registry import FAMILIES
 from dishgen.fileio import (
     LOCK_FILE,
     append_jsonl,
@@ -42,15 +43,17 @@ DEFAULT_NEGATIVE_PROMPT = (
     "blurry, low quality, cartoon, illustration, drawing, painting, text, watermark, logo, "
     "deformed, oversaturated, people, hands"
 )
-DIFFUSION_FAMILIES = ("diffusion", "lora")
+# Kept for callers of earlier releases (("diffusion", "lora")); the code asks the registry's capabilities.
+DIFFUSION_FAMILIES = tuple(sorted(family.name for family in FAMILIES.values() if family.steps))
 
 
 @dataclass
 class AugmentOptions:
     """Settings of one augmentation (saved in ``dataset.json``).
 
-    ``positive_suffix`` and ``negative_prompt`` apply to diffusion models only: a GAN or VAE
-    was trained on plain captions, so it gets the variation as it is.
+    ``positive_suffix`` and ``negative_prompt`` apply only to families whose registry entry says
+    they take them (the diffusion models): a GAN or VAE was trained on plain captions, so it gets
+    the variation as it is.
     """
 
     variations: int = 3
@@ -192,6 +195,7 @@ class Prompt:
 
 def _prepare_generator(generator, options: AugmentOptions) -> tuple[Any, dict, dict]:
     """Load the generator (unless given) and check the knobs it will get, before any work."""
+    from dishgen.families.registry import find_family
     from dishgen.generation import check_knobs, load_generator
 
     given = generator is not None
@@ -199,9 +203,9 @@ def _prepare_generator(generator, options: AugmentOptions) -> tuple[Any, dict, d
         extra = {"lora": list(options.lora)} if options.lora else {}
         generator = load_generator(options.model, device=options.device, dtype=options.dtype,
                                    **extra)
-    diffusion = generator.family in DIFFUSION_FAMILIES
+    family = find_family(generator.family)
     knobs = {**options.knobs, "batch_size": options.batch_size * options.images_per_caption}
-    if diffusion and options.negative_prompt:
+    if family and family.negative_prompt and options.negative_prompt:
         knobs["negative_prompt"] = options.negative_prompt
     knobs = check_knobs(generator.family, tuple(generator.knobs), knobs)
     model = getattr(generator, "location", "") or (
@@ -209,7 +213,7 @@ def _prepare_generator(generator, options: AugmentOptions) -> tuple[Any, dict, d
     settings = {
         "family": generator.family, "model": str(model), "lora": [str(p) for p in options.lora],
         "knobs": {k: v for k, v in knobs.items() if k != "batch_size"},
-        "positive_suffix": options.positive_suffix if diffusion else "",
+        "positive_suffix": options.positive_suffix if family and family.prompt_suffix else "",
     }
     return generator, knobs, settings
 

@@ -1,0 +1,75 @@
+"""What the GAN trainers (cGAN, FastGAN) share in a training step, written once: the batch order
+and per-step random streams (pure functions of the seed, so a resumed run repeats an
+uninterrupted one exactly), the real batch, fused Adam, and the gradient average and clip.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dishgen.errors import DishgenError
+
+
+def batch_indices(num_items: int, batch_size: int, draw: int, seed: int) -> torch.Tensor:
+    """Dataset indices of the ``draw``-th batch: epochs of seeded permutations, read in order.
+
+    A pure function of its arguments, so the data order never needs saving.
+    """
+    positions = draw * batch_size + torch.arange(batch_size)
+    epochs = positions // num_items
+    out = torch.empty(batch_size, dtype=torch.long)
+    for epoch in epochs.unique().tolist():
+        perm = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        mask = epochs == epoch
+        out[mask] = perm[positions[mask] % num_items]
+    return out
+
+
+def step_generator(seed: int, step: int, rank: int, device) -> torch.Generator:
+    """The random generator of one (step, rank): every random draw of a step comes from it."""
+    return torch.Generator(device=device).manual_seed(((seed * 1_000_003 + step) * 1_009 + rank) % 2**63)
+
+
+def adam(params, lr: float, betas) -> torch.optim.Adam:
+    """Adam with the fused kernel (one pass per step instead of ~10 per tensor) where torch has it."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=True)
+    except (RuntimeError, ValueError):  # older torch: no fused kernel for this device
+        return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
+
+
+def real_batch(images_uint8: torch.Tensor, flip: bool, rng: torch.Generator, memory_format) -> torch.Tensor:
+    """uint8 (B, 3, R, R) -> float in [-1, 1], randomly mirrored left-right."""
+    x = images_uint8.float().div_(127.5).sub_(1.0)
+    if flip:
+        mirror = torch.rand(x.shape[0], generator=rng, device=x.device) < 0.5
+        x = torch.where(mirror[:, None, None, None], x.flip(3), x)
+    return x.contiguous(memory_format=memory_format)
+
+
+def reduce_and_clip(net, optimizer, scaler, accelerator, grad_clip: float) -> float:
+    """Average gradients over processes, unscale them, clip; returns the gradient norm."""
+    params = [p for p in net.parameters() if p.grad is not None]
+    if accelerator.num_processes > 1 and params:
+        flat = torch.cat([p.grad.flatten() for p in params])
+        flat = accelerator.reduce(flat, reduction="mean")
+        offset = 0
+        for p in params:
+            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
+            offset += p.numel()
+    scaler.unscale_(optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
+    return float(norm)
+
+
+def check_in_sync(accelerator, step: int, *nets) -> None:
+    """Fail loudly if the processes' weights drifted apart (they must stay identical)."""
+    if accelerator.num_processes == 1:
+        return
+    checksum = torch.stack([torch.cat([p.detach().flatten().double() for p in net.parameters()]).sum()
+                            for net in nets])
+    gathered = accelerator.gather(checksum[None].to(accelerator.device)).view(accelerator.num_processes, -1)
+    if not torch.allclose(gathered, gathered[:1], rtol=1e-9, atol=0):
+        raise DishgenError(f"step {step}: the weights differ between processes ({gathered.tolist()}); "
+                           "this is a bug, please report it")
