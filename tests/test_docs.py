@@ -92,7 +92,7 @@ COVERAGE: list[Doc] = [
     # docs/fastgan.md
     Doc("docs/fastgan.md", "--out runs/fastgan --preset cpu", "run:families"),
     Doc("docs/fastgan.md", "--out runs/fastgan-ffml128 --preset cpu", "run:families",
-        "the first CPU run's commands, on the repository's sample and with a tiny network"),
+        "the CPU runs' commands, on the repository's sample and with a tiny network"),
     # docs/cvae.md
     Doc("docs/cvae.md", "--out runs/cvae --preset cpu       # train", "run:families"),
     Doc("docs/cvae.md", "dishgen train cvae --data DATASET --out RUN [--preset", "synopsis"),

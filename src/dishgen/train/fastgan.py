@@ -84,7 +84,9 @@ class FastGANTrainConfig:
     recon_weight: float = checked(1.0, min=0, text="at least 0 (0 turns D's reconstruction off)")
     # share of the fake side given to real images with another caption; 0 = off
     mismatch_weight: float = checked(0.0, min=0, max=1, max_open=True)
-    r1_gamma: float = checked(0.0, min=0, text="at least 0 (0 turns R1 off)")  # R1 weight (gamma / 2 * ||grad||^2)
+    # R1 weight (gamma / 2 * ||grad||^2), StyleGAN2-ADA's 2e-4 * R^2 / batch at 128 px, batch 8. Without
+    # it every setting tried collapsed to one template with 1-3 px stripes by step 500 (docs/fastgan.md).
+    r1_gamma: float = checked(0.5, min=0, text="at least 0 (0 turns R1 off)")
     r1_every: int = checked(16, min=1)  # lazy R1: every k steps, scaled by k
     # optimisation: FastGAN's Adam betas (0.5, 0.999) with D four times faster than G. With equal
     # rates (FastGAN's 2e-4 for both) G outran D on FFML at 128 px with the cpu preset's widths:
