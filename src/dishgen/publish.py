@@ -89,81 +89,247 @@ def run_files(run: str | Path) -> tuple[dict, dict[str, Path]]:
                   "training_config.json": run / "config.json"}
         if (export / "metrics.json").is_file():
             files["metrics.json"] = export / "metrics.json"
-    samples = sorted((run / "samples").glob("step-*.png"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
-    if samples:
-        files["samples.png"] = samples[-1]
+    grid = newest_grid(run)
+    if grid:
+        files["samples.png"] = grid
     files |= {f"plots/{p.name}": p for p in sorted((run / "plots").glob("*.png"))}
     return config, files
 
 
-def build_card(run: str | Path, *, license: str | None = None, dataset_id: str | None = None,
-               evaluation: dict | None = None):
-    """The run's model card as a ``huggingface_hub.ModelCard`` (metadata + text).
+# What each family is, in the card's first line (the LoRA's line is built from its config).
+DESCRIPTIONS = {
+    "cgan": "A text-conditional ResNet GAN generator (EMA weights)",
+    "fastgan": "A caption-conditional FastGAN generator (EMA weights)",
+    "cvae": "A conditional VAE",
+}
+
+
+def hub_dataset_id(data: str | Path | None) -> str | None:
+    """The hub id of a training dataset: ``owner/name`` as given, or read back from a hub cache path
+    (``.../datasets--owner--name/snapshots/<rev>``); ``None`` for any other local folder."""
+    if not data:
+        return None
+    data = str(data)
+    match = re.search(r"datasets--([^/]+?)--([^/]+)/snapshots/", data.replace("\\", "/"))
+    if match:
+        return f"{match.group(1)}/{match.group(2)}"
+    if _HUB_ID.match(data) and not Path(data).expanduser().exists():
+        return data
+    return None
+
+
+def _is_local_path(value: str) -> bool:
+    return value.startswith(("/", "~", "\\")) or bool(re.match(r"^[A-Za-z]:[\\/]", value))
+
+
+def without_local_paths(value: Any) -> Any:
+    """``value`` (a config) with every absolute local path shortened to ``<local>/NAME``: a card is
+    shared, and a path says nothing to its readers but something about the author's machine."""
+    if isinstance(value, dict):
+        return {k: without_local_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_local_paths(v) for v in value]
+    if isinstance(value, str):
+        prefix, colon, rest = value.partition(":")  # clip:/path/to/model keeps its "clip:"
+        if colon and prefix.isalnum() and len(prefix) > 1 and _is_local_path(rest):
+            return f"{prefix}:{without_local_paths(rest)}"
+        if _is_local_path(value):  # a hub cache folder keeps its repository id
+            return hub_base_model(value) or hub_dataset_id(value) or "<local>/" + Path(value.rstrip("/\\")).name
+    return value
+
+
+def evaluation_numbers(report: dict | None) -> dict[str, float]:
+    """The numbers of a measurement report, one level of nesting flattened (``test/recon``);
+    the network shape (``model``) and the step are not measurements."""
+    numbers: dict[str, float] = {}
+    for key, value in (report or {}).items():
+        if key in ("model", "step", "config"):
+            continue
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub, number in items:
+            if isinstance(number, (int, float)) and not isinstance(number, bool):
+                numbers[f"{key}/{sub}" if sub is not None else key] = number
+    return numbers
+
+
+def model_card(family: str, config: dict[str, Any], *, step: int | None, model: dict | None = None,
+               text_encoder: dict | None = None, grid: str | None = None, log_rows: list[dict] = (),
+               evaluation: dict | None = None, license: str | None = None, dataset_id: str | None = None,
+               data: str | Path | None = None, extra_tags: list[str] = (), resolved: dict | None = None):
+    """The model card of a trained model of any family: the one card writer, used when a trainer
+    exports its final model and by ``dishgen push``.
 
     Args:
-        run: a finished run directory of any family.
+        family: ``lora``, ``cgan``, ``cvae``, ``fastgan``...
+        config: the run's training config (local paths are shortened before they are shown).
+        step: the training step of these weights.
+        model: the network's shape (a GAN/VAE export's ``model`` block), when there is one.
+        text_encoder: ``{"id", "dim"}`` of the caption encoder, when there is one.
+        grid: the sample grid's path relative to the card (``samples.png``), when there is one.
+        log_rows: the run's ``log.jsonl`` rows (the last logged losses are quoted).
+        evaluation: measured figures (a ``dishgen evaluate`` report, the cVAE's ``metrics.json``).
         license: the licence id (default: a LoRA's follows its base model; otherwise ``other``).
-        dataset_id: the training data's hub dataset id, for ``datasets:`` (a local dataset has none).
-        evaluation: measured figures to show (e.g. a ``dishgen evaluate`` report).
+        dataset_id: the training data's hub dataset id (default: read from ``data`` when it is one).
+        data: the training dataset's folder or hub id (only its name is shown).
+        extra_tags: more hub tags (``stable-diffusion-xl`` also names the pipeline class in the example).
+        resolved: settings the config left to the base model, as training resolved them (shown with
+            the training config, e.g. ``prediction_type`` read from the base's scheduler).
 
     Returns:
-        The card; ``str(card)`` is the README.md text.
+        A ``huggingface_hub.ModelCard``; ``str(card)`` is the README.md text.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
-    config, files = run_files(run)
-    family = config.get("family", "unknown")
-    base = hub_base_model(config.get("base")) if family == "lora" else None
-    prompts = config.get("validation_prompts") or []
-    tags = ["dishgen", "text-to-image", "food", "serbian-cuisine", family]
+    base_path = config.get("base") if family == "lora" else None
+    base = hub_base_model(base_path)
+    dataset_id = dataset_id or hub_dataset_id(data)
+    prompts = list(config.get("validation_prompts") or config.get("sample_prompts") or [])
+    tags = list(dict.fromkeys(["dishgen", "text-to-image", "food", "serbian-cuisine", family, *extra_tags]))
     extra: dict[str, Any] = {}
     if family == "lora":
-        tags += ["diffusers", "lora", "template:sd-lora"]
+        tags += [t for t in ("diffusers", "lora", "template:sd-lora") if t not in tags]
         if prompts:
             extra["instance_prompt"] = prompts[0]
-            if "samples.png" in files:
-                extra["widget"] = [{"text": prompts[0], "output": {"url": "samples.png"}}]
-    data = ModelCardData(
+    if grid and prompts:
+        extra["widget"] = [{"text": prompts[0], "output": {"url": grid}}]
+    data_card = ModelCardData(
         license=license or BASE_LICENSES.get(base or "", "other"),
         library_name="diffusers" if family == "lora" else "dishgen",
         pipeline_tag="text-to-image", tags=tags, base_model=base,
         datasets=[dataset_id] if dataset_id else None, **extra,
     )
-    log_rows = []
-    if (Path(run) / "log.jsonl").is_file():
-        log_rows = [json.loads(line) for line in (Path(run) / "log.jsonl").read_text(encoding="utf-8").splitlines()
-                    if line.strip()]
-    steps = log_rows[-1].get("step") if log_rows else None
+    example = prompts[0] if prompts else "Sarma, cabbage rolls in a clay pot"
     lines = [f"# dishgen {family}: Serbian dishes", ""]
     if family == "lora":
-        lines += [f"A LoRA (rank {config.get('lora_rank')}, alpha {config.get('lora_alpha')}) on "
-                  f"`{base or config.get('base')}`, trained with `dishgen train lora` for {steps} steps at "
-                  f"{config.get('resolution')} px.", ""]
-        lines += ["```python", "from diffusers import DiffusionPipeline  # SD 1.x/2.x and SDXL alike",
-                  f'pipe = DiffusionPipeline.from_pretrained("{base or "BASE_MODEL"}")',
-                  'pipe.load_lora_weights("REPO_ID")  # this repository',
-                  f'image = pipe("{prompts[0] if prompts else "Sarma, cabbage rolls in a clay pot"}").images[0]',
-                  "```", ""]
+        trained = " and text encoder(s)" if config.get("train_text_encoder") else ""
+        on = f"`{base}`" if base else f"a local base model (`{without_local_paths(str(base_path))}`)"
+        lines += [f"A LoRA (rank {config.get('lora_rank')}, alpha {config.get('lora_alpha')}) of the UNet{trained} "
+                  f"on {on}, trained with `dishgen train lora` for {step} steps at {config.get('resolution')} px.", ""]
+        if not base:
+            lines += ["The base model was a local folder, so `base_model` is not set: load it from where you "
+                      "keep it.", ""]
+        scheduler = ""
+        if config.get("prediction_type"):  # a prediction type other than the base's must reach the sampler
+            scheduler = ("pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, "
+                         f'prediction_type="{config["prediction_type"]}")  # as trained\n')
+        pipeline = ("StableDiffusionXLPipeline" if "stable-diffusion-xl" in tags else
+                    "StableDiffusionPipeline" if "stable-diffusion" in tags else "DiffusionPipeline")
+        lines += ["```python", f"from diffusers import {pipeline}",
+                  f'pipe = {pipeline}.from_pretrained("{base or "BASE_MODEL"}")',
+                  scheduler + 'pipe.load_lora_weights("REPO_ID")  # this repository, or its local folder',
+                  f'image = pipe("{example}").images[0]', "```", ""]
     else:
-        lines += [f"A {family} trained from scratch with `dishgen train {family}` for {steps} steps. Load it with "
-                  "`dishgen generate --model <downloaded folder> \"Sarma, cabbage rolls in a clay pot\"`.", ""]
-    if not base and family == "lora":
-        lines += ["The base model was a local folder, so `base_model` is not set.", ""]
-    if "samples.png" in files:
-        lines += ["## Samples", "", "![samples](samples.png)", ""]
+        shape = f" at {model['resolution']} px" if model and model.get("resolution") else ""
+        batch = f" (batch size {config['batch_size']} per process)" if config.get("batch_size") else ""
+        lines += [f"{DESCRIPTIONS.get(family, f'A {family} model')} trained from scratch with "
+                  f"`dishgen train {family}`{shape} for {step} steps{batch}."]
+        if text_encoder:
+            lines[-1] += (f" Captions are encoded by `{without_local_paths(str(text_encoder.get('id')))}` "
+                          f"({text_encoder.get('dim')}-d).")
+        lines += ["", "```bash", f'dishgen generate "{example}" --model REPO_OR_FOLDER -n 4 --seed 0', "```", ""]
+    if data and not dataset_id:
+        lines += [f"Training data: a local dataset (`{without_local_paths(str(Path(data).resolve()))}`), "
+                  "not on the hub.", ""]
+    if grid:
+        lines += ["## Samples", "", f"![samples]({grid})", ""]
         if prompts:
             lines += ["Prompts: " + "; ".join(f"`{p}`" for p in prompts), ""]
-    numbers = {k: v for k, v in (evaluation or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    numbers = evaluation_numbers(evaluation)
     if numbers:
         lines += ["## Evaluation", "", "| metric | value |", "| --- | --- |"]
         lines += [f"| {k} | {v:.4g} |" for k, v in numbers.items()] + [""]
-    if log_rows:
-        last = [r["loss"] for r in log_rows[-100:] if isinstance(r.get("loss"), (int, float))]
-        if last:
-            lines += [f"Mean training loss over the last {len(last)} logged steps: {sum(last) / len(last):.4f}.", ""]
-    training = {k: v for k, v in config.items() if k != "validation_prompts"}
-    lines += ["## Training configuration", "", "```json", json.dumps(training, indent=2, ensure_ascii=False), "```", ""]
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+    keys = ("loss", "loss_G", "loss_D", "recon", "kl")
+    recent = [r for r in log_rows if any(isinstance(r.get(k), (int, float)) for k in keys)][-100:]
+    means = {}
+    for key in keys:
+        values = [r[key] for r in recent if isinstance(r.get(key), (int, float))]
+        if values:
+            means[key] = sum(values) / len(values)
+    if means:
+        lines += [f"Training losses, mean of the last {len(recent)} logged rows: "
+                  + ", ".join(f"`{k}` {v:.4f}" for k, v in means.items()) + ".", ""]
+    training = without_local_paths({**{k: v for k, v in config.items() if k != "validation_prompts"},
+                                    **(resolved or {})})
+    lines += ["## Training configuration", "", "```json", json.dumps(training, indent=2, ensure_ascii=False),
+              "```", ""]
+    return ModelCard(f"---\n{data_card.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+def newest_grid(run: str | Path) -> Path | None:
+    """The run's newest sample grid (``samples/step-<N>.png``), or ``None``."""
+    grids = sorted(Path(run).glob("samples/step-*.png"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+    return grids[-1] if grids else None
+
+
+def read_log(run: str | Path) -> list[dict]:
+    """The rows of the run's ``log.jsonl`` (none when it has no log)."""
+    from dishgen.fileio import read_jsonl
+
+    path = Path(run) / "log.jsonl"
+    return read_jsonl(path) if path.is_file() else []
+
+
+def export_card(family: str, config: dict[str, Any], *, run: str | Path | None, step: int | None,
+                data: str | Path | None = None, model: dict | None = None, text_encoder: dict | None = None,
+                evaluation: dict | None = None, grid_name: str | None = "samples.png", extra_tags: list[str] = (),
+                resolved: dict | None = None):
+    """The card a trainer writes beside its final weights, from the run directory's log and grids.
+
+    Args:
+        run: the run directory (``None``: a card without samples or losses).
+        grid_name: the sample grid's path relative to the card, where the caller copies
+            :func:`newest_grid`; ``None``: the card lies in ``run`` and shows the grid where it is.
+        family, config, step, data, model, text_encoder, evaluation, extra_tags, resolved: see
+            :func:`model_card`.
+
+    Returns:
+        ``(card, grid)``: the ``ModelCard`` and the local sample grid it shows (``None`` if none yet).
+    """
+    grid = newest_grid(run) if run else None
+    shown = (grid_name or grid.relative_to(run).as_posix()) if grid else None
+    card = model_card(family, config, step=step, model=model, text_encoder=text_encoder, grid=shown, log_rows=read_log(run) if run else [],
+                      evaluation=evaluation, data=data, extra_tags=extra_tags, resolved=resolved)
+    return card, grid
+
+
+def build_card(run: str | Path, *, license: str | None = None, dataset_id: str | None = None,
+               evaluation: dict | None = None):
+    """The run's model card for ``dishgen push``, as a ``huggingface_hub.ModelCard`` (metadata + text).
+
+    The card the trainer wrote (``RUN/README.md``, ``RUN/model/README.md``) gives the dataset id and
+    tags it knew; the rest is rebuilt from the run's files by :func:`model_card`.
+
+    Args:
+        run: a finished run directory of any family.
+        license: the licence id (default: a LoRA's follows its base model; otherwise ``other``).
+        dataset_id: the training data's hub dataset id, for ``datasets:`` (a local dataset has none).
+        evaluation: measured figures to show (e.g. a ``dishgen evaluate`` report); default: the
+            export's own ``metrics.json`` when it has one.
+
+    Returns:
+        The card; ``str(card)`` is the README.md text.
+    """
+    from huggingface_hub import ModelCard
+
+    config, files = run_files(run)
+    family = config.get("family", "unknown")
+    trained = Path(run) / ("README.md" if family == "lora" else "model/README.md")
+    tags: list[str] = []
+    if trained.is_file():
+        previous = ModelCard.load(trained).data
+        dataset_id = dataset_id or (previous.datasets or [None])[0]
+        tags = list(previous.tags or [])
+    export = _read_json(files["config.json"]) if family != "lora" else {}
+    if evaluation is None and "metrics.json" in files:
+        evaluation = _read_json(files["metrics.json"])
+    log_rows = read_log(run)
+    step = export.get("step") if isinstance(export, dict) and export.get("step") else (
+        log_rows[-1].get("step") if log_rows else None)
+    settings = {k: v for k, v in config.items() if k != "family"}
+    return model_card(family, settings, step=step, model=export.get("model") if isinstance(export, dict) else None,
+                      text_encoder=export.get("text_encoder") if isinstance(export, dict) else None,
+                      grid="samples.png" if "samples.png" in files else None, log_rows=log_rows,
+                      evaluation=evaluation, license=license, dataset_id=dataset_id, extra_tags=tags)
 
 
 def push_run(run: str | Path, repo_id: str, *, private: bool = False, license: str | None = None,

@@ -14,6 +14,7 @@ named in ``text_encoder.id`` (never one guessed from the embedding size).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,9 @@ def gan_metadata(family: str, model_config, text_encoder: dict[str, Any], *, kin
 
 
 def save_model(folder: str | Path, G_ema: torch.nn.Module, model_config: CGANConfig, text_encoder: dict[str, Any],
-               *, step: int, train_config: dict[str, Any] | None = None) -> Path:
-    """Export the EMA generator to ``folder`` (written atomically): config.json, weights, README.
+               *, step: int, train_config: dict[str, Any] | None = None, run_dir: str | Path | None = None,
+               data: str | Path | None = None) -> Path:
+    """Export the EMA generator to ``folder`` (written atomically): config.json, weights, model card.
 
     Args:
         folder: the export folder (replaced if it exists).
@@ -62,34 +64,31 @@ def save_model(folder: str | Path, G_ema: torch.nn.Module, model_config: CGANCon
         text_encoder: ``{"id": ..., "dim": ...}`` of the encoder it was trained with.
         step: training step of these weights.
         train_config: the resolved training config, kept for provenance.
+        run_dir: the run directory, whose newest sample grid and log the card shows.
+        data: the training dataset (its hub id, when it has one, goes in the card's ``datasets``).
     """
     meta = model_metadata(model_config, text_encoder, kind="model", step=step, train_config=train_config)
-    return write_gan_export(folder, G_ema, meta, _model_card(meta))
+    return write_gan_export(folder, G_ema, meta, run_dir=run_dir, data=data)
 
 
-def write_gan_export(folder: str | Path, G_ema: torch.nn.Module, meta: dict[str, Any], card: str) -> Path:
-    """Write a GAN family's export atomically: ``model.safetensors``, ``config.json`` and ``README.md``."""
+def write_gan_export(folder: str | Path, G_ema: torch.nn.Module, meta: dict[str, Any], *,
+                     run_dir: str | Path | None = None, data: str | Path | None = None) -> Path:
+    """Write a GAN family's export atomically: ``model.safetensors``, ``config.json``, ``README.md``
+    (the hub-parsed card of :func:`dishgen.publish.model_card`) and ``samples.png`` (the run's newest
+    sample grid, which the card shows)."""
     from dishgen.fileio import atomic_directory
+    from dishgen.publish import export_card
 
+    card, grid = export_card(meta["family"], meta["train"], run=run_dir, step=meta["step"], data=data,
+                             model=meta["model"], text_encoder=meta["text_encoder"])
     folder = Path(folder)
     with atomic_directory(folder) as tmp:
         save_file(state_dict_for_file(G_ema), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        (tmp / "README.md").write_text(card, encoding="utf-8")
+        (tmp / "README.md").write_text(str(card), encoding="utf-8")
+        if grid is not None:
+            shutil.copyfile(grid, tmp / "samples.png")
     return folder
-
-
-def _model_card(meta: dict[str, Any]) -> str:
-    m = meta["model"]
-    return (
-        "# dishgen conditional GAN\n\n"
-        f"Text-conditional ResNet GAN generator (EMA weights) at {m['resolution']} px, trained for "
-        f"{meta['step']} steps, conditioned on `{meta['text_encoder']['id']}` text embeddings "
-        f"({meta['text_encoder']['dim']}-d).\n\n"
-        "```\ndishgen generate \"Sarma, cabbage rolls in a clay pot\" --model THIS_FOLDER -n 4 --seed 0\n```\n\n"
-        "Files: `config.json` (family, network shape, text encoder, training config), "
-        "`model.safetensors` (generator weights).\n"
-    )
 
 
 def find_weights(location: str | Path) -> tuple[Path, Path]:

@@ -14,6 +14,7 @@ else its latest complete checkpoint) and returns a :class:`dishgen.generation.Ge
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -38,14 +39,22 @@ class CVAEInputError(DishgenError, ValueError):
     """A generation request that cannot be served (empty prompt, bad knob value)."""
 
 
-def save_model(folder: str | Path, model, *, text_encoder_id: str, training: dict[str, Any] | None = None) -> Path:
-    """Write a loadable model folder: ``config.json``, ``model.safetensors`` and (LSTM) ``vocab.json``.
+def save_model(folder: str | Path, model, *, text_encoder_id: str, training: dict[str, Any] | None = None,
+               run_dir: str | Path | None = None, data: str | Path | None = None,
+               evaluation: dict[str, Any] | None = None, step: int | None = None) -> Path:
+    """Write a loadable model folder: ``config.json``, ``model.safetensors`` and (LSTM) ``vocab.json``;
+    for the final export (``run_dir`` given) also the model card ``README.md`` and ``samples.png``.
 
     Args:
         folder: destination (created; existing files replaced atomically one by one).
         model: a :class:`dishgen.models.cvae.CVAE` (unwrapped).
         text_encoder_id: ``minilm``, ``clip:<id>`` or ``lstm``.
         training: the resolved training config, stored for provenance.
+        run_dir: the run directory of a final export: its newest sample grid and log go in the card
+            (:func:`dishgen.publish.model_card`); ``None`` (a checkpoint) writes no card.
+        data: the training dataset (its hub id, when it has one, goes in the card's ``datasets``).
+        evaluation: measured figures for the card (the export's ``metrics.json``).
+        step: the training step of these weights, for the card.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -63,6 +72,16 @@ def save_model(folder: str | Path, model, *, text_encoder_id: str, training: dic
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={"family": FAMILY})
     atomic_write_json(folder / "config.json", config)
+    if run_dir is not None:
+        from dishgen.fileio import atomic_write_text
+        from dishgen.publish import export_card
+
+        card, grid = export_card(FAMILY, training or {}, run=run_dir, step=step, data=data, model=config["model"],
+                                 text_encoder=config["text_encoder"], evaluation=evaluation)
+        atomic_write_text(folder / "README.md", str(card))
+        if grid is not None:
+            with atomic_path(folder / "samples.png") as tmp:
+                shutil.copyfile(grid, tmp)
     return folder
 
 

@@ -41,8 +41,9 @@ def model_metadata(model_config: FastGANConfig, text_encoder: dict[str, Any], *,
 
 
 def save_model(folder: str | Path, G_ema: torch.nn.Module, model_config: FastGANConfig, text_encoder: dict[str, Any],
-               *, step: int, train_config: dict[str, Any] | None = None) -> Path:
-    """Export the EMA generator to ``folder`` (written atomically): config.json, weights, README.
+               *, step: int, train_config: dict[str, Any] | None = None, run_dir: str | Path | None = None,
+               data: str | Path | None = None) -> Path:
+    """Export the EMA generator to ``folder`` (written atomically): config.json, weights, model card.
 
     Args:
         folder: the export folder (replaced if it exists).
@@ -51,23 +52,11 @@ def save_model(folder: str | Path, G_ema: torch.nn.Module, model_config: FastGAN
         text_encoder: ``{"id": ..., "dim": ...}`` of the encoder it was trained with.
         step: training step of these weights.
         train_config: the resolved training config, kept for provenance.
+        run_dir: the run directory, whose newest sample grid and log the card shows.
+        data: the training dataset (its hub id, when it has one, goes in the card's ``datasets``).
     """
     meta = model_metadata(model_config, text_encoder, kind="model", step=step, train_config=train_config)
-    return write_gan_export(folder, G_ema, meta, _model_card(meta))
-
-
-def _model_card(meta: dict[str, Any]) -> str:
-    m, train = meta["model"], meta["train"]
-    seen = f", {meta['step'] * train['batch_size']} training images shown" if train.get("batch_size") else ""
-    return (
-        "# dishgen FastGAN\n\n"
-        f"Caption-conditional FastGAN generator (EMA weights) at {m['resolution']} px, trained for "
-        f"{meta['step']} steps{seen}, conditioned on `{meta['text_encoder']['id']}` text embeddings "
-        f"({meta['text_encoder']['dim']}-d). See docs/fastgan.md.\n\n"
-        "```\ndishgen generate \"Sarma, cabbage rolls in a clay pot\" --model THIS_FOLDER -n 4 --seed 0\n```\n\n"
-        "Files: `config.json` (family, network shape, text encoder, training config), "
-        "`model.safetensors` (generator weights).\n"
-    )
+    return write_gan_export(folder, G_ema, meta, run_dir=run_dir, data=data)
 
 
 def find_weights(location: str | Path) -> tuple[Path, Path]:
