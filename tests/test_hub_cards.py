@@ -148,3 +148,14 @@ def test_log_with_names_the_missing_package_and_the_extra(tiny_dataset, tmp_path
     with pytest.raises(ConfigError, match="log_with=wandb needs the wandb package"):
         train(resolve_config(CGANTrainConfig, overrides={**GAN, "log_with": "wandb"}), tiny_dataset,
               tmp_path / "run")
+
+
+def test_a_lora_run_saved_with_the_old_tensorboard_key_still_resumes(tiny_sd_dir, tmp_path):
+    from dishgen.train.lora import resolve_train_config
+
+    (tmp_path / "config.json").write_text(json.dumps({"family": "lora", "base": str(tiny_sd_dir),
+                                                      "tensorboard": True, "max_steps": 7}))
+    config = resolve_train_config(tmp_path, resume=True)
+    assert config.max_steps == 7 and config.log_with == "none"
+    with pytest.raises(ConfigError, match="tensorboard"):  # a new config naming it is told the keys
+        resolve_train_config(tmp_path / "new", base=str(tiny_sd_dir), overrides=["tensorboard=true"])
