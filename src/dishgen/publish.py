@@ -217,7 +217,9 @@ def model_card(family: str, config: dict[str, Any], *, step: int | None, model: 
         lines += ["```python", f"from diffusers import {pipeline}",
                   f'pipe = {pipeline}.from_pretrained("{base or "BASE_MODEL"}")',
                   scheduler + 'pipe.load_lora_weights("REPO_ID")  # this repository, or its local folder',
-                  f'image = pipe("{example}").images[0]', "```", ""]
+                  f'image = pipe("{example}").images[0]', "```", "", "or, with this folder downloaded:", "",
+                  "```bash", f'dishgen generate "{example}" --model {base or "BASE_MODEL"} --lora FOLDER --seed 0',
+                  "```", ""]
     else:
         shape = f" at {model['resolution']} px" if model and model.get("resolution") else ""
         batch = f" (batch size {config['batch_size']} per process)" if config.get("batch_size") else ""
