@@ -148,7 +148,7 @@ def dishgen_steps(base: Path, data: Path, out: Path, steps: int, warmup: int, ov
 
     config = resolve_train_config(out, base=str(base), overrides=[
         f"max_steps={warmup + steps}", "sample_every=0", "checkpoint_every=0", "lora_rank=4", "lora_alpha=4",
-        "tensorboard=false", *overrides])
+        "log_with=none", *overrides])
     train(config, data, out, device=device)
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     return [r["seconds"] for r in rows[warmup:]]

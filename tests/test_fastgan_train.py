@@ -132,6 +132,22 @@ def test_resume_refuses_another_network_shape(run_a, tmp_path, tiny_dataset):
         train(tiny(g_channels=16, max_steps=7), tiny_dataset, out, resume=True)
 
 
+def test_a_run_saved_with_the_old_precision_key_resumes(run_a, tmp_path, tiny_dataset, capsys):
+    out = tmp_path / "old_key"
+    shutil.copytree(run_a, out)
+    saved = json.loads((out / "config.json").read_text())
+    assert saved.pop("mixed_precision") == "no"
+    (out / "config.json").write_text(json.dumps({**saved, "precision": "fp32"}))  # as earlier releases saved it
+
+    config = trainer.resolve_train_config(out, overrides=["max_steps=7"], resume=True)
+    assert config.mixed_precision == "no"
+    assert "deprecated" not in capsys.readouterr().err  # a saved run is read silently
+    train(config, tiny_dataset, out, resume=True)
+    rewritten = json.loads((out / "config.json").read_text())
+    assert (rewritten["mixed_precision"], "precision" in rewritten) == ("no", False)
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()][-1] == 7
+
+
 def test_export_reloads_bit_exactly_and_generates(run_a):
     exported = load_file(str(run_a / "model" / "model.safetensors"))
     checkpoint = load_file(str(run_a / "checkpoint-6" / "G_ema.safetensors"))

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 import dishgen.deprecation
 from dishgen.config import ConfigError, config_from_dict, resolve_config
 from dishgen.train.cgan import CGANTrainConfig
+from dishgen.train.fastgan import FastGANTrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -16,24 +17,25 @@ def fresh_deprecations(monkeypatch):
     monkeypatch.setattr(dishgen.deprecation, "_said", set())
 
 
-def test_cgan_takes_mixed_precision_and_its_old_precision_spelling(capsys):
-    assert CGANTrainConfig().mixed_precision == "no"
-    assert resolve_config(CGANTrainConfig, overrides=["mixed_precision=bf16"]).mixed_precision == "bf16"
+@pytest.mark.parametrize("config_class", [CGANTrainConfig, FastGANTrainConfig])
+def test_gans_take_mixed_precision_and_their_old_precision_spelling(config_class, capsys):
+    assert config_class().mixed_precision == "no"
+    assert resolve_config(config_class, overrides=["mixed_precision=bf16"]).mixed_precision == "bf16"
     assert capsys.readouterr().err == ""
-    assert resolve_config(CGANTrainConfig, overrides=["precision=fp32"]).mixed_precision == "no"
-    assert resolve_config(CGANTrainConfig, overrides={"precision": "bf16"}).mixed_precision == "bf16"
+    assert resolve_config(config_class, overrides=["precision=fp32"]).mixed_precision == "no"
+    assert resolve_config(config_class, overrides={"precision": "bf16"}).mixed_precision == "bf16"
     err = capsys.readouterr().err
     assert err == ("dishgen: precision=fp32 is deprecated; use mixed_precision=no (the old spelling is accepted "
                    f"until dishgen {dishgen.deprecation.REMOVED_IN})\n"
                    "dishgen: precision=bf16 is deprecated; use mixed_precision=bf16 (the old spelling is accepted "
                    f"until dishgen {dishgen.deprecation.REMOVED_IN})\n")
     with pytest.raises(ConfigError, match="'precision' is the old spelling of 'mixed_precision'"):
-        resolve_config(CGANTrainConfig, overrides=["precision=bf16", "mixed_precision=no"])
+        resolve_config(config_class, overrides=["precision=bf16", "mixed_precision=no"])
     # A run saved by an earlier release resumes silently with the new name.
-    assert config_from_dict(CGANTrainConfig, {"precision": "fp16"}).mixed_precision == "fp16"
+    assert config_from_dict(config_class, {"precision": "fp16"}).mixed_precision == "fp16"
     assert capsys.readouterr().err == ""
     with pytest.raises(ConfigError, match="mixed_precision"):
-        resolve_config(CGANTrainConfig, overrides=["precision=fp64"])
+        resolve_config(config_class, overrides=["precision=fp64"])
 
 
 @pytest.mark.parametrize("spelling", ["new", "old"])

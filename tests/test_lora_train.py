@@ -65,8 +65,10 @@ def test_run_dir_is_complete_and_documented(te_run, tiny_sd_dir):
     assert (te_run / "samples" / "step-2.png").is_file() and (te_run / "samples" / "step-4.png").is_file()
     card = (te_run / "README.md").read_text()
     meta = yaml.safe_load(card.split("---")[1])
-    assert meta["base_model"] == str(tiny_sd_dir) and meta["training"]["train_text_encoder"] is True
-    assert meta["training"]["lora_alpha"] == 8 and "lora" in meta["tags"]
+    assert "base_model" not in meta and f"`<local>/{tiny_sd_dir.name}`" in card  # a local base: no hub id
+    training = json.loads(card.split("## Training configuration")[1].split("```json")[1].split("```")[0])
+    assert training["train_text_encoder"] is True and training["lora_alpha"] == 8 and "lora" in meta["tags"]
+    assert "![samples](samples/step-4.png)" in card and str(tiny_sd_dir) not in card
     for step in (2, 4):
         checkpoint = te_run / f"checkpoint-{step}"
         assert json.loads((checkpoint / "config.json").read_text())["family"] == "lora"
@@ -199,8 +201,9 @@ def test_v_prediction_follows_the_base_scheduler(tiny_dataset_64, tmp_path):
     base = build_tiny_sd(tmp_path / "vpred", prediction_type="v_prediction")
     out = tmp_path / "run"
     run_lora(base, tiny_dataset_64, out, "max_steps=1", "sample_every=0", "snr_gamma=5")
-    card = yaml.safe_load((out / "README.md").read_text().split("---")[1])
-    assert card["training"]["prediction_type"] == "v_prediction"
+    card = (out / "README.md").read_text()
+    training = json.loads(card.split("## Training configuration")[1].split("```json")[1].split("```")[0])
+    assert training["prediction_type"] == "v_prediction"  # as resolved from the base's scheduler
     assert json.loads((out / "checkpoint-1" / "training_state.json").read_text())["prediction_type"] == "v_prediction"
 
 

@@ -118,4 +118,4 @@ def test_two_cpu_processes_stay_in_sync_and_only_rank0_writes(tiny_sd_dir, tiny_
     assert (out / "pytorch_lora_weights.safetensors").is_file() and (out / "samples" / "step-2.png").is_file()
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]  # one row per step, not one per rank
-    assert rows[0]["images_per_second"] > 0
+    assert rows[0]["images_per_s"] > 0

@@ -105,7 +105,8 @@ INFERENCE = ("dishgen.families", "dishgen.generation", "dishgen.generation_io", 
 NEVER = [
     (("dishgen.train",), INFERENCE + ("dishgen.cli",),
      "training writes run directories through dishgen.runs and exports through dishgen.exports"),
-    (("dishgen.runs", "dishgen.exports", "dishgen.errors"), ("dishgen.train", "dishgen.cli") + INFERENCE,
+    (("dishgen.runs", "dishgen.exports", "dishgen.cards", "dishgen.errors"), ("dishgen.train", "dishgen.cli")
+     + INFERENCE,
      "neutral ground imports neither side"),
     (("dishgen.models",), ("dishgen.train", "dishgen.cli", "dishgen.runs", "dishgen.exports", "dishgen.fileio")
      + INFERENCE, "a model file holds networks and their math only"),
@@ -245,10 +246,10 @@ def test_the_web_page_offers_a_registered_toy_family_its_capabilities(toy):
 
 # -- callers ask the registry, never a family's name --------------------------------------------------
 
-# Modules that serve every family: they read capabilities from the registry (publish.py, which
+# Modules that serve every family: they read capabilities from the registry (cards.py, which
 # writes LoRA-specific hub metadata, and the family modules themselves are not among them).
 FAMILY_NEUTRAL = ("dishgen.cli", "dishgen.web", "dishgen.evaluate", "dishgen.data", "dishgen.generation",
-                  "dishgen.generation_io")
+                  "dishgen.generation_io", "dishgen.publish")
 
 
 def _names_family(node: ast.AST) -> bool:

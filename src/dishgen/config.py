@@ -494,7 +494,8 @@ def resolve_run_config(
         elif (Path(out) / "config.json").is_file():
             saved = json.loads((Path(out) / "config.json").read_text(encoding="utf-8"))
     if saved is not None and not preset:
-        data = {k: v for k, v in saved.items() if k != "family"}
+        retired = getattr(cls, "RETIRED_KEYS", ())  # keys an older version saved
+        data = {k: v for k, v in saved.items() if k != "family" and k not in retired}
         config = apply_overrides(cls(), data, source="saved config")
         if config_file:
             config = apply_overrides(config, load_config_file(config_file), source=f"config file {config_file}")

@@ -8,6 +8,7 @@ these names (``dishgen.families.cgan.save_model`` is :func:`save_cgan_model`).
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,8 +51,9 @@ def gan_metadata(family: str, model_config, text_encoder: dict[str, Any], *, kin
 
 
 def save_cgan_model(folder: str | Path, G_ema: torch.nn.Module, model_config: CGANConfig, text_encoder: dict[str, Any],
-               *, step: int, train_config: dict[str, Any] | None = None) -> Path:
-    """Export the EMA generator to ``folder`` (written atomically): config.json, weights, README.
+                    *, step: int, train_config: dict[str, Any] | None = None, run_dir: str | Path | None = None,
+                    data: str | Path | None = None) -> Path:
+    """Export the EMA generator to ``folder`` (written atomically): config.json, weights, model card.
 
     Args:
         folder: the export folder (replaced if it exists).
@@ -60,34 +62,31 @@ def save_cgan_model(folder: str | Path, G_ema: torch.nn.Module, model_config: CG
         text_encoder: ``{"id": ..., "dim": ...}`` of the encoder it was trained with.
         step: training step of these weights.
         train_config: the resolved training config, kept for provenance.
+        run_dir: the run directory, whose newest sample grid and log the card shows.
+        data: the training dataset (its hub id, when it has one, goes in the card's ``datasets``).
     """
     meta = cgan_metadata(model_config, text_encoder, kind="model", step=step, train_config=train_config)
-    return write_gan_export(folder, G_ema, meta, _cgan_card(meta))
+    return write_gan_export(folder, G_ema, meta, run_dir=run_dir, data=data)
 
 
-def write_gan_export(folder: str | Path, G_ema: torch.nn.Module, meta: dict[str, Any], card: str) -> Path:
-    """Write a GAN family's export atomically: ``model.safetensors``, ``config.json`` and ``README.md``."""
+def write_gan_export(folder: str | Path, G_ema: torch.nn.Module, meta: dict[str, Any], *,
+                     run_dir: str | Path | None = None, data: str | Path | None = None) -> Path:
+    """Write a GAN family's export atomically: ``model.safetensors``, ``config.json``, ``README.md``
+    (the hub-parsed card of :func:`dishgen.cards.model_card`) and ``samples.png`` (the run's newest
+    sample grid, which the card shows)."""
+    from dishgen.cards import export_card
     from dishgen.fileio import atomic_directory
 
+    card, grid = export_card(meta["family"], meta["train"], run=run_dir, step=meta["step"], data=data,
+                             model=meta["model"], text_encoder=meta["text_encoder"])
     folder = Path(folder)
     with atomic_directory(folder) as tmp:
         save_file(state_dict_for_file(G_ema), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        (tmp / "README.md").write_text(card, encoding="utf-8")
+        (tmp / "README.md").write_text(str(card), encoding="utf-8")
+        if grid is not None:
+            shutil.copyfile(grid, tmp / "samples.png")
     return folder
-
-
-def _cgan_card(meta: dict[str, Any]) -> str:
-    m = meta["model"]
-    return (
-        "# dishgen conditional GAN\n\n"
-        f"Text-conditional ResNet GAN generator (EMA weights) at {m['resolution']} px, trained for "
-        f"{meta['step']} steps, conditioned on `{meta['text_encoder']['id']}` text embeddings "
-        f"({meta['text_encoder']['dim']}-d).\n\n"
-        "```\ndishgen generate \"Sarma, cabbage rolls in a clay pot\" --model THIS_FOLDER -n 4 --seed 0\n```\n\n"
-        "Files: `config.json` (family, network shape, text encoder, training config), "
-        "`model.safetensors` (generator weights).\n"
-    )
 
 
 def fastgan_metadata(model_config: FastGANConfig, text_encoder: dict[str, Any], *, kind: str, step: int,
@@ -96,9 +95,10 @@ def fastgan_metadata(model_config: FastGANConfig, text_encoder: dict[str, Any], 
     return gan_metadata("fastgan", model_config, text_encoder, kind=kind, step=step, train_config=train_config)
 
 
-def save_fastgan_model(folder: str | Path, G_ema: torch.nn.Module, model_config: FastGANConfig, text_encoder: dict[str, Any],
-               *, step: int, train_config: dict[str, Any] | None = None) -> Path:
-    """Export the EMA generator to ``folder`` (written atomically): config.json, weights, README.
+def save_fastgan_model(folder: str | Path, G_ema: torch.nn.Module, model_config: FastGANConfig,
+                       text_encoder: dict[str, Any], *, step: int, train_config: dict[str, Any] | None = None,
+                       run_dir: str | Path | None = None, data: str | Path | None = None) -> Path:
+    """Export the EMA generator to ``folder`` (written atomically): config.json, weights, model card.
 
     Args:
         folder: the export folder (replaced if it exists).
@@ -107,37 +107,32 @@ def save_fastgan_model(folder: str | Path, G_ema: torch.nn.Module, model_config:
         text_encoder: ``{"id": ..., "dim": ...}`` of the encoder it was trained with.
         step: training step of these weights.
         train_config: the resolved training config, kept for provenance.
+        run_dir: the run directory, whose newest sample grid and log the card shows.
+        data: the training dataset (its hub id, when it has one, goes in the card's ``datasets``).
     """
     meta = fastgan_metadata(model_config, text_encoder, kind="model", step=step, train_config=train_config)
-    return write_gan_export(folder, G_ema, meta, _fastgan_card(meta))
-
-
-def _fastgan_card(meta: dict[str, Any]) -> str:
-    m, train = meta["model"], meta["train"]
-    seen = f", {meta['step'] * train['batch_size']} training images shown" if train.get("batch_size") else ""
-    return (
-        "# dishgen FastGAN\n\n"
-        f"Caption-conditional FastGAN generator (EMA weights) at {m['resolution']} px, trained for "
-        f"{meta['step']} steps{seen}, conditioned on `{meta['text_encoder']['id']}` text embeddings "
-        f"({meta['text_encoder']['dim']}-d). See docs/fastgan.md.\n\n"
-        "```\ndishgen generate \"Sarma, cabbage rolls in a clay pot\" --model THIS_FOLDER -n 4 --seed 0\n```\n\n"
-        "Files: `config.json` (family, network shape, text encoder, training config), "
-        "`model.safetensors` (generator weights).\n"
-    )
-
+    return write_gan_export(folder, G_ema, meta, run_dir=run_dir, data=data)
 
 
 # -- conditional VAE ----------------------------------------------------------------------------
 
 
-def save_cvae_model(folder: str | Path, model, *, text_encoder_id: str, training: dict[str, Any] | None = None) -> Path:
-    """Write a loadable model folder: ``config.json``, ``model.safetensors`` and (LSTM) ``vocab.json``.
+def save_cvae_model(folder: str | Path, model, *, text_encoder_id: str, training: dict[str, Any] | None = None,
+                    run_dir: str | Path | None = None, data: str | Path | None = None,
+                    evaluation: dict[str, Any] | None = None, step: int | None = None) -> Path:
+    """Write a loadable model folder: ``config.json``, ``model.safetensors`` and (LSTM) ``vocab.json``;
+    for the final export (``run_dir`` given) also the model card ``README.md`` and ``samples.png``.
 
     Args:
         folder: destination (created; existing files replaced atomically one by one).
         model: a :class:`dishgen.models.cvae.CVAE` (unwrapped).
         text_encoder_id: ``minilm``, ``clip:<id>`` or ``lstm``.
         training: the resolved training config, stored for provenance.
+        run_dir: the run directory of a final export: its newest sample grid and log go in the card
+            (:func:`dishgen.cards.model_card`); ``None`` (a checkpoint) writes no card.
+        data: the training dataset (its hub id, when it has one, goes in the card's ``datasets``).
+        evaluation: measured figures for the card (the export's ``metrics.json``).
+        step: the training step of these weights, for the card.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -155,4 +150,14 @@ def save_cvae_model(folder: str | Path, model, *, text_encoder_id: str, training
     with atomic_path(folder / CVAE_WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={"family": "cvae"})
     atomic_write_json(folder / "config.json", config)
+    if run_dir is not None:
+        from dishgen.cards import export_card
+        from dishgen.fileio import atomic_write_text
+
+        card, grid = export_card("cvae", training or {}, run=run_dir, step=step, data=data, model=config["model"],
+                                 text_encoder=config["text_encoder"], evaluation=evaluation)
+        atomic_write_text(folder / "README.md", str(card))
+        if grid is not None:
+            with atomic_path(folder / "samples.png") as tmp:
+                shutil.copyfile(grid, tmp)
     return folder

@@ -11,49 +11,38 @@ What a run publishes (never ``checkpoint-*/``, optimizer or random states)::
     samples.png               the newest sample grid
     plots/*.png               training curves
 
-The card's metadata is what the hub reads: ``base_model`` (a hub id, never a local path),
-``datasets``, ``license``, ``tags``, ``pipeline_tag``, ``library_name``, and for a LoRA
-``instance_prompt`` and ``widget`` (the sample grid with its prompts).
+The card itself is built by :mod:`dishgen.cards` (the trainers write it with their exports too);
+what a run publishes follows its family's entry in the registry, not its name.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
+from dishgen.cards import (  # noqa: F401  (the card builder's names, importable from here as before)
+    _HUB_ID,
+    BASE_LICENSES,
+    DESCRIPTIONS,
+    evaluation_numbers,
+    export_card,
+    hub_base_model,
+    hub_dataset_id,
+    model_card,
+    newest_grid,
+    read_log,
+    without_local_paths,
+)
 from dishgen.errors import DishgenError
+from dishgen.families.registry import find_family
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
-# the licence of a LoRA follows its base model's
-BASE_LICENSES = {
-    "stable-diffusion-v1-5/stable-diffusion-v1-5": "creativeml-openrail-m",
-    "runwayml/stable-diffusion-v1-5": "creativeml-openrail-m",
-    "CompVis/stable-diffusion-v1-4": "creativeml-openrail-m",
-    "stabilityai/stable-diffusion-2-1": "openrail++",
-    "stabilityai/stable-diffusion-xl-base-1.0": "openrail++",
-}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class PublishError(DishgenError):
     """A run that cannot be published as asked."""
-
-
-def hub_base_model(base: str | None) -> str | None:
-    """The hub id of a base model: ``owner/name`` as given, or read back from a hub cache path
-    (``.../models--owner--name/snapshots/<rev>``); ``None`` for any other local folder."""
-    if not base:
-        return None
-    match = re.search(r"models--([^/]+?)--([^/]+)/snapshots/", base.replace("\\", "/"))
-    if match:
-        return f"{match.group(1)}/{match.group(2)}"
-    if _HUB_ID.match(base) and not Path(base).expanduser().exists():
-        return base
-    return None
 
 
 def _read_json(path: Path) -> dict:
@@ -61,6 +50,13 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise PublishError(f"cannot read {path}: {err}") from err
+
+
+def _publishes_adapter(family: str | None) -> bool:
+    """Whether a run of ``family`` publishes an adapter of its base model (a LoRA: the weights file
+    and config at the run's root, its card ``RUN/README.md``) rather than a ``model/`` export."""
+    spec = find_family(family)
+    return bool(spec and spec.base_model)
 
 
 def run_files(run: str | Path) -> tuple[dict, dict[str, Path]]:
@@ -75,10 +71,10 @@ def run_files(run: str | Path) -> tuple[dict, dict[str, Path]]:
     config = _read_json(run / "config.json")
     family = config.get("family")
     files: dict[str, Path] = {}
-    if family == "lora":
+    if _publishes_adapter(family):
         if not (run / LORA_WEIGHTS).is_file():
             raise PublishError(f"{str(run)!r} has no final {LORA_WEIGHTS} (still training, or stopped early); "
-                               "finish it with `dishgen train lora --resume`")
+                               f"finish it with `dishgen train {family} --resume`")
         files |= {LORA_WEIGHTS: run / LORA_WEIGHTS, "config.json": run / "config.json"}
     else:
         export = run / "model"
@@ -89,81 +85,52 @@ def run_files(run: str | Path) -> tuple[dict, dict[str, Path]]:
                   "training_config.json": run / "config.json"}
         if (export / "metrics.json").is_file():
             files["metrics.json"] = export / "metrics.json"
-    samples = sorted((run / "samples").glob("step-*.png"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
-    if samples:
-        files["samples.png"] = samples[-1]
+    grid = newest_grid(run)
+    if grid:
+        files["samples.png"] = grid
     files |= {f"plots/{p.name}": p for p in sorted((run / "plots").glob("*.png"))}
     return config, files
 
 
 def build_card(run: str | Path, *, license: str | None = None, dataset_id: str | None = None,
                evaluation: dict | None = None):
-    """The run's model card as a ``huggingface_hub.ModelCard`` (metadata + text).
+    """The run's model card for ``dishgen push``, as a ``huggingface_hub.ModelCard`` (metadata + text).
+
+    The card the trainer wrote (``RUN/README.md``, ``RUN/model/README.md``) gives the dataset id and
+    tags it knew; the rest is rebuilt from the run's files by :func:`model_card`.
 
     Args:
         run: a finished run directory of any family.
         license: the licence id (default: a LoRA's follows its base model; otherwise ``other``).
         dataset_id: the training data's hub dataset id, for ``datasets:`` (a local dataset has none).
-        evaluation: measured figures to show (e.g. a ``dishgen evaluate`` report).
+        evaluation: measured figures to show (e.g. a ``dishgen evaluate`` report); default: the
+            export's own ``metrics.json`` when it has one.
 
     Returns:
         The card; ``str(card)`` is the README.md text.
     """
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import ModelCard
 
     config, files = run_files(run)
     family = config.get("family", "unknown")
-    base = hub_base_model(config.get("base")) if family == "lora" else None
-    prompts = config.get("validation_prompts") or []
-    tags = ["dishgen", "text-to-image", "food", "serbian-cuisine", family]
-    extra: dict[str, Any] = {}
-    if family == "lora":
-        tags += ["diffusers", "lora", "template:sd-lora"]
-        if prompts:
-            extra["instance_prompt"] = prompts[0]
-            if "samples.png" in files:
-                extra["widget"] = [{"text": prompts[0], "output": {"url": "samples.png"}}]
-    data = ModelCardData(
-        license=license or BASE_LICENSES.get(base or "", "other"),
-        library_name="diffusers" if family == "lora" else "dishgen",
-        pipeline_tag="text-to-image", tags=tags, base_model=base,
-        datasets=[dataset_id] if dataset_id else None, **extra,
-    )
-    log_rows = []
-    if (Path(run) / "log.jsonl").is_file():
-        log_rows = [json.loads(line) for line in (Path(run) / "log.jsonl").read_text(encoding="utf-8").splitlines()
-                    if line.strip()]
-    steps = log_rows[-1].get("step") if log_rows else None
-    lines = [f"# dishgen {family}: Serbian dishes", ""]
-    if family == "lora":
-        lines += [f"A LoRA (rank {config.get('lora_rank')}, alpha {config.get('lora_alpha')}) on "
-                  f"`{base or config.get('base')}`, trained with `dishgen train lora` for {steps} steps at "
-                  f"{config.get('resolution')} px.", ""]
-        lines += ["```python", "from diffusers import DiffusionPipeline  # SD 1.x/2.x and SDXL alike",
-                  f'pipe = DiffusionPipeline.from_pretrained("{base or "BASE_MODEL"}")',
-                  'pipe.load_lora_weights("REPO_ID")  # this repository',
-                  f'image = pipe("{prompts[0] if prompts else "Sarma, cabbage rolls in a clay pot"}").images[0]',
-                  "```", ""]
-    else:
-        lines += [f"A {family} trained from scratch with `dishgen train {family}` for {steps} steps. Load it with "
-                  "`dishgen generate --model <downloaded folder> \"Sarma, cabbage rolls in a clay pot\"`.", ""]
-    if not base and family == "lora":
-        lines += ["The base model was a local folder, so `base_model` is not set.", ""]
-    if "samples.png" in files:
-        lines += ["## Samples", "", "![samples](samples.png)", ""]
-        if prompts:
-            lines += ["Prompts: " + "; ".join(f"`{p}`" for p in prompts), ""]
-    numbers = {k: v for k, v in (evaluation or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    if numbers:
-        lines += ["## Evaluation", "", "| metric | value |", "| --- | --- |"]
-        lines += [f"| {k} | {v:.4g} |" for k, v in numbers.items()] + [""]
-    if log_rows:
-        last = [r["loss"] for r in log_rows[-100:] if isinstance(r.get("loss"), (int, float))]
-        if last:
-            lines += [f"Mean training loss over the last {len(last)} logged steps: {sum(last) / len(last):.4f}.", ""]
-    training = {k: v for k, v in config.items() if k != "validation_prompts"}
-    lines += ["## Training configuration", "", "```json", json.dumps(training, indent=2, ensure_ascii=False), "```", ""]
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+    adapter = _publishes_adapter(family)
+    trained = Path(run) / ("README.md" if adapter else "model/README.md")
+    tags: list[str] = []
+    if trained.is_file():
+        previous = ModelCard.load(trained).data
+        dataset_id = dataset_id or (previous.datasets or [None])[0]
+        tags = list(previous.tags or [])
+    export = _read_json(files["config.json"]) if not adapter else {}
+    if evaluation is None and "metrics.json" in files:
+        evaluation = _read_json(files["metrics.json"])
+    log_rows = read_log(run)
+    step = export.get("step") if isinstance(export, dict) and export.get("step") else (
+        log_rows[-1].get("step") if log_rows else None)
+    settings = {k: v for k, v in config.items() if k != "family"}
+    return model_card(family, settings, step=step, model=export.get("model") if isinstance(export, dict) else None,
+                      text_encoder=export.get("text_encoder") if isinstance(export, dict) else None,
+                      grid="samples.png" if "samples.png" in files else None, log_rows=log_rows,
+                      evaluation=evaluation, license=license, dataset_id=dataset_id, extra_tags=tags)
 
 
 def push_run(run: str | Path, repo_id: str, *, private: bool = False, license: str | None = None,

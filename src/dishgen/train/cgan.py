@@ -38,14 +38,18 @@ from dishgen.models import cgan
 from dishgen.models.augment import apply_params, parse_policy, sample_params
 from dishgen.models.layers import ema_update
 from dishgen.train.common import (
+    TRACKERS,
     RunDir,
     StopControl,
     check_finite,
+    log_to_trackers,
     plot_log,
     progress_bar,
     resume_command,
     run_lock,
     save_image_grid,
+    start_trackers,
+    tracker_kwargs,
 )
 from dishgen.train.gan_checkpoint import CheckpointWriteError, load_checkpoint, save_checkpoint
 from dishgen.train.gan_steps import (
@@ -109,6 +113,7 @@ class CGANTrainConfig:
     max_steps: int = checked(10000, min=1)
     seed: int = checked(0, min=0, max=MAX_SEED)
     log_every: int = checked(10, min=1)
+    log_with: str = checked("none", choices=TRACKERS)  # also log the scalars to tensorboard or wandb
     sample_every: int = checked(500, min=1)
     checkpoint_every: int = checked(1000, min=1)
     keep_checkpoints: int = checked(3, min=0, text="at least 0 (0 keeps all)")
@@ -183,7 +188,7 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
 
     # -- accelerator and run dir ---------------------------------------------------------------------
     device_arg, asked = device, resolve_device(device)
-    accelerator = Accelerator(cpu=asked.type == "cpu")
+    accelerator = Accelerator(cpu=asked.type == "cpu", **tracker_kwargs(config.log_with, out))
     device = accelerator.device if accelerator.num_processes > 1 else asked
     rank, world = accelerator.process_index, accelerator.num_processes
     if config.mixed_precision == "fp16" and device.type != "cuda":
@@ -192,6 +197,7 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
     if accelerator.is_main_process:
         run.prepare(config_to_dict(config), resume=resume)
     accelerator.wait_for_everyone()
+    start_trackers(accelerator, FAMILY, config_to_dict(config))
     start_step = run.latest_checkpoint() if resume else None
 
     # -- data: images in memory as uint8, caption embeddings from the cache ---------------------------
@@ -363,6 +369,7 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
                        "images_per_s": steps_since_log * images_per_step / elapsed}
                 if accelerator.is_main_process:
                     run.log(row)
+                    log_to_trackers(accelerator, row)
                 log_sums, steps_since_log, tick = {}, 0, time.perf_counter()
             if step % config.sample_every == 0:
                 write_samples(step)
@@ -382,8 +389,10 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
             write_checkpoint(step)
         if step % config.sample_every != 0 or start_step == step:
             write_samples(step)
-        save_model(run.path / "model", G_ema, model_config, encoder_info, step=step, train_config=config_to_dict(config))
+        save_model(run.path / "model", G_ema, model_config, encoder_info, step=step, train_config=config_to_dict(config),
+                   run_dir=run.path, data=data)
     accelerator.wait_for_everyone()
+    accelerator.end_training()
     return run.path
 
 

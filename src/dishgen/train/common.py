@@ -30,6 +30,52 @@ class TrainingDiverged(DishgenError, RuntimeError):
     """A loss became NaN or infinite."""
 
 
+# -- experiment trackers (accelerate: TensorBoard, Weights & Biases) ---------------------------------
+
+TRACKERS = ("none", "tensorboard", "wandb")  # the choices of every family's ``log_with``
+_TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "pip install 'dishgen[tensorboard]'"),
+                     "wandb": ("wandb", "pip install wandb, then wandb login (or WANDB_MODE=offline)")}
+
+
+def tracker_kwargs(log_with: str, out: str | Path) -> dict[str, Any]:
+    """The ``Accelerator(...)`` arguments for a config's ``log_with``: none, or the tracker with the
+    run directory as its home (TensorBoard writes ``RUN/dishgen-<family>/``).
+
+    Raises:
+        ConfigError: the tracker's package is not installed (accelerate would skip it silently).
+    """
+    import importlib.util
+
+    from dishgen.config import ConfigError
+
+    if log_with == "none":
+        return {}
+    package, install = _TRACKER_PACKAGES[log_with]
+    if importlib.util.find_spec(package) is None:
+        raise ConfigError(f"log_with={log_with} needs the {package} package, which is not installed: "
+                          f"{install}; or train with log_with=none")
+    return {"log_with": log_with, "project_dir": str(out)}
+
+
+def start_trackers(accelerator, family: str, config: dict[str, Any]) -> None:
+    """Open the run's trackers (main process only; nothing when ``log_with=none``) with the
+    resolved config as hyper-parameters (non-scalar values as text, as TensorBoard requires)."""
+    if not accelerator.log_with:
+        return
+    flat = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()}
+    accelerator.init_trackers(f"dishgen-{family}", config=flat)
+
+
+def log_to_trackers(accelerator, row: dict[str, Any]) -> None:
+    """Send one ``log.jsonl`` row to the trackers: each finite number under its column's name, at
+    the row's ``step`` (so TensorBoard and the run's own log and plots name every scalar alike)."""
+    if not accelerator.trackers:
+        return
+    scalars = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))
+               and not isinstance(v, bool) and math.isfinite(v)}
+    accelerator.log(scalars, step=row["step"])
+
+
 def launcher_rank() -> int:
     """This process's global rank under torchrun / accelerate launch / MPI (0 when run alone),
     read from the environment, so it is known before the accelerator is made."""

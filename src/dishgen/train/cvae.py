@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from dishgen.config import MAX_SEED, MINUTES, checked, config_to_dict, validate_config
 from dishgen.models.cvae import RESOLUTIONS
+from dishgen.train.common import TRACKERS
 from dishgen.train.cvae_objective import (  # noqa: F401  (perceptual_distance: importable from here, as before)
     CVAETrainingError,
     cvae_loss,
@@ -102,6 +103,7 @@ class CVAEConfig:
     # bookkeeping
     seed: int = checked(0, min=0, max=MAX_SEED)
     log_every: int = checked(10, min=1)
+    log_with: str = checked("none", choices=TRACKERS)  # also log the scalars to tensorboard or wandb
     validate_every_epochs: int = checked(1, min=1)
     sample_every: int = checked(500, min=1)
     checkpoint_every: int = checked(500, min=1)
@@ -192,7 +194,7 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
     from dishgen.data.dataset import list_splits, load_split
     from dishgen.devices import resolve_device
     from dishgen.exports import save_cvae_model as save_model
-    from dishgen.fileio import atomic_directory, atomic_write_json, atomic_write_text
+    from dishgen.fileio import atomic_directory, atomic_write_json
     from dishgen.images_tensor import load_images_uint8
     from dishgen.models.cvae import (
         CVAE,
@@ -205,15 +207,19 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
         RunDir,
         StopControl,
         check_finite,
+        log_to_trackers,
         plot_log,
         progress_bar,
         resume_command,
         save_image_grid,
+        start_trackers,
+        tracker_kwargs,
     )
     from dishgen.train.cvae_checkpoint import load_checkpoint, save_checkpoint
 
     torch_device = resolve_device(device)
-    accelerator = Accelerator(cpu=torch_device.type == "cpu", mixed_precision=config.mixed_precision)
+    accelerator = Accelerator(cpu=torch_device.type == "cpu", mixed_precision=config.mixed_precision,
+                              **tracker_kwargs(config.log_with, out))
     rank, world = accelerator.process_index, accelerator.num_processes
     is_main = accelerator.is_main_process
     run = RunDir(out, "cvae")
@@ -223,6 +229,7 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
     if is_main:
         start_step = run.prepare(config_dict, resume=resume) or 0
     accelerator.wait_for_everyone()
+    start_trackers(accelerator, run.family, config_dict)
     if not is_main:
         start_step = (run.latest_checkpoint() or 0) if resume else 0
 
@@ -435,14 +442,17 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
                        "images_per_s": window_steps * global_batch / window_time}
                 if is_main:
                     run.log(row)
+                    log_to_trackers(accelerator, row)
                 window, window_steps, window_time = {}, 0, 0.0
             if step % (steps_per_epoch * config.validate_every_epochs) == 0 and test_rows and is_main:
                 val = evaluate(test_images, test_text)
                 subset = eval_subset  # as many training images as test images, no augmentation
                 train_eval = evaluate(train_images[subset], train_text[subset])
-                run.log({"step": step, "epoch": round(step / steps_per_epoch, 3), "val_recon": val["recon"],
-                         "val_kl": val["kl"], "val_active_units": val["active_units"],
-                         "train_eval_recon": train_eval["recon"]})
+                row = {"step": step, "epoch": round(step / steps_per_epoch, 3), "val_recon": val["recon"],
+                       "val_kl": val["kl"], "val_active_units": val["active_units"],
+                       "train_eval_recon": train_eval["recon"]}
+                run.log(row)
+                log_to_trackers(accelerator, row)
             if is_main and (step % config.sample_every == 0 or step == config.max_steps):
                 write_grids(step)
             if step % config.checkpoint_every == 0 or step == config.max_steps:
@@ -460,21 +470,13 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
     if is_main:
         if test_rows:
             val, train_eval = evaluate(test_images, test_text), evaluate(train_images, train_text)
+        # reconstruction error per pixel (posterior mean) on the train and held-out test splits
+        metrics = {"step": step, "train": train_eval, "test": val, "model": asdict(model_config)} if test_rows else None
         with atomic_directory(export) as tmp:
-            save_model(tmp, unwrapped, text_encoder_id=config.text_encoder, training=config_dict)
-            card = [f"# dishgen cvae ({config.resolution} px, text encoder {config.text_encoder})", "",
-                    f"Trained for {step} steps ({step / steps_per_epoch:.1f} epochs) on {num_train} images "
-                    f"from `{data}`.", ""]
-            if test_rows:
-                card += [f"Reconstruction error per pixel ({config.recon_loss}, posterior mean): "
-                         f"train {train_eval['recon']:.4f}, held-out test {val['recon']:.4f}.",
-                         f"KL on the test split: {val['kl']:.1f} nats; active units {val['active_units']}"
-                         f"/{config.z_dim}.", ""]
-            card += ["Load with `dishgen generate --model <this folder> \"A photo of sarma\"`."]
-            atomic_write_text(tmp / "README.md", "\n".join(card) + "\n")
-            if test_rows:
-                atomic_write_json(tmp / "metrics.json", {"step": step, "train": train_eval, "test": val,
-                                                         "model": asdict(model_config)})
+            save_model(tmp, unwrapped, text_encoder_id=config.text_encoder, training=config_dict, run_dir=run.path,
+                       data=data, evaluation=metrics, step=step)
+            if metrics:
+                atomic_write_json(tmp / "metrics.json", metrics)
         plot()
     accelerator.wait_for_everyone()
     accelerator.end_training()

@@ -18,7 +18,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -47,14 +47,18 @@ from dishgen.train.cgan import (
     step_generator,
 )
 from dishgen.train.common import (
+    TRACKERS,
     RunDir,
     StopControl,
     check_finite,
+    log_to_trackers,
     plot_log,
     progress_bar,
     resume_command,
     run_lock,
     save_image_grid,
+    start_trackers,
+    tracker_kwargs,
 )
 
 FAMILY = "fastgan"
@@ -66,6 +70,9 @@ class FastGANTrainConfig:
 
     ``batch_size`` is per process: the global batch is ``batch_size * num_processes``.
     """
+
+    # Old spellings (accepted until dishgen.deprecation.REMOVED_IN): precision=fp32|bf16|fp16.
+    RENAMED_KEYS: ClassVar[dict] = {"precision": ("mixed_precision", {"fp32": "no"})}
 
     # data and text
     resolution: int = checked(128, power_of_two=True, min=32, max=512)
@@ -103,12 +110,13 @@ class FastGANTrainConfig:
     ema_decay: float = checked(0.999, min=0, max=1, max_open=True)
     ema_rampup: bool = True  # decay min(ema_decay, (1 + step) / (10 + step)) early on
     # speed
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 needs CUDA
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast dtype (accelerate's name); fp16 needs CUDA
     channels_last: bool = True
     # schedule and outputs
     max_steps: int = checked(50000, min=1)
     seed: int = checked(0, min=0, max=MAX_SEED)
     log_every: int = checked(10, min=1)
+    log_with: str = checked("none", choices=TRACKERS)  # also log the scalars to tensorboard or wandb
     sample_every: int = checked(500, min=1)
     checkpoint_every: int = checked(1000, min=1)
     keep_checkpoints: int = checked(3, min=0, text="at least 0 (0 keeps all)")
@@ -182,15 +190,16 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
 
     # -- accelerator and run dir ---------------------------------------------------------------------
     device_arg, asked = device, resolve_device(device)
-    accelerator = Accelerator(cpu=asked.type == "cpu")
+    accelerator = Accelerator(cpu=asked.type == "cpu", **tracker_kwargs(config.log_with, out))
     device = accelerator.device if accelerator.num_processes > 1 else asked
     rank, world = accelerator.process_index, accelerator.num_processes
-    if config.precision == "fp16" and device.type != "cuda":
-        raise DishgenError("precision=fp16 needs a CUDA device; use precision=bf16 or fp32 on the CPU")
+    if config.mixed_precision == "fp16" and device.type != "cuda":
+        raise DishgenError("mixed_precision=fp16 needs a CUDA device; use mixed_precision=bf16 or no on the CPU")
     run = RunDir(out, FAMILY)
     if accelerator.is_main_process:
         run.prepare(config_to_dict(config), resume=resume)
     accelerator.wait_for_everyone()
+    start_trackers(accelerator, FAMILY, config_to_dict(config))
     start_step = run.latest_checkpoint() if resume else None
 
     # -- data: images in memory as uint8, caption embeddings from the cache ---------------------------
@@ -223,10 +232,10 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
         net.to(memory_format=memory_format)
     opt_G = _adam(G.parameters(), config.g_lr, config.g_betas)
     opt_D = _adam(D.parameters(), config.d_lr, config.d_betas)
-    use_scaler = config.precision == "fp16"
+    use_scaler = config.mixed_precision == "fp16"
     scaler_G = torch.amp.GradScaler(device.type, enabled=use_scaler)
     scaler_D = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.precision]
+    amp_dtype = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.mixed_precision]
 
     def autocast():
         return torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
@@ -363,6 +372,7 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
                        "images_per_s": steps_since_log * images_per_step / elapsed}
                 if accelerator.is_main_process:
                     run.log(row)
+                    log_to_trackers(accelerator, row)
                 log_sums, steps_since_log, tick = {}, 0, time.perf_counter()
             if step % config.sample_every == 0:
                 write_samples(step)
@@ -382,8 +392,10 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
             write_checkpoint(step)
         if step % config.sample_every != 0 or start_step == step:
             write_samples(step)
-        save_model(run.path / "model", G_ema, model_config, encoder_info, step=step, train_config=config_to_dict(config))
+        save_model(run.path / "model", G_ema, model_config, encoder_info, step=step, train_config=config_to_dict(config),
+                   run_dir=run.path, data=data)
     accelerator.wait_for_everyone()
+    accelerator.end_training()
     return run.path
 
 

@@ -38,11 +38,14 @@ from dishgen.train.common import (
     RunDir,
     StopControl,
     check_finite,
+    log_to_trackers,
     plot_log,
     progress_bar,
     resume_command,
     rolling_mean,
     save_image_grid,
+    start_trackers,
+    tracker_kwargs,
 )
 from dishgen.train.lora_config import (
     PRESETS,
@@ -123,12 +126,10 @@ def train(config: LoraTrainConfig, data: str | Path, out: str | Path, *, resume:
     asked = _training_device(device)
     if config.mixed_precision == "fp16" and asked.type != "cuda":
         raise DishgenError("mixed_precision=fp16 needs a CUDA GPU; on the CPU use mixed_precision=bf16 or no")
-    from accelerate.utils import is_tensorboard_available
-
-    log_with = "tensorboard" if config.tensorboard and is_tensorboard_available() else None
+    log_with = None if config.log_with == "none" else config.log_with
+    tracking = tracker_kwargs(config.log_with, out)  # before the accelerator: a missing package is an error
     _reset_accelerate_state()  # a second run in the same process may ask for other precision/device
-    accelerator = Accelerator(cpu=asked.type == "cpu", mixed_precision=config.mixed_precision,
-                              log_with=log_with, project_dir=str(out))
+    accelerator = Accelerator(cpu=asked.type == "cpu", mixed_precision=config.mixed_precision, **tracking)
     try:
         with run_lock(out):  # one writer per run directory (rank 0 under a launcher)
             return _train(config, data, out, resume, accelerator, log_with, device)
@@ -310,9 +311,7 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
             set_seed(config.seed * 1_000 + start_step * 10 + rank)
     else:
         set_seed(config.seed, device_specific=True)  # each rank its own noise
-    if log_with and main:
-        accelerator.init_trackers("dishgen-lora", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                                                           for k, v in config_dict.items()})
+    start_trackers(accelerator, FAMILY, config_dict)
 
     # -- encoders with caches: each image and caption goes through the VAE / text encoder once ----
     sample_latents = latent_sampler(vae, images, config, device, vae_dtype, original_sizes, targets)
@@ -392,7 +391,7 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
                 model.train()
             grid = torch.stack(pictures).float().mul(2).sub(1)  # (P, 3, R, R) in [-1, 1]
             save_image_grid(grid, run.path / "samples" / f"step-{at_step}.png", nrow=1, labels=config.validation_prompts)
-            if log_with:
+            if log_with == "tensorboard":
                 writer = accelerator.get_tracker("tensorboard", unwrap=True)  # a SummaryWriter
                 writer.add_images("validation", grid.add(1).div(2), at_step)
         accelerator.wait_for_everyone()
@@ -458,13 +457,12 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
             seconds = time.perf_counter() - started
             row = {"step": step, "epoch": epoch, "loss": loss_value, "grad_norm": float(grad_norm),
                    "lr_unet": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 4),
-                   "images_per_second": round(config.batch_size * accum * world / seconds, 2)}
+                   "images_per_s": round(config.batch_size * accum * world / seconds, 2)}
             if config.train_text_encoder:
                 row["lr_text_encoder"] = optimizer.param_groups[1]["lr"]
             if main:
                 pending_log.append(row)
-                if log_with:
-                    accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step)
+                log_to_trackers(accelerator, row)
                 progress.update(images_per_step)
                 progress.set_postfix({"step": step, "loss": f"{loss_value:.4f}"}, refresh=False)
                 if time.monotonic() - last_flush > 5:
@@ -489,7 +487,7 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
         with atomic_path(run.path / LORA_WEIGHTS_NAME) as tmp:
             save_lora_to(run.path, weight_name=tmp.name)
         write_plots()
-        write_model_card(run.path / "README.md", config, data, step, run.read_log(), prediction_type, xl=xl)
+        write_model_card(run.path / "README.md", config, data, step, prediction_type=prediction_type, xl=xl)
     accelerator.wait_for_everyone()
     return run.path
 

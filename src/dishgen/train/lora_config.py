@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from dishgen.config import (
     MAX_SEED,
@@ -17,6 +17,7 @@ from dishgen.config import (
     resolve_run_config,
 )
 from dishgen.diffusion import DEFAULT_BASE, SCHEDULERS
+from dishgen.train.common import TRACKERS
 
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
@@ -95,7 +96,9 @@ class LoraTrainConfig:
     # also checkpoint after this much time; 0 = off
     checkpoint_every_minutes: float = checked(30.0, min=0, text=MINUTES)
     seed: int = checked(0, min=0, max=MAX_SEED)
-    tensorboard: bool = True  # when tensorboard is installed
+    log_with: str = checked("none", choices=TRACKERS)  # also log the scalars to tensorboard or wandb
+    # keys of older versions that a saved config may still hold: dropped on --resume
+    RETIRED_KEYS: ClassVar[tuple[str, ...]] = ("tensorboard",)  # now log_with=tensorboard
 
     def validate(self) -> None:
         """The checks no single field declares (called by :func:`~dishgen.config.validate_config`)."""

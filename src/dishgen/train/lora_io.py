@@ -76,63 +76,26 @@ def load_lora_into(folder: str | Path, unet, text_encoder=None, text_encoder_2=N
         _set_state_dict_into_text_encoder(state, prefix="text_encoder_2.", text_encoder=text_encoder_2)
 
 
-def write_model_card(path: Path, config: LoraTrainConfig, data: str | Path, step: int, log: list[dict],
+def write_model_card(path: Path, config: LoraTrainConfig, data: str | Path, step: int, *,
                      prediction_type: str = "epsilon", xl: bool = False) -> None:
-    """README.md with YAML metadata (base model, dataset, training settings) and how to use it."""
-    import yaml
+    """README.md beside the LoRA: the hub-parsed card of :func:`dishgen.cards.model_card` (base model
+    as a hub id, datasets, licence, tags, widget, losses from the run's log, the training config),
+    showing the run's newest sample grid where it lies (``samples/step-<N>.png``).
 
+    Args:
+        path: the card's path (``RUN/README.md``).
+        config: the run's config.
+        data: the training dataset (its hub id, when it has one, goes in ``datasets``).
+        step: the training step of the LoRA.
+        prediction_type: what the UNet learnt to predict (the config's, else the base scheduler's).
+        xl: an SDXL base.
+    """
+    from dishgen.cards import export_card
+    from dishgen.config import config_to_dict
     from dishgen.fileio import atomic_write_text
 
-    last = [r["loss"] for r in log[-100:] if "loss" in r]
-    metadata = {
-        "base_model": config.base,
-        "library_name": "diffusers",
-        "pipeline_tag": "text-to-image",
-        "tags": ["stable-diffusion-xl" if xl else "stable-diffusion", "text-to-image", "diffusers", "lora",
-                 "dishgen", "food"],
-        "dataset": str(data),
-        "training": {
-            "steps": step, "resolution": config.resolution, "batch_size": config.batch_size,
-            "gradient_accumulation_steps": config.gradient_accumulation_steps,
-            "learning_rate": config.learning_rate, "lr_scheduler": config.lr_scheduler,
-            "lora_rank": config.lora_rank, "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout,
-            "train_text_encoder": config.train_text_encoder, "mixed_precision": config.mixed_precision,
-            "prediction_type": prediction_type, "snr_gamma": config.snr_gamma, "noise_offset": config.noise_offset,
-            "caption_dropout": config.caption_dropout, "seed": config.seed,
-            **({"vae": config.vae} if config.vae else {}),
-        },
-    }
-    # a prediction type other than the base's must reach the sampler too (dishgen reads config.json)
-    scheduler_line = (f"\npipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, "
-                      f"prediction_type=\"{config.prediction_type}\")  # as trained" if config.prediction_type else "")
-    pipeline_class = "StableDiffusionXLPipeline" if xl else "StableDiffusionPipeline"
-    trained = (" (UNet and text encoders)" if xl else " (UNet and text encoder)") if config.train_text_encoder \
-        else " (UNet only)"
-    loss_line = f"Mean training loss over the last {len(last)} steps: {sum(last) / len(last):.4f}." if last else ""
-    text = f"""---
-{yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True).strip()}
----
-
-# LoRA: Serbian dishes on {config.base}
-
-A LoRA (rank {config.lora_rank}, alpha {config.lora_alpha}) fine-tuned with `dishgen train lora` for
-{step} steps at {config.resolution} px on the dataset `{data}`{trained}.
-{loss_line}
-
-## Use
-
-```bash
-dishgen generate "Sarma, cabbage rolls in a clay pot" --model {path.parent} --steps 30 --seed 0
-```
-
-```python
-from diffusers import {pipeline_class}
-pipe = {pipeline_class}.from_pretrained("{config.base}"){scheduler_line}
-pipe.load_lora_weights("{path.parent}")   # reads {LORA_WEIGHTS_NAME}
-image = pipe("Sarma, cabbage rolls in a clay pot").images[0]
-```
-
-Validation images for fixed prompts and seeds are in `samples/`, training curves in `plots/`,
-the full configuration in `config.json`.
-"""
-    atomic_write_text(path, text)
+    tags = ["stable-diffusion-xl" if xl else "stable-diffusion"]
+    card, _ = export_card("lora", config_to_dict(config), run=path.parent, step=step, data=data,
+                          grid_name=None, extra_tags=tags,
+                          resolved={"prediction_type": prediction_type})
+    atomic_write_text(path, str(card))
