@@ -98,18 +98,7 @@ def fastgan_metadata(model_config: FastGANConfig, text_encoder: dict[str, Any], 
 def save_fastgan_model(folder: str | Path, G_ema: torch.nn.Module, model_config: FastGANConfig,
                        text_encoder: dict[str, Any], *, step: int, train_config: dict[str, Any] | None = None,
                        run_dir: str | Path | None = None, data: str | Path | None = None) -> Path:
-    """Export the EMA generator to ``folder`` (written atomically): config.json, weights, model card.
-
-    Args:
-        folder: the export folder (replaced if it exists).
-        G_ema: the averaged generator.
-        model_config: its shape.
-        text_encoder: ``{"id": ..., "dim": ...}`` of the encoder it was trained with.
-        step: training step of these weights.
-        train_config: the resolved training config, kept for provenance.
-        run_dir: the run directory, whose newest sample grid and log the card shows.
-        data: the training dataset (its hub id, when it has one, goes in the card's ``datasets``).
-    """
+    """:func:`save_cgan_model` for a FastGAN: the same files and arguments, ``family`` set to ``fastgan``."""
     meta = fastgan_metadata(model_config, text_encoder, kind="model", step=step, train_config=train_config)
     return write_gan_export(folder, G_ema, meta, run_dir=run_dir, data=data)
 
