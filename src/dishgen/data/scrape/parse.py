@@ -226,7 +226,10 @@ def _time_limit(seconds: float | None):
         yield
         return
 
+    fired = []
+
     def on_alarm(signum, frame):
+        fired.append(True)
         raise _OverBudget
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
@@ -236,3 +239,9 @@ def _time_limit(seconds: float | None):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+    if fired:
+        # The handler ran but its exception was swallowed: Python runs signal handlers at the next
+        # bytecode, which can be inside a garbage-collector callback, where exceptions are only
+        # printed ("Exception ignored in ... WeakKeyDictionary"). The parse then ran to its end;
+        # it is still over budget.
+        raise _OverBudget
