@@ -98,7 +98,8 @@ class FastGANTrainConfig:
     # optimisation: FastGAN's Adam betas (0.5, 0.999) with D four times faster than G. With equal
     # rates (FastGAN's 2e-4 for both) G outran D on FFML at 128 px with the cpu preset's widths:
     # every seed and caption collapsed to one template by step 250-500 while D sat near chance,
-    # although a fresh D told that G's fakes from photos within 60 steps (docs/fastgan.md).
+    # although a fresh D told that G's fakes from photos within 60 steps. The faster D alone only
+    # delayed the collapse; R1 (above) stopped it (docs/fastgan.md).
     batch_size: int = checked(8, min=1)
     g_lr: float = checked(5e-5, min=0, min_open=True)
     d_lr: float = checked(2e-4, min=0, min_open=True)
