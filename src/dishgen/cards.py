@@ -28,17 +28,23 @@ BASE_LICENSES = {
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def hub_base_model(base: str | None) -> str | None:
-    """The hub id of a base model: ``owner/name`` as given, or read back from a hub cache path
-    (``.../models--owner--name/snapshots/<rev>``); ``None`` for any other local folder."""
-    if not base:
+def _hub_id(location: str | Path | None, kind: str) -> str | None:
+    """``owner/name`` as given, or read back from a hub cache path
+    (``.../<kind>--owner--name/snapshots/<rev>``); ``None`` for any other local folder."""
+    if not location:
         return None
-    match = re.search(r"models--([^/]+?)--([^/]+)/snapshots/", base.replace("\\", "/"))
+    location = str(location)
+    match = re.search(rf"{kind}--([^/]+?)--([^/]+)/snapshots/", location.replace("\\", "/"))
     if match:
         return f"{match.group(1)}/{match.group(2)}"
-    if _HUB_ID.match(base) and not Path(base).expanduser().exists():
-        return base
+    if _HUB_ID.match(location) and not Path(location).expanduser().exists():
+        return location
     return None
+
+
+def hub_base_model(base: str | None) -> str | None:
+    """The hub id of a base model (a ``models--`` cache path read back), or ``None`` for a local folder."""
+    return _hub_id(base, "models")
 
 
 # What each family is, in the card's first line (the LoRA's line is built from its config).
@@ -50,17 +56,8 @@ DESCRIPTIONS = {
 
 
 def hub_dataset_id(data: str | Path | None) -> str | None:
-    """The hub id of a training dataset: ``owner/name`` as given, or read back from a hub cache path
-    (``.../datasets--owner--name/snapshots/<rev>``); ``None`` for any other local folder."""
-    if not data:
-        return None
-    data = str(data)
-    match = re.search(r"datasets--([^/]+?)--([^/]+)/snapshots/", data.replace("\\", "/"))
-    if match:
-        return f"{match.group(1)}/{match.group(2)}"
-    if _HUB_ID.match(data) and not Path(data).expanduser().exists():
-        return data
-    return None
+    """The hub id of a training dataset (a ``datasets--`` cache path read back), or ``None`` for a local folder."""
+    return _hub_id(data, "datasets")
 
 
 def _is_local_path(value: str) -> bool:
