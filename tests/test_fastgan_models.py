@@ -164,3 +164,27 @@ def test_minibatch_std_shows_a_collapsed_batch():
     assert fastgan.minibatch_std(varied).shape == (8, 1, 5, 5)
     assert fastgan.minibatch_std(collapsed).max() < 0.01 < 0.5 < fastgan.minibatch_std(varied).min()
     assert fastgan.minibatch_std(torch.randn(3, 6, 5, 5)).shape == (3, 1, 5, 5)  # batch not a multiple of 4
+
+
+def test_noise_injection_starts_as_the_identity_and_stays_a_function_of_z():
+    torch.manual_seed(0)
+    plain = warmed_up(Generator(FastGANConfig(resolution=32, **TINY)))
+    noisy = Generator(FastGANConfig(resolution=32, noise=True, **TINY)).eval()
+    missing, unexpected = noisy.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(".noise" in k for k in missing)
+    assert noisy.noise_sizes == [8, 8, 16, 32, 32]  # every conv from 8x8 up: two-conv blocks take two maps
+    z, c = torch.randn(3, 16), torch.randn(3, 384)
+    with torch.no_grad():
+        assert torch.equal(noisy(z, c), plain(z, c))  # zero weights: the trained generator is unchanged
+        for name, p in noisy.named_parameters():
+            if ".noise" in name:
+                p.fill_(0.5)
+        batch = noisy(z, c)
+        assert torch.allclose(noisy(z[1:2], c[1:2]), batch[1:2], atol=1e-5)  # the maps follow z, not the batch
+        assert torch.equal(noisy(z, c), batch)
+        fresh = noisy(z, c, noisy.draw_noise(3, torch.Generator().manual_seed(1)))
+    assert (fresh - batch).abs().mean() > 1e-3  # other maps, other detail
+    # Trained from zero: the loss reaches the noise weights.
+    noisy.train()
+    noisy(z, c).mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in noisy.named_parameters() if ".noise" in n)

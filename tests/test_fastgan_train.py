@@ -24,7 +24,7 @@ from dishgen.train.fastgan import PRESETS, FastGANTrainConfig, train
 
 TINY = dict(resolution=32, g_channels=8, d_channels=8, max_channels=32, decoder_channels=16, z_dim=16, cond_dim=16,
             batch_size=4, mismatch_weight=0.5, r1_gamma=1.0, r1_every=2, log_every=1, sample_every=3,
-            checkpoint_every=3, keep_checkpoints=0, max_steps=6)
+            checkpoint_every=3, keep_checkpoints=0, max_steps=6, noise=True)
 
 
 def tiny(**overrides) -> FastGANTrainConfig:
@@ -132,6 +132,29 @@ def test_resume_refuses_another_network_shape(run_a, tmp_path, tiny_dataset):
         train(tiny(g_channels=16, max_steps=7), tiny_dataset, out, resume=True)
 
 
+def test_init_from_starts_a_noise_run_from_a_run_without_noise(run_a, tiny_dataset, tmp_path, capsys):
+    old = train(tiny(noise=False, max_steps=3), tiny_dataset, tmp_path / "old")
+    saved = json.loads((old / "checkpoint-3" / "config.json").read_text())
+    del saved["model"]["noise"]  # as runs saved before noise injection wrote it
+    (old / "checkpoint-3" / "config.json").write_text(json.dumps(saved))
+
+    new = train(tiny(init_from=str(old), max_steps=1, sample_every=1), tiny_dataset, tmp_path / "new")
+    assert f"networks initialised from {old / 'checkpoint-3'}" in capsys.readouterr().out
+    before = load_file(str(old / "checkpoint-3" / "G.safetensors"))
+    after = load_file(str(new / "checkpoint-1" / "G.safetensors"))
+    noise_keys = {k for k in after if ".noise" in k}
+    assert noise_keys and after.keys() - before.keys() == noise_keys
+    weights = [k for k in before if before[k].is_floating_point() and "running" not in k]
+    moved = [k for k in weights if not torch.equal(before[k], after[k])]
+    assert moved and max((before[k] - after[k]).abs().max() for k in moved) < 1e-2  # one step from there
+    assert any(after[k].abs().max() > 0 for k in noise_keys)  # the noise weights learn from zero
+
+    with pytest.raises(DishgenError, match=r"g_channels=8 \(now 16\)"):
+        train(tiny(init_from=str(old), g_channels=16), tiny_dataset, tmp_path / "wide")
+    with pytest.raises(DishgenError, match="neither a fastgan checkpoint folder nor a run"):
+        train(tiny(init_from=str(tmp_path / "nowhere")), tiny_dataset, tmp_path / "bad")
+
+
 def test_a_run_saved_with_the_old_precision_key_resumes(run_a, tmp_path, tiny_dataset, capsys):
     out = tmp_path / "old_key"
     shutil.copytree(run_a, out)
@@ -222,7 +245,7 @@ def test_loader_accepts_run_checkpoint_export_and_rejects_others(run_a, tmp_path
 
 def test_presets_and_config_errors():
     cpu = resolve_config(FastGANTrainConfig, preset="cpu", presets=PRESETS, overrides=["max_steps=5"])
-    assert (cpu.resolution, cpu.text_encoder, cpu.batch_size, cpu.max_steps) == (128, "minilm", 8, 5)
+    assert (cpu.resolution, cpu.text_encoder, cpu.batch_size, cpu.max_steps, cpu.noise) == (128, "minilm", 8, 5, True)
     with pytest.raises(ConfigError, match="did you mean 'recon_weight'"):
         resolve_config(FastGANTrainConfig, overrides=["recon_weigth=1"])
     with pytest.raises(ConfigError, match="resolution=16 must be a power of two between 32 and 512"):

@@ -3,10 +3,17 @@
 Generator: noise ``z (B, z_dim)`` and a text embedding ``c (B, c_dim)`` -> image ``(B, 3, R, R)``
 in [-1, 1]. The caption goes through a small MLP to ``cond (B, cond_dim)``, which feeds the 4x4
 seed (with ``z``) and the scale and shift of every conditional batch-norm. Each up-block is
-``nearest 2x -> conv3x3 -> norm -> GLU`` (one conv, or two for every other block, as in the
-paper); nearest upsampling followed by a 3x3 conv cannot make the checkerboard pattern of a
+``nearest 2x -> conv3x3 -> [noise] -> norm -> GLU`` (one conv, or two for every other block, as in
+the paper); nearest upsampling followed by a 3x3 conv cannot make the checkerboard pattern of a
 stride-2 transposed conv. Skip-layer excitation (SLE) lets a low-resolution map (4x4, 8x8) gate
 the channels of the two largest maps, a cheap long skip that carries layout to the detail layers.
+With ``noise=True`` every conv from 8x8 up adds a per-pixel Gaussian noise map scaled by a learned
+per-channel weight (StyleGAN's noise injection, which FastGAN's two-conv blocks also use): the
+network gets fresh randomness at every scale for texture (crumbs, crust, grains) instead of having
+to make it from ``z`` through the whole stack. The weights start at zero, so adding noise to a
+trained generator does not change its output until training moves them. Without explicit noise
+maps, a row's maps are drawn from a stream seeded by that row's ``z``: the generator stays a
+function of ``(z, c)``, so a seeded image is the same alone or in any batch.
 
 Discriminator: FastGAN's own. A 3x3 stem, then down-blocks from R to 8x8 that average two
 branches, ``conv4x4/2 -> BN -> LReLU -> conv3x3 -> BN -> LReLU`` and ``avgpool -> conv1x1 -> BN ->
@@ -24,6 +31,7 @@ used LPIPS, whose VGG weights are not available offline).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -47,6 +55,7 @@ class FastGANConfig:
         d_channels: discriminator channels at full resolution, likewise.
         max_channels: cap on the channels of either network.
         decoder_channels: channels of D's reconstruction decoders at 8x8 (halved per upsampling).
+        noise: per-pixel noise injection after every generator conv (off in models saved before it).
     """
 
     resolution: int = 128
@@ -57,6 +66,7 @@ class FastGANConfig:
     d_channels: int = 16
     max_channels: int = 256
     decoder_channels: int = 64
+    noise: bool = False
 
     def validate(self) -> None:
         if self.resolution < 32 or self.resolution > 512 or self.resolution & (self.resolution - 1):
@@ -98,26 +108,52 @@ def norm_glu(norm: ConditionalBatchNorm2d, x: torch.Tensor, cond: torch.Tensor) 
     return F.glu(torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None]), dim=1)
 
 
+class NoiseInjection(nn.Module):
+    """``x + weight * noise``: one noise map per image ``(B, 1, H, W)``, scaled per channel by a
+    learned weight that starts at zero (StyleGAN, Karras et al. 2019)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(x, self.weight.view(1, -1, 1, 1).to(x.dtype), noise.to(x.dtype))
+
+
 class GLUUpBlock(nn.Module):
-    """``nearest 2x -> conv3x3 -> CBN -> GLU`` (and ``conv3x3 -> CBN -> GLU`` again if ``convs=2``).
+    """``nearest 2x -> conv3x3 -> [noise] -> CBN -> GLU`` (and ``conv3x3 -> [noise] -> CBN -> GLU``
+    again if ``convs=2``).
 
     Each conv makes twice the output channels; the gated linear unit (GLU) keeps half of them,
     gated by the sigmoid of the other half, as in FastGAN.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, cond_dim: int, convs: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, cond_dim: int, convs: int = 1, noise: bool = False):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 2 * out_channels, 3, padding=1, bias=False)
         self.norm1 = ConditionalBatchNorm2d(2 * out_channels, cond_dim)
         self.conv2 = nn.Conv2d(out_channels, 2 * out_channels, 3, padding=1, bias=False) if convs == 2 else None
         self.norm2 = ConditionalBatchNorm2d(2 * out_channels, cond_dim) if convs == 2 else None
+        self.noise1 = NoiseInjection(2 * out_channels) if noise else None
+        self.noise2 = NoiseInjection(2 * out_channels) if noise and convs == 2 else None
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    @property
+    def noise_count(self) -> int:
+        """How many noise maps (at the block's output size) :meth:`forward` takes."""
+        return (self.noise1 is not None) + (self.noise2 is not None)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, noise: list[torch.Tensor] = ()) -> torch.Tensor:
         # conv1(nearest_upsample(x)) computed as one transposed conv with a folded kernel: the
         # same function (checked in the tests), so the same freedom from checkerboards.
-        h = norm_glu(self.norm1, upsample_conv3x3(x, self.conv1), cond)  # (B, C_out, 2H, 2W)
+        h = upsample_conv3x3(x, self.conv1)  # (B, 2 C_out, 2H, 2W)
+        if self.noise1 is not None:
+            h = self.noise1(h, noise[0])
+        h = norm_glu(self.norm1, h, cond)  # (B, C_out, 2H, 2W)
         if self.conv2 is not None:
-            h = norm_glu(self.norm2, self.conv2(h), cond)
+            h = self.conv2(h)
+            if self.noise2 is not None:
+                h = self.noise2(h, noise[1])
+            h = norm_glu(self.norm2, h, cond)
         return h
 
 
@@ -156,7 +192,8 @@ class Generator(nn.Module):
         sizes = config.sizes
         # Two convs in every other block (8, 32, 128...), one in the others, as in the paper.
         self.blocks = nn.ModuleList(
-            GLUUpBlock(config.g_width(s), config.g_width(2 * s), config.cond_dim, convs=2 if i % 2 == 0 else 1)
+            GLUUpBlock(config.g_width(s), config.g_width(2 * s), config.cond_dim, convs=2 if i % 2 == 0 else 1,
+                       noise=config.noise)
             for i, s in enumerate(sizes[:-1])
         )
         self.sle = nn.ModuleDict({
@@ -165,8 +202,35 @@ class Generator(nn.Module):
         self.sle_sources = {large: small for small, large in config.sle_pairs}  # target size -> source size
         self.to_rgb = nn.Conv2d(config.g_width(config.resolution), 3, 3, padding=1)
 
-    def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Map noise ``z (B, z_dim)`` and text embeddings ``c (B, c_dim)`` to images (B, 3, R, R)."""
+    @property
+    def noise_sizes(self) -> list[int]:
+        """The spatial size of each noise map :meth:`forward` takes, in order (empty without noise)."""
+        return [2 * s for s, block in zip(self.config.sizes[:-1], self.blocks, strict=True) for _ in range(block.noise_count)]
+
+    def draw_noise(self, batch: int, generator: torch.Generator | None = None, device=None) -> list[torch.Tensor]:
+        """Fresh noise maps ``[(B, 1, s, s) for s in noise_sizes]`` from ``generator``."""
+        return [torch.randn(batch, 1, s, s, generator=generator, device=device) for s in self.noise_sizes]
+
+    def noise_from_z(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """Each row's noise maps drawn from a stream seeded by that row of ``z``, so the same
+        ``(z, c)`` always gives the same image, alone or in a batch. The seed hashes the row rounded
+        to bfloat16, so a float32, bfloat16 or float16 copy of one ``z`` gets the same maps."""
+        rows = []
+        for row in z.detach().to("cpu", torch.bfloat16):
+            key = row.view(torch.int16).numpy().tobytes()
+            seed = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
+            rows.append(self.draw_noise(1, torch.Generator().manual_seed(seed)))
+        return [torch.cat(maps).to(z.device) for maps in zip(*rows, strict=True)]
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Map noise ``z (B, z_dim)`` and text embeddings ``c (B, c_dim)`` to images (B, 3, R, R).
+
+        ``noise``: the per-pixel noise maps (:meth:`draw_noise`); by default they follow from ``z``
+        (:meth:`noise_from_z`). Ignored by a generator built without noise.
+        """
+        if self.config.noise and noise is None:
+            noise = self.noise_from_z(z)
+        maps = iter(noise or ())
         cond = self.text_mlp(c)  # (B, cond_dim)
         h = self.fc(torch.cat([z, cond], dim=1)).view(z.shape[0], -1, 4, 4)  # (B, 2 C4, 4, 4)
         h = norm_glu(self.init_norm, h, cond)  # (B, C4, 4, 4)
@@ -174,7 +238,7 @@ class Generator(nn.Module):
             h = h.contiguous(memory_format=torch.channels_last)
         features = {4: h}
         for block in self.blocks:
-            h = block(h, cond)
+            h = block(h, cond, [next(maps) for _ in range(block.noise_count)])
             size = h.shape[-1]
             if size in self.sle_sources:
                 h = self.sle[str(size)](features[self.sle_sources[size]], h)

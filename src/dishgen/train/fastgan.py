@@ -86,6 +86,11 @@ class FastGANTrainConfig:
     d_channels: int = checked(16, min=1)
     max_channels: int = checked(256, min=1)
     decoder_channels: int = checked(64, min=1)
+    # per-pixel noise injection in G (off by default so runs saved before it resume; on in the presets)
+    noise: bool = False
+    # start G, D and G_ema from another run's latest checkpoint (or a checkpoint folder); its network
+    # must have this run's shape, except for layers this run adds that start as the identity (noise).
+    init_from: str = ""
     # objective
     augment: str = "color,translation,cutout"  # DiffAugment policy, "" for none
     recon_weight: float = checked(1.0, min=0, text="at least 0 (0 turns D's reconstruction off)")
@@ -138,17 +143,18 @@ class FastGANTrainConfig:
     def model_config(self, c_dim: int) -> fastgan.FastGANConfig:
         return fastgan.FastGANConfig(resolution=self.resolution, z_dim=self.z_dim, c_dim=c_dim, cond_dim=self.cond_dim,
                                      g_channels=self.g_channels, d_channels=self.d_channels,
-                                     max_channels=self.max_channels, decoder_channels=self.decoder_channels)
+                                     max_channels=self.max_channels, decoder_channels=self.decoder_channels,
+                                     noise=self.noise)
 
 
 PRESETS = {
     # This 2-core CPU: 128 px, MiniLM (offline), narrow networks, batch 8.
     "cpu": dict(resolution=128, g_channels=16, d_channels=16, max_channels=256, decoder_channels=64, batch_size=8,
-                text_encoder="minilm", max_steps=100000, sample_every=250, checkpoint_every=500),
+                noise=True, text_encoder="minilm", max_steps=100000, sample_every=250, checkpoint_every=500),
     # One GPU: the paper's widths at 128 px (ngf = ndf = 64 at 256 px), batch 32.
     # R1 follows StyleGAN2-ADA's 2e-4 * R^2 / batch: 0.1 at 128 px and batch 32.
     "gpu": dict(resolution=128, g_channels=32, d_channels=32, max_channels=512, decoder_channels=128, batch_size=32,
-                r1_gamma=0.1, text_encoder="minilm", max_steps=50000, sample_every=1000, checkpoint_every=2000),
+                noise=True, r1_gamma=0.1, text_encoder="minilm", max_steps=50000, sample_every=1000, checkpoint_every=2000),
 }
 
 
@@ -250,6 +256,10 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
         step = load_checkpoint(run.checkpoint_path(start_step), G, D, G_ema, opt_G, opt_D, scaler_G, scaler_D)
         if accelerator.is_main_process:
             print(f"resumed from {run.checkpoint_path(start_step)} at step {step}")
+    elif config.init_from:
+        source = _init_weights(config.init_from, model_config, encoder_info, G, D, G_ema)
+        if accelerator.is_main_process:
+            print(f"networks initialised from {source}")
 
     def write_checkpoint(at_step: int) -> None:
         _check_in_sync(accelerator, at_step, G, D)
@@ -303,7 +313,7 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
             # Discriminator: hinge on real vs fake, D's reconstruction of the augmented real images it
             # judged, optional mismatched captions and lazy R1. The fakes keep their graph for the G step.
             with autocast():
-                fake = G(z, c)
+                fake = G(z, c, G.draw_noise(B, rng, device) if model_config.noise else None)
                 pair = apply_params(torch.cat([real, fake.detach().to(real.dtype)]),
                                     sample_params(2 * B, R, R, policy, rng, device))
                 # Real and fake in separate batches: D's batch-norms never mix their statistics.
@@ -424,7 +434,45 @@ def _check_resumable(folder: Path, model_config: fastgan.FastGANConfig, encoder_
     if saved["text_encoder"]["id"] != encoder_info["id"]:
         raise DishgenError(f"{folder} was trained with text_encoder={saved['text_encoder']['id']!r}, "
                            f"not {encoder_info['id']!r}; resume with the same encoder or start a new run")
-    now = config_to_dict(model_config)
-    changed = [f"{k}={saved['model'].get(k)!r} (now {v!r})" for k, v in now.items() if saved["model"].get(k) != v]
+    changed = _shape_changes(saved["model"], model_config)
     if changed:
         raise DishgenError(f"{folder} holds a network with {', '.join(changed)}; resume with the same shape")
+
+
+def _shape_changes(saved: dict, model_config: fastgan.FastGANConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+    """``key=saved (now new)`` for each network setting that differs; a key missing from an older
+    save counts as its default."""
+    defaults = config_to_dict(fastgan.FastGANConfig())
+    return [f"{k}={saved.get(k, defaults[k])!r} (now {v!r})" for k, v in config_to_dict(model_config).items()
+            if k not in ignore and saved.get(k, defaults[k]) != v]
+
+
+def _init_weights(source: str, model_config: fastgan.FastGANConfig, encoder_info: dict, G, D, G_ema) -> Path:
+    """Load G, D and G_ema from ``source`` (a run's latest checkpoint, or a checkpoint folder) for
+    ``init_from=``. Only noise injection may be new here: its weights start at zero, so the loaded
+    networks compute what they computed before. Returns the checkpoint folder used."""
+    from safetensors.torch import load_file
+
+    path = Path(source).expanduser()
+    if not (path / "trainer_state.json").is_file():
+        latest = RunDir(path, FAMILY).latest_checkpoint() if path.is_dir() else None
+        if latest is None:
+            raise DishgenError(f"init_from={source!r} is neither a fastgan checkpoint folder nor a run with one")
+        path = RunDir(path, FAMILY).checkpoint_path(latest)
+    saved = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    if saved.get("family") != FAMILY:
+        raise DishgenError(f"init_from={source!r} holds a {saved.get('family')!r} model, not a fastgan one")
+    if saved["text_encoder"]["id"] != encoder_info["id"]:
+        raise DishgenError(f"init_from={source!r} was trained with text_encoder={saved['text_encoder']['id']!r}, "
+                           f"not {encoder_info['id']!r}")
+    changed = _shape_changes(saved["model"], model_config, ignore=("noise",))
+    if changed:
+        raise DishgenError(f"init_from={source!r} holds a network with {', '.join(changed)}; "
+                           "set the same shape to start from it")
+    for name, net in (("G", G), ("D", D), ("G_ema", G_ema)):
+        missing, unexpected = net.load_state_dict(load_file(str(path / f"{name}.safetensors")), strict=False)
+        new = [k for k in missing if ".noise" not in k]
+        if new or unexpected:
+            raise DishgenError(f"init_from={source!r}: {name} does not fit this network "
+                               f"(missing {new[:3]}, unexpected {unexpected[:3]})")
+    return path
