@@ -172,16 +172,16 @@ def markdown(report: dict, charts: list[Path], grid: Path | None, pairs: Path | 
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in pixel_rows:
             spec, edge = r["metrics"].get("spectral_distance"), r["metrics"].get("edge_ratio")
-            grid = r["metrics"].get("grid_excess")
+            axis = r["metrics"].get("grid_excess")  # not "grid": that name is the sample grid's
             bands = spec["bands"] if spec else {}
-            size = (spec or edge or grid)["image_size"]
+            size = (spec or edge or axis)["image_size"]
             lines.append(" | ".join([
                 f"| {r['component']}", "—" if r.get("step") is None else str(r["step"]), f"{size} px",
                 format_cell(spec, 1.0, 3), *(f"{bands[b]:+.2f}" if b in bands else "—" for b in ("low", "mid", "high")),
                 f"{edge['generated_edge_energy']:.4f} / {edge['real_edge_energy']:.4f}" if edge else "—",
                 f"{edge['generated_foreground']:.2f} / {edge['real_foreground']:.2f}" if edge else "—",
-                format_cell(grid, 1.0, 2),
-                f"{grid['generated_grid']:+.2f} / {grid['real_grid']:+.2f}" if grid else "—",
+                format_cell(axis, 1.0, 2),
+                f"{axis['generated_grid']:+.2f} / {axis['real_grid']:+.2f}" if axis else "—",
                 f"{r.get('n_generated', '')} |"]))
         lines += ["", "Bands are the signed mean log power ratio (generated − real) over frequencies up to 1/6, 1/3 and "
                   "above 1/3 cycles per pixel; `charts/spectrum.png` shows it per radius. The axis log ratio is each set's mean "
