@@ -26,7 +26,7 @@ COLUMNS = (
     ("memorization", "memorization", 1.0, 3, "about 1"),
     ("spectral_distance", "spectral ↓", 1.0, 3, "lower"),
     ("edge_ratio", "edge ratio", 1.0, 3, "about 1"),
-    ("grid_excess", "grid excess", 1.0, 2, "about 0"),
+    ("grid_excess", "grid excess", 1.0, 3, "about 0"),
 )
 CHART_METRICS = ("fid", "kid", "clip_score", "memorization", "spectral_distance", "edge_ratio", "grid_excess")
 TITLES = {"fid": "FID (lower is better)", "kid": "KID ×10³ (lower is better)",
@@ -180,7 +180,7 @@ def markdown(report: dict, charts: list[Path], grid: Path | None, pairs: Path | 
                 format_cell(spec, 1.0, 3), *(f"{bands[b]:+.2f}" if b in bands else "—" for b in ("low", "mid", "high")),
                 f"{edge['generated_edge_energy']:.4f} / {edge['real_edge_energy']:.4f}" if edge else "—",
                 f"{edge['generated_foreground']:.2f} / {edge['real_foreground']:.2f}" if edge else "—",
-                format_cell(axis, 1.0, 2),
+                format_cell(axis, 1.0, 3),
                 f"{axis['generated_grid']:+.2f} / {axis['real_grid']:+.2f}" if axis else "—",
                 f"{r.get('n_generated', '')} |"]))
         lines += ["", "Bands are the signed mean log power ratio (generated − real) over frequencies up to 1/6, 1/3 and "
