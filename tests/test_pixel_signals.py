@@ -131,11 +131,12 @@ def test_offline_evaluation_without_any_network(tiny_dataset, tmp_path, fake_mod
     out = tmp_path / "report"
     report = evaluate(EvaluationConfig(data=tiny_dataset, out=out, models=[str(copier), str(noise)], bootstrap=20,
                                        progress=False, feature_backbone="none", images_per_caption=2))
-    assert report["metrics"] == ["memorization", "spectral", "edges"]
+    assert report["metrics"] == ["memorization", "spectral", "edges", "grid"]
     assert report["feature"]["backbone"] == "none"
     rows = {r["component"]: r["metrics"] for r in report["results"]}
     (halves,) = report["references"]
     assert halves["component"] == "real test photos, half vs half, 32 px"
+    assert set(halves["metrics"]) == {"spectral_distance", "edge_ratio", "grid_excess"}
     # The copier reproduces training photos (with a little noise): confirmed copies, spectrum and
     # edges like a photo's; pure noise: no copy, far too much high frequency.
     assert rows["copier"]["memorization"]["near_copy_rate"] > 0.9
@@ -143,12 +144,16 @@ def test_offline_evaluation_without_any_network(tiny_dataset, tmp_path, fake_mod
     assert rows["copier"]["memorization"]["real_near_copy_rate"] == 0.0
     assert rows["noise"]["spectral_distance"]["bands"]["high"] > 2 and rows["noise"]["edge_ratio"]["value"] > 3
     assert rows["copier"]["spectral_distance"]["value"] < rows["noise"]["spectral_distance"]["value"] / 4
-    for metric in (rows["copier"]["spectral_distance"], rows["copier"]["edge_ratio"]):
+    for metric in (rows["copier"]["spectral_distance"], rows["copier"]["edge_ratio"], rows["copier"]["grid_excess"]):
         low, high = metric["ci"]
         assert low <= metric["value"] <= high and metric["image_size"] == 32
     assert len(rows["copier"]["spectral_distance"]["profile"]) == P.num_radial_bins(32)
     md = (out / "report.md").read_text()
     assert "## Spectrum and edges detail" in md and "![spectrum](charts/spectrum.png)" in md
+    grid = rows["noise"]["grid_excess"]
+    assert grid["value"] == pytest.approx(grid["generated_grid"] - grid["real_grid"])
+    assert "| grid excess | N |" in md and "axis log ratio (generated / real)" in md
+    assert f"{grid['generated_grid']:+.2f} / {grid['real_grid']:+.2f}" in md
     assert (out / "charts" / "spectrum.png").is_file()
     listing = [json.loads(line) for line in (out / "per_image" / "copier.jsonl").read_text().splitlines()]
     assert all(r["near_copy"] for r in listing[:10]) and all("detail_cosine" in r for r in listing)
@@ -159,9 +164,9 @@ def test_backbone_free_metrics_alone_load_no_network(tiny_dataset, tmp_path, fak
 
     monkeypatch.setattr(F, "load_feature_network", lambda *a, **k: pytest.fail("no network may be loaded"))
     run = fake_models("gan", alpha=0.5)
-    report = evaluate(config(tiny_dataset, tmp_path / "out", models=[str(run)], metrics=("spectral", "edges")),
+    report = evaluate(config(tiny_dataset, tmp_path / "out", models=[str(run)], metrics=("spectral", "edges", "grid")),
                       write=False)
-    assert set(report["results"][0]["metrics"]) == {"spectral_distance", "edge_ratio"}
+    assert set(report["results"][0]["metrics"]) == {"spectral_distance", "edge_ratio", "grid_excess"}
 
 
 def test_no_backbone_with_a_network_metric_is_a_clear_error(tiny_dataset, tmp_path, fake_models):  # noqa: F811

@@ -9,7 +9,7 @@ The story of one ``dishgen evaluate`` run:
    reference rows: real test photos scored against their own captions, and a random subset of
    real training photos scored like a model (the best FID one can expect at this N);
 3. per model: generate the missing images (resumable), extract features, score, write the report.
-   The backbone-free signals (spectrum, edge energy, the near-copy test) are computed at each
+   The backbone-free signals (spectrum, grid, edge energy, the near-copy test) are computed at each
    generated set's own size, with the real photos resized to it; the first set of a size also
    adds a reference row: the real photos' two halves against each other.
 """
@@ -42,7 +42,7 @@ from dishgen.evaluate.scoring import (
 
 log = logging.getLogger(__name__)
 
-METRICS = ("fid", "kid", "clip-score", "clip-cosine", "memorization", "spectral", "edges")
+METRICS = ("fid", "kid", "clip-score", "clip-cosine", "memorization", "spectral", "edges", "grid")
 NETWORK_METRICS = ("fid", "kid", "clip-score", "clip-cosine")  # need a pretrained network
 BACKBONE_FREE = ("none",)  # --feature-backbone none: no pretrained network at all
 
@@ -68,7 +68,7 @@ class EvaluationConfig:
             need a network when ``feature_backbone`` is ``none``.
         feature_backbone: ``clip``, ``dinov2`` or ``inception``: the space of FID, KID and
             memorization's nearest-photo search; ``none``: no pretrained network (spectral,
-            edges and memorization in a thumbnail space, offline anywhere).
+            edges, grid and memorization in a thumbnail space, offline anywhere).
         feature_model: hub id, folder or weights file for that backbone (default: its standard).
         clip_model: the CLIP model for CLIPScore (and for the ``clip`` backbone by default).
         seed: seeds generation, the subset, KID subsets and bootstrap resampling.
@@ -287,7 +287,7 @@ def evaluate(
     device = resolve_device(config.device)
     if clip is None and any(m in metrics for m in CLIP_METRICS):
         clip = F.load_clip(config.clip_model, device=device)
-    # A network only for what needs one: spectral and edges never do, memorization only to
+    # A network only for what needs one: spectral, edges and grid never do, memorization only to
     # search its nearest photos in a feature space (with --feature-backbone none: thumbnails).
     needs_network = ("fid" in metrics or "kid" in metrics
                      or ("memorization" in metrics and config.feature_backbone not in BACKBONE_FREE))
@@ -468,8 +468,8 @@ class _PixelCache:
                     "step": None, "split": config.split, "n_generated": len(order) - len(order) // 2,
                     "metrics": result,
                     "note": f"a seeded random half of the {config.split!r} photos against the other half, at {size} "
-                            "px: the spectral distance and edge ratio of two sets of real photos of this size (N/2 "
-                            "each, so a little noisier than a model row at N)"})
+                            "px: the spectral distance, edge ratio and grid excess of two sets of real photos of this "
+                            "size (N/2 each, so a little noisier than a model row at N)"})
         return self._real[size]
 
     def train(self, size: int) -> PixelStats | None:

@@ -3,8 +3,8 @@
 Pure functions over batches of ``uint8`` images ``(B, 3, S, S)`` (the layout of
 :func:`dishgen.evaluate.imagesets.load_batch`) or over the per-image statistics they return. They
 need no pretrained network, so they run offline on any machine, and they see what feature
-distances miss at small sizes: blur (too little high frequency) and noise or checkerboard
-artefacts (too much).
+distances miss at small sizes: blur (too little high frequency), noise or checkerboard
+artefacts (too much) and stripes aligned with the pixel grid.
 
 - **Spectrum**: the radially averaged log power spectrum of the luma (BT.601) of each image, mean
   subtracted and Hann-windowed (so the image border does not add a cross of false high
@@ -12,6 +12,10 @@ artefacts (too much).
   spectrum (radius ``S / sqrt 2``): a checkerboard of period 2 px in x and y lives in the corners,
   and pooling them with the rest of the Nyquist ring hides it. Power below that of 8-bit
   quantisation noise is floored there: finer differences are invisible in a PNG.
+- **Grid**: from the same power spectrum, the power on the two frequency axes (``fx = 0`` or
+  ``fy = 0``) over the power off them at the same radii, above 1/8 cycles per pixel: a "plaid" of
+  stripes aligned with the pixel grid (nearest-neighbour upsampling) puts tens to hundreds of times
+  a ring's power on its axis points, which the radial average dilutes into the whole ring.
 - **Edge energy**: the mean gradient magnitude of the luma inside the dish, from forward
   differences (Sobel's central difference is blind to a period-2 checkerboard). FFML photos are
   cut-outs on white, so "inside the dish" is the set of pixels that are not near-white in every
@@ -38,6 +42,7 @@ from torch.nn import functional as F
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601
 WHITE_LEVEL = 0.92  # a pixel whose three channels are all above this (in [0, 1]) is background
 QUANTISATION_POWER = (1 / 255) ** 2 / 12  # power of 8-bit rounding noise: the floor of every spectrum bin
+GRID_MIN_FREQUENCY = 1 / 8  # cycles per pixel: the grid statistic looks at radii above this, up to 1/2
 BANDS = {"low": (0.0, 1 / 6), "mid": (1 / 6, 1 / 3), "high": (1 / 3, 1.0)}  # cycles per pixel, Nyquist = 1/2
 THUMBNAIL_SIZE = 16
 DETAIL_SIZE = 64
@@ -78,6 +83,26 @@ def radial_frequencies(num_bins: int, size: int) -> torch.Tensor:
     return torch.arange(1, num_bins + 1, dtype=torch.float64) / size
 
 
+def windowed_power(images: torch.Tensor) -> torch.Tensor:
+    """The power spectrum of each image's luma, mean subtracted and Hann-windowed.
+
+    Args:
+        images: uint8 ``(B, 3, S, S)``, square.
+
+    Returns:
+        ``(B, S, S)`` power in FFT order (:func:`torch.fft.fftfreq`: DC at ``[0, 0]``), normalised
+        by the window's energy, so white noise of variance ``v`` has power ``v`` at every frequency.
+    """
+    y = luma(images)  # (B, S, S)
+    size = y.shape[-1]
+    if y.shape[-2] != size or size < 4:
+        raise ValueError(f"the spectrum needs square images of at least 4 px, got {tuple(y.shape[-2:])}")
+    hann = torch.hann_window(size, periodic=False, dtype=torch.float64)
+    window = hann.view(-1, 1) * hann.view(1, -1)
+    y = (y - y.mean((-2, -1), keepdim=True)) * window
+    return torch.fft.fft2(y).abs().square() / window.square().sum()
+
+
 def radial_log_spectrum(images: torch.Tensor) -> torch.Tensor:
     """The radially averaged log power spectrum of each image's luma.
 
@@ -89,19 +114,13 @@ def radial_log_spectrum(images: torch.Tensor) -> torch.Tensor:
         to the corners). Power is normalised by the window's energy, so white noise of
         variance ``v`` has power ``v`` in every bin.
     """
-    y = luma(images)  # (B, S, S)
-    size = y.shape[-1]
-    if y.shape[-2] != size or size < 4:
-        raise ValueError(f"the spectrum needs square images of at least 4 px, got {tuple(y.shape[-2:])}")
-    hann = torch.hann_window(size, periodic=False, dtype=torch.float64)
-    window = hann.view(-1, 1) * hann.view(1, -1)
-    y = (y - y.mean((-2, -1), keepdim=True)) * window
-    power = torch.fft.fft2(y).abs().square() / window.square().sum()  # (B, S, S)
+    power = windowed_power(images)  # (B, S, S)
+    size = power.shape[-1]
     bins = radial_bins(size).flatten()
     keep = bins >= 0
     index = bins[keep]
     nbins = num_radial_bins(size)
-    sums = torch.zeros(y.shape[0], nbins, dtype=torch.float64).index_add_(1, index, power.flatten(1)[:, keep])
+    sums = torch.zeros(power.shape[0], nbins, dtype=torch.float64).index_add_(1, index, power.flatten(1)[:, keep])
     counts = torch.bincount(index, minlength=nbins).to(torch.float64)
     return torch.log(sums / counts + QUANTISATION_POWER)
 
@@ -139,6 +158,62 @@ def band_means(profile: torch.Tensor, size: int) -> dict[str, float]:
         chosen = (freqs > low) & (freqs <= high)
         out[name] = float(profile[chosen].mean()) if chosen.any() else float("nan")
     return out
+
+
+# -- grid (axis) statistic ----------------------------------------------------------------------
+def grid_log_ratio(images: torch.Tensor, min_frequency: float = GRID_MIN_FREQUENCY) -> torch.Tensor:
+    """How much more power each image has on the frequency axes than off them, at like radii.
+
+    A "plaid" of stripes aligned with the pixel grid (horizontal and vertical lines, as
+    nearest-neighbour upsampling leaves them) puts its power on the two axes of the spectrum
+    (``fx = 0`` or ``fy = 0``); the radial average pools it with the whole ring and hides it.
+
+    Definition, per image, on the power ``P(f)`` of :func:`windowed_power` (``f`` in cycles per
+    image, ``r(f)`` its radius rounded as in :func:`radial_bins`), over the radii ``r`` with
+    ``min_frequency * S < r <= S / 2`` (up to the axis Nyquist frequency; the corners beyond it,
+    where a period-2 checkerboard lives, are left to the spectral distance):
+
+    - the off-axis level of radius ``r``: ``O(r)``, the mean of ``P`` over the frequencies of
+      that radius with ``fx != 0`` and ``fy != 0``;
+    - the statistic: ``log mean_a (P(a) + Q) / (O(r(a)) + Q)``, the mean over the axis
+      frequencies ``a`` (``(±r, 0)`` and ``(0, ±r)``: four per radius, two at Nyquist), ``Q``
+      the 8-bit quantisation floor of the spectrum.
+
+    So each axis frequency is compared with the off-axis power of its own radius, and every radius
+    counts the same: it is ``log(mean axis power) - log(mean off-axis power)`` with each radius
+    weighted by its number of axis frequencies over its off-axis level. Without that weight the
+    lowest radii would dominate (a photo's power falls about a hundredfold from 1/8 to 1/2 cycles
+    per pixel), while a plaid is strongest near Nyquist. About 0 for isotropic content (noise,
+    blobs, most photos); ``log 10 = 2.3`` when the axes carry ten times the power of their rings.
+
+    Args:
+        images: uint8 ``(B, 3, S, S)``, square.
+        min_frequency: lowest radius, in cycles per pixel (excluded).
+
+    Returns:
+        ``(B,)`` float64 natural-log ratios.
+    """
+    power = windowed_power(images).flatten(1)  # (B, S * S)
+    size = images.shape[-1]
+    freq = torch.fft.fftfreq(size, d=1 / size, dtype=torch.float64)  # cycles per image
+    on_axis = ((freq.view(-1, 1) == 0) | (freq.view(1, -1) == 0)).flatten()
+    radius = (radial_bins(size) + 1).flatten()  # rounded radius, cycles per image
+    band = (radius > min_frequency * size) & (2 * radius <= size)
+    off, on = band & ~on_axis, band & on_axis
+    nbins = size // 2 + 1
+    sums = torch.zeros(power.shape[0], nbins, dtype=torch.float64).index_add_(1, radius[off], power[:, off])
+    counts = torch.bincount(radius[off], minlength=nbins).to(torch.float64)
+    level = sums / counts.clamp(min=1) + QUANTISATION_POWER  # (B, S/2 + 1) off-axis power per radius
+    return torch.log(((power[:, on] + QUANTISATION_POWER) / level[:, radius[on]]).mean(1))
+
+
+def grid_excess(real_grid: torch.Tensor, fake_grid: torch.Tensor) -> float:
+    """Mean :func:`grid_log_ratio` of generated images minus that of real ones.
+
+    About 0 when the generated images are no more axis-aligned than photos; large and positive
+    for a plaid of grid-aligned stripes (``log 10`` for ten times the photos' axis excess).
+    """
+    return float(fake_grid.mean()) - float(real_grid.mean())
 
 
 # -- edges --------------------------------------------------------------------------------------

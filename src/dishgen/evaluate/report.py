@@ -2,7 +2,7 @@
 
 ``report.md`` keeps the original project's table layout (component, step, FID, CLIPScore, CLIP
 cosine) and adds KID, the original "(cos + 1) / 2 * 100" score, memorization, the backbone-free
-spectral distance and edge ratio, N and a 95% bootstrap interval for every number. Every number
+spectral distance, edge ratio and grid excess, N and a 95% bootstrap interval for every number. Every number
 in the Markdown is a rounding of the JSON.
 """
 
@@ -26,12 +26,14 @@ COLUMNS = (
     ("memorization", "memorization", 1.0, 3, "about 1"),
     ("spectral_distance", "spectral ↓", 1.0, 3, "lower"),
     ("edge_ratio", "edge ratio", 1.0, 3, "about 1"),
+    ("grid_excess", "grid excess", 1.0, 3, "about 0"),
 )
-CHART_METRICS = ("fid", "kid", "clip_score", "memorization", "spectral_distance", "edge_ratio")
+CHART_METRICS = ("fid", "kid", "clip_score", "memorization", "spectral_distance", "edge_ratio", "grid_excess")
 TITLES = {"fid": "FID (lower is better)", "kid": "KID ×10³ (lower is better)",
           "clip_score": "CLIPScore (higher is better)", "memorization": "memorization ratio (about 1 is healthy)",
           "clip_cosine": "CLIP cosine", "clip_score_rescaled": "(cos + 1) / 2 × 100",
-          "spectral_distance": "spectral distance (lower is better)", "edge_ratio": "edge-energy ratio (1 is ideal)"}
+          "spectral_distance": "spectral distance (lower is better)", "edge_ratio": "edge-energy ratio (1 is ideal)",
+          "grid_excess": "grid excess (about 0 is ideal)"}
 
 
 def new_report(*, config: dict, metrics: list[str], feature: dict, clip_model: str | None, dataset: dict) -> dict:
@@ -126,7 +128,7 @@ def markdown(report: dict, charts: list[Path], grid: Path | None, pairs: Path | 
          + (f" (`{feature['model']}`)" if feature.get("model") else f" ({feature['network']})")
          + f", {feature['dim']}-d, images resized to {feature['image_size']} px") if feature.get("network") else
         "- features: **none** (no pretrained network; memorization searches 16 px thumbnails)",
-        "- spectral distance, edge ratio and the near-copy test: computed at each generated set's own size, "
+        "- spectral distance, edge ratio, grid excess and the near-copy test: computed at each generated set's own size, "
         "the real photos resized to it (no network)",
         f"- CLIP for CLIPScore: `{report['clip_model']}`" if report.get("clip_model") else "- CLIP metrics: not computed",
         f"- intervals: 95% bootstrap, {report['bootstrap']['resamples']} resamples; seed {report['config'].get('seed')}",
@@ -153,26 +155,38 @@ def markdown(report: dict, charts: list[Path], grid: Path | None, pairs: Path | 
         "columns are signed: negative high = blur, positive high = noise or checkerboard artefacts.",
         "- edge ratio is the mean gradient magnitude inside the dish (non-white pixels) of generated over real "
         "images: 1 is ideal, below 1 smoother than photos, above 1 busier.",
+        "- grid excess is how much more power the generated images have on the axes of their spectrum (fx = 0 or "
+        "fy = 0) than off them at the same radius, above 1/8 cycles per pixel, minus the same for the real photos (log "
+        "ratio, per image, then averaged): about 0 is healthy; large and positive means a plaid of horizontal and "
+        "vertical stripes aligned with the pixel grid, which the radial spectrum averages away (log 10 = 2.3: ten "
+        "times the photos' axis power). A period-2 checkerboard lives in the spectrum's corners, not on its axes: "
+        "the spectral distance's high band flags it.",
         "- see docs/evaluate.md for details.", "",
     ]
     pixel_rows = [r for r in report["references"] + report["results"]
-                  if "spectral_distance" in r["metrics"] or "edge_ratio" in r["metrics"]]
+                  if any(k in r["metrics"] for k in ("spectral_distance", "edge_ratio", "grid_excess"))]
     if pixel_rows:
         lines += ["## Spectrum and edges detail", "",
                   "| component | step | size | spectral | low band | mid band | high band | edge energy (generated / real) "
-                  "| dish share (generated / real) | N |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| dish share (generated / real) | grid excess | axis log ratio (generated / real) | N |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in pixel_rows:
             spec, edge = r["metrics"].get("spectral_distance"), r["metrics"].get("edge_ratio")
+            axis = r["metrics"].get("grid_excess")  # not "grid": that name is the sample grid's
             bands = spec["bands"] if spec else {}
-            size = (spec or edge)["image_size"]
+            size = (spec or edge or axis)["image_size"]
             lines.append(" | ".join([
                 f"| {r['component']}", "—" if r.get("step") is None else str(r["step"]), f"{size} px",
                 format_cell(spec, 1.0, 3), *(f"{bands[b]:+.2f}" if b in bands else "—" for b in ("low", "mid", "high")),
                 f"{edge['generated_edge_energy']:.4f} / {edge['real_edge_energy']:.4f}" if edge else "—",
                 f"{edge['generated_foreground']:.2f} / {edge['real_foreground']:.2f}" if edge else "—",
+                format_cell(axis, 1.0, 3),
+                f"{axis['generated_grid']:+.2f} / {axis['real_grid']:+.2f}" if axis else "—",
                 f"{r.get('n_generated', '')} |"]))
         lines += ["", "Bands are the signed mean log power ratio (generated − real) over frequencies up to 1/6, 1/3 and "
-                  "above 1/3 cycles per pixel; `charts/spectrum.png` shows it per radius.", ""]
+                  "above 1/3 cycles per pixel; `charts/spectrum.png` shows it per radius. The axis log ratio is each set's mean "
+                  "log(power on the spectrum's axes / power off them at the same radius) above 1/8 cycles per pixel; "
+                  "the grid excess is their difference.", ""]
     mem_rows = [r for r in report["results"] if "memorization" in r["metrics"]]
     if mem_rows:
         lines += ["## Memorization detail", "",

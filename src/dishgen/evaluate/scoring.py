@@ -3,7 +3,7 @@
 :func:`set_features` runs the feature network and CLIP over an image set in batches;
 :func:`score` turns the features of a generated set and of the real reference into the report's
 numbers, each with its bootstrap interval. :func:`pixel_stats` computes the backbone-free
-statistics of a set at one size (spectra, edge energy, thumbnails, detail maps). The formulas
+statistics of a set at one size (spectra, edge energy, grid, thumbnails, detail maps). The formulas
 themselves live in :mod:`dishgen.evaluate.metrics` and :mod:`dishgen.evaluate.pixels`.
 """
 
@@ -20,7 +20,7 @@ from dishgen.evaluate.features import ClipEmbedder, extract_features
 from dishgen.evaluate.imagesets import ImageSet, load_batch
 
 CLIP_METRICS = ("clip-score", "clip-cosine")
-PIXEL_METRICS = ("spectral", "edges")  # need no network at all
+PIXEL_METRICS = ("spectral", "edges", "grid")  # need no network at all
 
 
 @dataclass
@@ -34,11 +34,13 @@ class PixelStats:
     thumbnails: torch.Tensor  # (N, 768) mean-centred 16 px colour thumbnails
     details: torch.Tensor  # (N, 64, 64) detail maps for the near-copy test
     detail_energy: torch.Tensor  # (N,)
+    grid: torch.Tensor  # (N,) log power on the frequency axes over off them (like radii)
 
     def subset(self, index: torch.Tensor) -> PixelStats:
         """The statistics of the images at ``index``."""
         return PixelStats(self.size, *(getattr(self, k)[index] for k in
-                                       ("spectra", "edges", "foreground", "thumbnails", "details", "detail_energy")))
+                                       ("spectra", "edges", "foreground", "thumbnails", "details", "detail_energy",
+                                        "grid")))
 
 
 def pixel_stats(image_set: ImageSet, size: int, batch_size: int = 64, progress: bool = False) -> PixelStats:
@@ -51,7 +53,8 @@ def pixel_stats(image_set: ImageSet, size: int, batch_size: int = 64, progress: 
         images = load_batch(image_set.paths[start : start + batch_size], size)  # (B, 3, S, S) uint8
         edges, foreground = P.edge_energy(images)
         details, energy = P.detail_maps(images)
-        parts.append((P.radial_log_spectrum(images), edges, foreground, P.thumbnails(images), details, energy))
+        parts.append((P.radial_log_spectrum(images), edges, foreground, P.thumbnails(images), details, energy,
+                      P.grid_log_ratio(images)))
     return PixelStats(size, *(torch.cat(column) for column in zip(*parts, strict=True)))
 
 
@@ -193,6 +196,13 @@ def score_pixels(real: PixelStats, fake: PixelStats, metrics: list[str], *, boot
             "generated_edge_energy": float(fake.edges.nanmean()), "real_edge_energy": float(real.edges.nanmean()),
             "generated_foreground": float(fake.foreground.mean()), "real_foreground": float(real.foreground.mean()),
             "images_without_dish": int(fake.edges.isnan().sum()),
+        }
+    if "grid" in metrics:
+        value = P.grid_excess(real.grid, fake.grid)
+        low, high = M.bootstrap_ci(P.grid_excess, [real.grid, fake.grid], n_resamples=bootstrap, seed=seed)
+        out["grid_excess"] = {
+            "value": value, "ci": _interval(low, high), "image_size": fake.size,
+            "generated_grid": float(fake.grid.mean()), "real_grid": float(real.grid.mean()),
         }
     return out
 
