@@ -188,3 +188,40 @@ def test_noise_injection_starts_as_the_identity_and_stays_a_function_of_z():
     noisy.train()
     noisy(z, c).mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in noisy.named_parameters() if ".noise" in n)
+
+
+def test_bilinear_upsampling_leaves_no_tile_edges_on_the_pixel_grid():
+    """Nearest upsampling turns an 8x8 map into 16x16 tiles at 128 px whose edges all lie on the
+    same rows and columns: the plaid every trained nearest-upsampling generator grew. Bilinear
+    upsampling spreads each step over the tile instead."""
+    torch.manual_seed(0)
+    coarse = torch.randn(2, 4, 8, 8)
+
+    def chain(mode: str) -> torch.Tensor:
+        block = GLUUpBlock(4, 2, cond_dim=4, upsample=mode)
+        with torch.no_grad():
+            block.conv1.weight.zero_()
+            block.conv1.weight[:, :, 1, 1] = torch.eye(4)  # a 1x1 identity: only the upsampling acts
+            x = coarse
+            for _ in range(4):  # 8 -> 128 px
+                x = block.upsample_conv(x)
+        return x
+
+    for mode, expected in (("nearest", 1.0), ("bilinear", 0.0)):
+        y = chain(mode)
+        dx = (y[..., 1:] - y[..., :-1]).abs().mean(dim=(0, 1, 2))  # (127,) per column step
+        on_edges = dx[15::16].sum() / dx.sum()  # share of the change that sits on the 16-px tile edges
+        assert abs(on_edges - expected) < 0.2, (mode, float(on_edges))
+    with pytest.raises(ValueError, match="upsample='bicubic' must be one of"):
+        FastGANConfig(upsample="bicubic").validate()
+
+
+def test_the_generator_upsamples_as_configured():
+    torch.manual_seed(0)
+    nearest = warmed_up(Generator(FastGANConfig(resolution=32, **TINY)))
+    bilinear = Generator(FastGANConfig(resolution=32, upsample="bilinear", **TINY)).eval()
+    bilinear.load_state_dict(nearest.state_dict())  # the same weights and statistics: only the filter differs
+    z, c = torch.randn(2, 16), torch.randn(2, 384)
+    with torch.no_grad():
+        a, b = nearest(z, c), bilinear(z, c)
+    assert a.shape == b.shape and 1e-4 < (a - b).abs().mean() < 0.5

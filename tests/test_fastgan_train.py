@@ -132,13 +132,15 @@ def test_resume_refuses_another_network_shape(run_a, tmp_path, tiny_dataset):
         train(tiny(g_channels=16, max_steps=7), tiny_dataset, out, resume=True)
 
 
-def test_init_from_starts_a_noise_run_from_a_run_without_noise(run_a, tiny_dataset, tmp_path, capsys):
+def test_init_from_starts_a_noise_bilinear_run_from_an_older_run(run_a, tiny_dataset, tmp_path, capsys):
     old = train(tiny(noise=False, max_steps=3), tiny_dataset, tmp_path / "old")
     saved = json.loads((old / "checkpoint-3" / "config.json").read_text())
-    del saved["model"]["noise"]  # as runs saved before noise injection wrote it
+    del saved["model"]["noise"], saved["model"]["upsample"]  # as runs saved before these options wrote it
     (old / "checkpoint-3" / "config.json").write_text(json.dumps(saved))
 
-    new = train(tiny(init_from=str(old), max_steps=1, sample_every=1), tiny_dataset, tmp_path / "new")
+    new = train(tiny(init_from=str(old), upsample="bilinear", max_steps=1, sample_every=1), tiny_dataset,
+                tmp_path / "new")
+    assert json.loads((new / "config.json").read_text())["upsample"] == "bilinear"
     assert f"networks initialised from {old / 'checkpoint-3'}" in capsys.readouterr().out
     before = load_file(str(old / "checkpoint-3" / "G.safetensors"))
     after = load_file(str(new / "checkpoint-1" / "G.safetensors"))

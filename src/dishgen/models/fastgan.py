@@ -3,9 +3,13 @@
 Generator: noise ``z (B, z_dim)`` and a text embedding ``c (B, c_dim)`` -> image ``(B, 3, R, R)``
 in [-1, 1]. The caption goes through a small MLP to ``cond (B, cond_dim)``, which feeds the 4x4
 seed (with ``z``) and the scale and shift of every conditional batch-norm. Each up-block is
-``nearest 2x -> conv3x3 -> [noise] -> norm -> GLU`` (one conv, or two for every other block, as in
-the paper); nearest upsampling followed by a 3x3 conv cannot make the checkerboard pattern of a
-stride-2 transposed conv. Skip-layer excitation (SLE) lets a low-resolution map (4x4, 8x8) gate
+``2x upsampling -> conv3x3 -> [noise] -> norm -> GLU`` (one conv, or two for every other block, as
+in the paper); upsampling followed by a 3x3 conv cannot make the checkerboard pattern of a stride-2
+transposed conv. The paper upsamples by nearest neighbour, which copies each pixel into a 2x2
+block: a coarse map upsampled 8x is a mosaic of 8x8 tiles, and its tile edges, all on the same
+rows and columns, survive the 3x3 convs as a plaid of stripes along the pixel grid (trained on FFML
+at 128 px, every sample grew one; the same weights run with bilinear upsampling drew no plaid).
+``upsample="bilinear"`` (StyleGAN2's ``[1, 3, 3, 1]`` filter) interpolates instead of copying. Skip-layer excitation (SLE) lets a low-resolution map (4x4, 8x8) gate
 the channels of the two largest maps, a cheap long skip that carries layout to the detail layers.
 With ``noise=True`` every conv from 8x8 up adds a per-pixel Gaussian noise map scaled by a learned
 per-channel weight (StyleGAN's noise injection, which FastGAN's two-conv blocks also use): the
@@ -41,6 +45,8 @@ from torch import nn
 
 from dishgen.models.layers import ConditionalBatchNorm2d, sn_conv2d, sn_linear, upsample_conv3x3
 
+UPSAMPLE_MODES = ("nearest", "bilinear")
+
 
 @dataclass
 class FastGANConfig:
@@ -56,6 +62,9 @@ class FastGANConfig:
         max_channels: cap on the channels of either network.
         decoder_channels: channels of D's reconstruction decoders at 8x8 (halved per upsampling).
         noise: per-pixel noise injection after every generator conv (off in models saved before it).
+        upsample: the generator's 2x upsampling before each block's first conv: ``nearest`` (the
+            paper's, and every model saved before this option) or ``bilinear`` (StyleGAN2's
+            ``[1, 3, 3, 1]`` filter: no block edges along the pixel grid, see the module docstring).
     """
 
     resolution: int = 128
@@ -67,8 +76,11 @@ class FastGANConfig:
     max_channels: int = 256
     decoder_channels: int = 64
     noise: bool = False
+    upsample: str = "nearest"
 
     def validate(self) -> None:
+        if self.upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample={self.upsample!r} must be one of {', '.join(UPSAMPLE_MODES)}")
         if self.resolution < 32 or self.resolution > 512 or self.resolution & (self.resolution - 1):
             raise ValueError(f"resolution={self.resolution} must be a power of two from 32 to 512")
         for name in ("z_dim", "c_dim", "cond_dim", "g_channels", "d_channels", "max_channels", "decoder_channels"):
@@ -128,8 +140,10 @@ class GLUUpBlock(nn.Module):
     gated by the sigmoid of the other half, as in FastGAN.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, cond_dim: int, convs: int = 1, noise: bool = False):
+    def __init__(self, in_channels: int, out_channels: int, cond_dim: int, convs: int = 1, noise: bool = False,
+                 upsample: str = "nearest"):
         super().__init__()
+        self.upsample = upsample
         self.conv1 = nn.Conv2d(in_channels, 2 * out_channels, 3, padding=1, bias=False)
         self.norm1 = ConditionalBatchNorm2d(2 * out_channels, cond_dim)
         self.conv2 = nn.Conv2d(out_channels, 2 * out_channels, 3, padding=1, bias=False) if convs == 2 else None
@@ -142,10 +156,15 @@ class GLUUpBlock(nn.Module):
         """How many noise maps (at the block's output size) :meth:`forward` takes."""
         return (self.noise1 is not None) + (self.noise2 is not None)
 
+    def upsample_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """``conv1(upsample_2x(x))``: ``(B, C_in, H, W)`` -> ``(B, 2 C_out, 2H, 2W)``."""
+        if self.upsample == "nearest":
+            # One transposed conv with a folded kernel: the same function (checked in the tests).
+            return upsample_conv3x3(x, self.conv1)
+        return self.conv1(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+
     def forward(self, x: torch.Tensor, cond: torch.Tensor, noise: list[torch.Tensor] = ()) -> torch.Tensor:
-        # conv1(nearest_upsample(x)) computed as one transposed conv with a folded kernel: the
-        # same function (checked in the tests), so the same freedom from checkerboards.
-        h = upsample_conv3x3(x, self.conv1)  # (B, 2 C_out, 2H, 2W)
+        h = self.upsample_conv(x)  # (B, 2 C_out, 2H, 2W)
         if self.noise1 is not None:
             h = self.noise1(h, noise[0])
         h = norm_glu(self.norm1, h, cond)  # (B, C_out, 2H, 2W)
@@ -193,7 +212,7 @@ class Generator(nn.Module):
         # Two convs in every other block (8, 32, 128...), one in the others, as in the paper.
         self.blocks = nn.ModuleList(
             GLUUpBlock(config.g_width(s), config.g_width(2 * s), config.cond_dim, convs=2 if i % 2 == 0 else 1,
-                       noise=config.noise)
+                       noise=config.noise, upsample=config.upsample)
             for i, s in enumerate(sizes[:-1])
         )
         self.sle = nn.ModuleDict({

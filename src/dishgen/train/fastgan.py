@@ -88,6 +88,9 @@ class FastGANTrainConfig:
     decoder_channels: int = checked(64, min=1)
     # per-pixel noise injection in G (off by default so runs saved before it resume; on in the presets)
     noise: bool = False
+    # G's 2x upsampling: "nearest" (the paper's; runs saved before this key) or "bilinear" (no plaid of
+    # tile edges along the pixel grid; the presets' choice)
+    upsample: str = checked("nearest", choices=fastgan.UPSAMPLE_MODES)
     # start G, D and G_ema from another run's latest checkpoint (or a checkpoint folder); its network
     # must have this run's shape, except for layers this run adds that start as the identity (noise).
     init_from: str = ""
@@ -144,17 +147,17 @@ class FastGANTrainConfig:
         return fastgan.FastGANConfig(resolution=self.resolution, z_dim=self.z_dim, c_dim=c_dim, cond_dim=self.cond_dim,
                                      g_channels=self.g_channels, d_channels=self.d_channels,
                                      max_channels=self.max_channels, decoder_channels=self.decoder_channels,
-                                     noise=self.noise)
+                                     noise=self.noise, upsample=self.upsample)
 
 
 PRESETS = {
     # This 2-core CPU: 128 px, MiniLM (offline), narrow networks, batch 8.
     "cpu": dict(resolution=128, g_channels=16, d_channels=16, max_channels=256, decoder_channels=64, batch_size=8,
-                noise=True, text_encoder="minilm", max_steps=100000, sample_every=250, checkpoint_every=500),
+                noise=True, upsample="bilinear", text_encoder="minilm", max_steps=100000, sample_every=250, checkpoint_every=500),
     # One GPU: the paper's widths at 128 px (ngf = ndf = 64 at 256 px), batch 32.
     # R1 follows StyleGAN2-ADA's 2e-4 * R^2 / batch: 0.1 at 128 px and batch 32.
     "gpu": dict(resolution=128, g_channels=32, d_channels=32, max_channels=512, decoder_channels=128, batch_size=32,
-                noise=True, r1_gamma=0.1, text_encoder="minilm", max_steps=50000, sample_every=1000, checkpoint_every=2000),
+                noise=True, upsample="bilinear", r1_gamma=0.1, text_encoder="minilm", max_steps=50000, sample_every=1000, checkpoint_every=2000),
 }
 
 
@@ -449,8 +452,9 @@ def _shape_changes(saved: dict, model_config: fastgan.FastGANConfig, ignore: tup
 
 def _init_weights(source: str, model_config: fastgan.FastGANConfig, encoder_info: dict, G, D, G_ema) -> Path:
     """Load G, D and G_ema from ``source`` (a run's latest checkpoint, or a checkpoint folder) for
-    ``init_from=``. Only noise injection may be new here: its weights start at zero, so the loaded
-    networks compute what they computed before. Returns the checkpoint folder used."""
+    ``init_from=``. Only noise injection may be new here (its weights start at zero, so the loaded
+    networks compute what they computed before), and the upsampling may change (the same weights
+    then draw the same dishes without the nearest-neighbour tiles). Returns the checkpoint folder."""
     from safetensors.torch import load_file
 
     path = Path(source).expanduser()
@@ -465,7 +469,7 @@ def _init_weights(source: str, model_config: fastgan.FastGANConfig, encoder_info
     if saved["text_encoder"]["id"] != encoder_info["id"]:
         raise DishgenError(f"init_from={source!r} was trained with text_encoder={saved['text_encoder']['id']!r}, "
                            f"not {encoder_info['id']!r}")
-    changed = _shape_changes(saved["model"], model_config, ignore=("noise",))
+    changed = _shape_changes(saved["model"], model_config, ignore=("noise", "upsample"))
     if changed:
         raise DishgenError(f"init_from={source!r} holds a network with {', '.join(changed)}; "
                            "set the same shape to start from it")
