@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from dishgen.config import MAX_SEED, MINUTES, checked, config_to_dict, validate_config
-from dishgen.models.cvae import RESOLUTIONS
+from dishgen.models.cvae import RESOLUTIONS, CVAEModelConfig
 from dishgen.train.common import TRACKERS
 from dishgen.train.cvae_objective import (  # noqa: F401  (perceptual_distance: importable from here, as before)
     CVAETrainingError,
@@ -53,7 +53,7 @@ DEFAULT_PROMPTS = [
 
 
 @dataclass
-class CVAEConfig:
+class CVAETrainConfig:
     """Everything a cvae run needs; saved as the run's ``config.json``.
 
     Attributes are grouped as model, text, objective, optimisation, augmentation and bookkeeping.
@@ -117,6 +117,18 @@ class CVAEConfig:
     num_recon_images: int = checked(8, min=1)
 
 
+    def model_config(self, c_dim: int) -> CVAEModelConfig:
+        """The network shape (saved under ``"model"`` in every model folder) for ``c_dim``-d caption vectors."""
+        return CVAEModelConfig(resolution=self.resolution, z_dim=self.z_dim, c_dim=c_dim, cond_dim=self.cond_dim,
+                               base_channels=self.base_channels, max_channels=self.max_channels,
+                               res_blocks=self.res_blocks, res_block_resolution=self.res_block_resolution)
+
+
+# The old name of CVAETrainConfig (it was always the training config; the network's is CVAEModelConfig).
+# Kept for imports until dishgen 0.2.0.
+CVAEConfig = CVAETrainConfig
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     # The original project's setting: 64 px, latent 128, beta 0.5 warmed up over 10 epochs,
     # AdamW lr 2e-4 / wd 1e-5, batch 64, CLIP ViT-B/32 text vectors (512-d).
@@ -167,7 +179,7 @@ def augment(x: torch.Tensor, generator: torch.Generator, *, hflip: bool, transla
 # -- the training script ------------------------------------------------------------------------
 
 
-def train(config: CVAEConfig, data: str | Path, out: str | Path, *, resume: bool = False,
+def train(config: CVAETrainConfig, data: str | Path, out: str | Path, *, resume: bool = False,
           device: str | None = None) -> Path:
     """Train a conditional VAE.
 
@@ -198,7 +210,6 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
     from dishgen.images_tensor import load_images_uint8
     from dishgen.models.cvae import (
         CVAE,
-        CVAEModelConfig,
         active_units,
         kl_divergence,
         reconstruction_error,
@@ -281,10 +292,7 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
     prompt_text = text_inputs(list(config.sample_prompts))
 
     # -- model, optimiser, schedule ---------------------------------------------------------------
-    model_config = CVAEModelConfig(
-        resolution=config.resolution, z_dim=config.z_dim, c_dim=c_dim, cond_dim=config.cond_dim,
-        base_channels=config.base_channels, max_channels=config.max_channels,
-        res_blocks=config.res_blocks, res_block_resolution=config.res_block_resolution)
+    model_config = config.model_config(c_dim)
     torch.manual_seed(config.seed)  # the initial weights depend on the seed only
     text_model = LSTMTextEncoder(lstm_config, tokenizer) if config.text_encoder == "lstm" else None
     model = CVAE(model_config, text_model)
