@@ -177,15 +177,16 @@ def test_cgan_interrupted_then_resumed_equals_an_uninterrupted_run(tiny_dataset,
 
 def test_a_second_ctrl_c_during_the_save_leaves_no_half_written_checkpoint(tiny_dataset, tmp_path, monkeypatch):
     from dishgen.train import cgan as trainer
+    from dishgen.train import gan_run  # the GAN trainers' checkpoint writer
 
-    real_save = trainer.save_checkpoint
+    real_save = gan_run.save_checkpoint
 
     def save_then_ctrl_c_again(folder, *args):
         real_save(folder, *args)  # the files are in the temporary folder, not yet renamed
         if folder.name.startswith(".checkpoint-4"):
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_ctrl_c_again)
+    monkeypatch.setattr(gan_run, "save_checkpoint", save_then_ctrl_c_again)
     monkeypatch.setattr(trainer, "check_finite", at_step(trainer, "check_finite", 4,
                                                          lambda: os.kill(os.getpid(), signal.SIGINT)))
     handler_before = signal.getsignal(signal.SIGINT)
