@@ -160,8 +160,12 @@ def test_lstm_path_trains_and_saves_its_vocabulary(tmp_path, tiny_dataset_64):
     assert torch.equal(first, state["text_model.embedding.weight"])
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"recon"' in line]
     assert rows[-1]["recon"] < rows[0]["recon"]
-    pics = load_generator(out).generate(["a photo of apple cake", "unknown words only"], seed=0)
+    generator = load_generator(out)
+    pics = generator.generate(["a photo of apple cake", "unknown words only"], seed=0)
     assert len(pics) == 2
+    # the loader tokenizes (as it encodes captions for the frozen encoders); the network takes the ids
+    assert generator.text_encoder is None
+    assert torch.equal(generator.text_inputs(["a photo of apple cake"]), vocab.encode(["a photo of apple cake"], 32))
 
 
 def test_divergence_stops_with_step_and_last_checkpoint(tmp_path, tiny_dataset_64, monkeypatch):

@@ -173,8 +173,9 @@ class CVAEGenerator:
     def __init__(self, model, folder: Path, text_encoder=None):
         self.model = model
         self.folder = folder
-        self.text_encoder = text_encoder
-        if text_encoder is None and model.text_model is None:
+        # (a model from the deprecated load_model(..., attach_text_encoder=True) brings its encoder along)
+        self.text_encoder = text_encoder if text_encoder is not None else model.frozen_text_encoder
+        if self.text_encoder is None and model.text_model is None:
             raise CVAEModelError(f"{folder}: a cvae without its own LSTM needs the frozen text encoder it was trained with")
 
     def text_inputs(self, captions: list[str]):
