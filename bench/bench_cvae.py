@@ -33,7 +33,7 @@ from dishgen.models.cvae import (
     kl_penalty,
     reconstruction_error,
 )
-from dishgen.train.cvae import PRESETS, CVAEConfig, augment, step_generator
+from dishgen.train.cvae import PRESETS, CVAETrainConfig, augment, step_generator
 
 ORIGINAL_IMAGES_PER_S = 25.6
 
@@ -68,7 +68,7 @@ def stem_gflop(batch: int, resolution: int, in_channels: int, out_channels: int 
     return 2 * 2 * batch * resolution**2 * in_channels * out_channels * 9 / 1e9
 
 
-def make_step(model: nn.Module, config: CVAEConfig, images: torch.Tensor, text: torch.Tensor, tiled: bool):
+def make_step(model: nn.Module, config: CVAETrainConfig, images: torch.Tensor, text: torch.Tensor, tiled: bool):
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)  # as the trainer does
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -106,7 +106,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    config = resolve_config(CVAEConfig, preset=args.preset, presets=PRESETS,
+    config = resolve_config(CVAETrainConfig, preset=args.preset, presets=PRESETS,
                             overrides={"batch_size": args.batch_size, "resolution": args.resolution})
     model_config = CVAEModelConfig(
         resolution=config.resolution, z_dim=config.z_dim, c_dim=384, cond_dim=config.cond_dim,

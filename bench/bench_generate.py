@@ -49,7 +49,7 @@ def bare_network_call(generator, per_prompt: int):
             return G(zb, cb)
     elif getattr(getattr(generator, "model", None), "decoder", None) is not None:  # cVAE
         model = generator.model
-        c = model.text_inputs(CAPTIONS).repeat_interleave(per_prompt, 0)
+        c = generator.text_inputs(CAPTIONS).repeat_interleave(per_prompt, 0)
         z = torch.randn(len(c), model.config.z_dim)
 
         def net(zb, cb):

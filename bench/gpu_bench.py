@@ -226,7 +226,7 @@ class Bench:
 
     def cvae_loop(self, data: Path, steps: int, precision: str) -> float:
         from dishgen.config import resolve_config
-        from dishgen.train.cvae import PRESETS, CVAEConfig, train
+        from dishgen.train.cvae import PRESETS, CVAETrainConfig, train
 
         out = Path(tempfile.mkdtemp(prefix="gpu-bench-cvae-", dir=self.work))
         overrides = {"max_steps": steps, "log_every": 5, "sample_every": 10**6, "checkpoint_every": 10**6}
@@ -234,7 +234,7 @@ class Bench:
             overrides["mixed_precision"] = precision
         if self.smoke:
             overrides.update(base_channels=8, batch_size=8)
-        config = resolve_config(CVAEConfig, preset="cpu", presets=PRESETS, overrides=overrides)
+        config = resolve_config(CVAETrainConfig, preset="cpu", presets=PRESETS, overrides=overrides)
         train(config, data, out, device=self.device)
         rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()
                 if "images_per_s" in line]

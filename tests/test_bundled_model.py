@@ -58,10 +58,12 @@ def test_captions_and_seeds_change_the_picture():
 
 def test_bundled_model_refuses_to_reconstruct_without_its_encoder():
     """The bundled export drops the image encoder; using it says so instead of returning noise."""
-    model = load_model(default_model_path())
+    generator = load_generator(default_model_path())
+    model, text = generator.model, generator.text_inputs(["a bowl of soup"])
     with pytest.raises(CVAEModelError, match="generation-only export.*not encode or reconstruct"):
-        model.reconstruct(torch.zeros(1, 3, 64, 64), ["a bowl of soup"])
-    assert model.generate(["a bowl of soup"], num_samples=1, seed=0).shape == (1, 3, 64, 64)
+        model.reconstruct(torch.zeros(1, 3, 64, 64), text)
+    assert model.generate(text, num_samples=1, seed=0).shape == (1, 3, 64, 64)
+    assert load_model(default_model_path(), attach_text_encoder=False).frozen_text_encoder is None
 
 
 def test_bundled_models_load_by_name(tmp_path):

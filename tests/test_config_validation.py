@@ -28,10 +28,10 @@ from dishgen.config import (
 from dishgen.errors import DishgenError
 from dishgen.train.cgan import CGANTrainConfig
 from dishgen.train.common import RunDir, RunDirError
-from dishgen.train.cvae import CVAEConfig
+from dishgen.train.cvae import CVAETrainConfig
 from dishgen.train.lora_config import LoraTrainConfig
 
-CONFIGS = {"cgan": CGANTrainConfig, "cvae": CVAEConfig, "lora": LoraTrainConfig}
+CONFIGS = {"cgan": CGANTrainConfig, "cvae": CVAETrainConfig, "lora": LoraTrainConfig}
 
 
 def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str]:
@@ -90,7 +90,7 @@ def test_every_declared_lower_bound_is_enforced_and_its_default_accepted(family)
 def test_defaults_of_every_preset_pass_the_checks():
     from dishgen.train import cgan, cvae, lora_config
 
-    for cls, presets in ((CGANTrainConfig, cgan.PRESETS), (CVAEConfig, cvae.PRESETS),
+    for cls, presets in ((CGANTrainConfig, cgan.PRESETS), (CVAETrainConfig, cvae.PRESETS),
                          (LoraTrainConfig, lora_config.PRESETS)):
         for name in presets:
             resolve_config(cls, preset=name, presets=presets)
@@ -101,13 +101,13 @@ def test_the_trainer_checks_a_config_built_in_python_before_any_work(tmp_path):
 
     out = tmp_path / "run"
     with pytest.raises(ConfigError, match="^batch_size=0 must be at least 1$"):
-        train(CVAEConfig(batch_size=0), tmp_path / "no-dataset", out)
+        train(CVAETrainConfig(batch_size=0), tmp_path / "no-dataset", out)
     assert not out.exists()  # refused before the dataset was read or the run dir made
 
 
 def test_unknown_keys_still_name_the_nearest_key():
-    with pytest.raises(ConfigError, match="unknown override key 'max_step' for CVAEConfig; did you mean 'max_steps'"):
-        resolve_config(CVAEConfig, overrides=["max_step=3"])
+    with pytest.raises(ConfigError, match="unknown override key 'max_step' for CVAETrainConfig; did you mean 'max_steps'"):
+        resolve_config(CVAETrainConfig, overrides=["max_step=3"])
 
 
 @pytest.mark.parametrize("args, message", [
@@ -132,7 +132,7 @@ def test_train_cvae_cli_gives_one_line_not_a_traceback(args, message, tmp_path, 
     ("list.json", b"[1, 2]", "must hold a mapping of key: value, not a list"),
     ("text.yaml", b"just words\n", "must hold a mapping of key: value, not a str"),
     ("deep.json", b"[" * 100_000, "is not valid JSON"),
-    ("keys.yaml", b"1: 2\n", "unknown config file keys.yaml key '1' for CVAEConfig"),
+    ("keys.yaml", b"1: 2\n", "unknown config file keys.yaml key '1' for CVAETrainConfig"),
     ("type.yaml", b"max_steps: [1, 2]\n", r"max_steps=\[1, 2\] is not an integer"),
     ("list.yaml", b"sample_prompts: 5\n", "sample_prompts=5 must be a list"),
     ("text_encoder.yaml", b"text_encoder: {a: 1}\n", "text_encoder={'a': 1} must be a single text value"),
@@ -141,7 +141,7 @@ def test_bad_config_files_are_one_line_errors(name, content, message, tmp_path):
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(ConfigError, match=message) as err:
-        resolve_config(CVAEConfig, config_file=path)
+        resolve_config(CVAETrainConfig, config_file=path)
     assert "\n" not in str(err.value)
 
 
@@ -182,7 +182,7 @@ def resolve_for(family: str, out: Path):
         return cgan.resolve_train_config(out, resume=True)
     if family == "lora":
         return lora_config.resolve_train_config(out, resume=True)
-    return resolve_run_config(CVAEConfig, out, family="cvae", resume=True)
+    return resolve_run_config(CVAETrainConfig, out, family="cvae", resume=True)
 
 
 @pytest.mark.parametrize("run_family, asked", [(a, b) for a in CONFIGS for b in CONFIGS if a != b])
@@ -211,10 +211,10 @@ def test_a_damaged_run_config_is_one_line(tmp_path):
     out.mkdir()
     (out / "config.json").write_bytes(b"\xff\xfe garbage")
     with pytest.raises(ConfigError, match="could not be read .*not a dishgen run's config"):
-        resolve_run_config(CVAEConfig, out, family="cvae", resume=True)
+        resolve_run_config(CVAETrainConfig, out, family="cvae", resume=True)
     (out / "config.json").write_text(json.dumps({"max_steps": 3}))
     with pytest.raises(ConfigError, match="names no family"):
-        resolve_run_config(CVAEConfig, out, family="cvae", resume=True)
+        resolve_run_config(CVAETrainConfig, out, family="cvae", resume=True)
 
 
 # -- leftovers of a killed checkpoint write -----------------------------------------------------------
@@ -295,6 +295,6 @@ def test_arbitrary_config_file_bytes_raise_nothing_but_config_error(content, suf
     path = tmp_path / f"config{suffix}"
     path.write_bytes(content)
     try:
-        resolve_config(CVAEConfig, config_file=path)
+        resolve_config(CVAETrainConfig, config_file=path)
     except ConfigError:
         pass

@@ -96,35 +96,53 @@ def test_kl_and_free_bits_and_active_units():
 def test_generate_uses_no_image_and_is_repeatable():
     torch.manual_seed(0)
     model = M.CVAE(tiny()).eval()
-    model.attach_text_encoder(FakeEncoder())
+    c = FakeEncoder().encode(["sarma", "burek"])  # the model takes caption vectors, as the GANs' G does
 
     def no_images(*args, **kwargs):
         raise AssertionError("generation must not run the image encoder")
 
     model.encoder.forward = no_images
-    a = model.generate(["sarma", "burek"], num_samples=3, seed=7)
+    a = model.generate(c, num_samples=3, seed=7)
     assert a.shape == (6, 3, 64, 64) and a.min() >= -1 and a.max() <= 1
-    b = model.generate(["sarma", "burek"], num_samples=3, seed=7, batch_size=2)
+    b = model.generate(c, num_samples=3, seed=7, batch_size=2)
     torch.testing.assert_close(a, b)  # the seed fixes the images whatever the batch size
-    assert not torch.allclose(a, model.generate(["sarma", "burek"], num_samples=3, seed=8))
-    cold = model.generate(["sarma"], num_samples=2, seed=1, temperature=0.0)
+    assert not torch.allclose(a, model.generate(c, num_samples=3, seed=8))
+    cold = model.generate(c[:1], num_samples=2, seed=1, temperature=0.0)
     torch.testing.assert_close(cold[0], cold[1])  # temperature 0: the prior mean, one image per caption
 
 
 def test_reconstruct_uses_posterior_mean():
     torch.manual_seed(0)
     model = M.CVAE(tiny()).eval()
-    model.attach_text_encoder(FakeEncoder())
     x = torch.rand(2, 3, 64, 64) * 2 - 1
-    r1 = model.reconstruct(x, ["sarma", "burek"])
-    r2 = model.reconstruct(x, ["sarma", "burek"])
+    c = FakeEncoder().encode(["sarma", "burek"])
+    r1 = model.reconstruct(x, c)
+    r2 = model.reconstruct(x, c)
     assert r1.shape == x.shape and torch.equal(r1, r2)
 
 
-def test_text_encoder_must_match():
+def test_model_takes_no_captions_without_the_deprecated_encoder():
     model = M.CVAE(tiny())
-    with pytest.raises(ValueError, match="no text encoder attached"):
+    with pytest.raises(ValueError, match="takes caption vectors, not captions"):
         model.generate(["sarma"])
+
+
+def test_deprecated_attached_encoder_still_serves_captions(capsys):
+    """The old call (captions into the model) works until 0.2.0, says so once, and matches the new one."""
+    from dishgen import deprecation
+
+    deprecation._said.clear()
+    torch.manual_seed(0)
+    model = M.CVAE(tiny()).eval()
+    model.attach_text_encoder(FakeEncoder())
+    old = model.generate(["sarma", "burek"], num_samples=2, seed=7)
+    new = model.generate(FakeEncoder().encode(["sarma", "burek"]), num_samples=2, seed=7)
+    assert torch.equal(old, new)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert torch.equal(model.reconstruct(x, ["sarma", "burek"]), model.reconstruct(x, FakeEncoder().encode(["sarma", "burek"])))
+    err = capsys.readouterr().err
+    assert "CVAE.attach_text_encoder is deprecated" in err and "until dishgen 0.2.0" in err
+    assert err.count("passing captions to CVAE.generate/reconstruct is deprecated") == 1
     wrong = FakeEncoder()
     wrong.dim = 5
     with pytest.raises(ValueError, match="5-d vectors"):

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from dishgen.config import ConfigError, resolve_config
-from dishgen.train.cvae import PRESETS, CVAEConfig, train
+from dishgen.train.cvae import PRESETS, CVAETrainConfig, train
 
 TINY = {
     "base_channels": 8, "max_channels": 32, "z_dim": 16, "cond_dim": 32, "batch_size": 8,
@@ -18,8 +18,8 @@ TINY = {
 }
 
 
-def tiny_config(**overrides) -> CVAEConfig:
-    return resolve_config(CVAEConfig, overrides={**TINY, **overrides})
+def tiny_config(**overrides) -> CVAETrainConfig:
+    return resolve_config(CVAETrainConfig, overrides={**TINY, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +160,12 @@ def test_lstm_path_trains_and_saves_its_vocabulary(tmp_path, tiny_dataset_64):
     assert torch.equal(first, state["text_model.embedding.weight"])
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"recon"' in line]
     assert rows[-1]["recon"] < rows[0]["recon"]
-    pics = load_generator(out).generate(["a photo of apple cake", "unknown words only"], seed=0)
+    generator = load_generator(out)
+    pics = generator.generate(["a photo of apple cake", "unknown words only"], seed=0)
     assert len(pics) == 2
+    # the loader tokenizes (as it encodes captions for the frozen encoders); the network takes the ids
+    assert generator.text_encoder is None
+    assert torch.equal(generator.text_inputs(["a photo of apple cake"]), vocab.encode(["a photo of apple cake"], 32))
 
 
 def test_divergence_stops_with_step_and_last_checkpoint(tmp_path, tiny_dataset_64, monkeypatch):
@@ -194,9 +198,9 @@ def test_bad_inputs_fail_clearly(tmp_path, tiny_dataset_64):
     with pytest.raises(TextEncoderNotAvailable, match="unknown text encoder"):
         train(tiny_config(max_steps=1, text_encoder="bert"), tiny_dataset_64, tmp_path / "r2")
     with pytest.raises(ConfigError, match="did you mean 'z_dim'"):
-        resolve_config(CVAEConfig, overrides=["zdim=3"])
+        resolve_config(CVAETrainConfig, overrides=["zdim=3"])
     with pytest.raises(ValueError, match="resolution=100"):
-        resolve_config(CVAEConfig, overrides=["resolution=100"])
+        resolve_config(CVAETrainConfig, overrides=["resolution=100"])
     with pytest.raises(CVAEModelError, match="no cvae weights"):
         load_generator(tmp_path)
     (tmp_path / "bad").mkdir()
@@ -207,12 +211,20 @@ def test_bad_inputs_fail_clearly(tmp_path, tiny_dataset_64):
 
 
 def test_presets_resolve():
-    paper = resolve_config(CVAEConfig, preset="paper", presets=PRESETS)
+    paper = resolve_config(CVAETrainConfig, preset="paper", presets=PRESETS)
     assert (paper.resolution, paper.z_dim, paper.beta, paper.kl_warmup_epochs, paper.lr, paper.weight_decay,
             paper.batch_size) == (64, 128, 0.5, 10.0, 2e-4, 1e-5, 64)
     assert paper.text_encoder == "clip:openai/clip-vit-base-patch32"
-    cpu = resolve_config(CVAEConfig, preset="cpu", presets=PRESETS, overrides=["max_steps=5"])
+    cpu = resolve_config(CVAETrainConfig, preset="cpu", presets=PRESETS, overrides=["max_steps=5"])
     assert cpu.text_encoder == "minilm" and cpu.max_steps == 5 and cpu.resolution == 64
+    net = cpu.model_config(c_dim=384)  # the training config names the network shape, like the GANs'
+    assert (net.resolution, net.z_dim, net.c_dim, net.res_block_resolution) == (64, 128, 384, 8)
+
+
+def test_old_config_name_still_imports():
+    from dishgen.train.cvae import CVAEConfig
+
+    assert CVAEConfig is CVAETrainConfig  # until dishgen 0.2.0
 
 
 def test_cli_train_resume_and_generate(tmp_path, tiny_dataset_64):

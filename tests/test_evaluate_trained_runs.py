@@ -26,7 +26,7 @@ def two_runs(tiny_dataset_64, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("runs")
     gan = cgan.train(resolve_config(cgan.CGANTrainConfig, overrides=TINY_CGAN), tiny_dataset_64, root / "gan")
-    vae = cvae.train(resolve_config(cvae.CVAEConfig, overrides=TINY_CVAE), tiny_dataset_64, root / "vae")
+    vae = cvae.train(resolve_config(cvae.CVAETrainConfig, overrides=TINY_CVAE), tiny_dataset_64, root / "vae")
     return gan, vae
 
 

@@ -45,9 +45,9 @@ def train_family(family: str, data32: Path, data64: Path, base: Path, out: Path)
                                                             **overrides}), data32, out)
         return out / "model"
     if family == "cvae":
-        from dishgen.train.cvae import CVAEConfig, train
+        from dishgen.train.cvae import CVAETrainConfig, train
 
-        train(resolve_config(CVAEConfig, overrides={
+        train(resolve_config(CVAETrainConfig, overrides={
             "base_channels": 8, "max_channels": 32, "z_dim": 16, "cond_dim": 32, "batch_size": 8, "log_every": 1,
             "samples_per_prompt": 2, "num_recon_images": 4, "max_steps": 2, "sample_every": 2,
             "checkpoint_every": 2, **overrides}), data64, out)

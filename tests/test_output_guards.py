@@ -108,7 +108,7 @@ def test_a_second_trainer_on_a_locked_run_dir_gets_one_line(family, tmp_path):
         else:
             module = cgan if family == "cgan" else cvae
             train = module.train
-            config = resolve_config(module.CGANTrainConfig if family == "cgan" else module.CVAEConfig)
+            config = resolve_config(module.CGANTrainConfig if family == "cgan" else module.CVAETrainConfig)
         with pytest.raises(OutputLocked, match=rf"run is in use by another dishgen command \(pid {holder.pid} on"):
             train(config, tmp_path / "no-dataset", out)
         assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # nothing written, lock untouched
@@ -149,13 +149,13 @@ def test_only_rank_0_takes_the_run_lock(tmp_path, monkeypatch):
 
 def test_a_refused_run_leaves_no_empty_folder(tmp_path):
     from dishgen.config import ConfigError
-    from dishgen.train.cvae import CVAEConfig, train
+    from dishgen.train.cvae import CVAETrainConfig, train
 
     with pytest.raises(Exception, match="holds no run to resume"):
-        train(CVAEConfig(), tmp_path / "data", tmp_path / "new", resume=True)
+        train(CVAETrainConfig(), tmp_path / "data", tmp_path / "new", resume=True)
     assert not (tmp_path / "new").exists()
     with pytest.raises(ConfigError):
-        train(CVAEConfig(max_steps=0), tmp_path / "data", tmp_path / "new2")
+        train(CVAETrainConfig(max_steps=0), tmp_path / "data", tmp_path / "new2")
     assert not (tmp_path / "new2").exists()
 
 

@@ -102,10 +102,10 @@ def test_mixed_dataset_has_the_share_asked_for_and_a_real_test_split(mixed, tiny
 
 def test_cvae_trainer_takes_a_step_on_the_mixed_dataset(mixed, tmp_path):
     from dishgen.config import resolve_config
-    from dishgen.train.cvae import CVAEConfig, train
+    from dishgen.train.cvae import CVAETrainConfig, train
 
     config = resolve_config(
-        CVAEConfig,
+        CVAETrainConfig,
         overrides={
             "base_channels": 8,
             "max_channels": 32,

@@ -177,15 +177,16 @@ def test_cgan_interrupted_then_resumed_equals_an_uninterrupted_run(tiny_dataset,
 
 def test_a_second_ctrl_c_during_the_save_leaves_no_half_written_checkpoint(tiny_dataset, tmp_path, monkeypatch):
     from dishgen.train import cgan as trainer
+    from dishgen.train import gan_run  # the GAN trainers' checkpoint writer
 
-    real_save = trainer.save_checkpoint
+    real_save = gan_run.save_checkpoint
 
     def save_then_ctrl_c_again(folder, *args):
         real_save(folder, *args)  # the files are in the temporary folder, not yet renamed
         if folder.name.startswith(".checkpoint-4"):
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_ctrl_c_again)
+    monkeypatch.setattr(gan_run, "save_checkpoint", save_then_ctrl_c_again)
     monkeypatch.setattr(trainer, "check_finite", at_step(trainer, "check_finite", 4,
                                                          lambda: os.kill(os.getpid(), signal.SIGINT)))
     handler_before = signal.getsignal(signal.SIGINT)
@@ -232,10 +233,10 @@ def test_lora_sigterm_then_resume_equals_an_uninterrupted_run(tiny_sd_dir, tiny_
 def test_cvae_time_limit_and_time_based_checkpoints(tiny_dataset_64, tmp_path, monkeypatch, capsys):
     """One fake minute per step: checkpoints every 2 minutes (the step-3 and step-6 ones restart the
     interval), a 5.5-minute limit stops after step 6 with an export and exit 0."""
-    from dishgen.train.cvae import CVAEConfig, train
+    from dishgen.train.cvae import CVAETrainConfig, train
 
     fake_clock(monkeypatch, common)
-    config = resolve_config(CVAEConfig, overrides={**CVAE_TINY, "max_steps": 100, "checkpoint_every": 3,
+    config = resolve_config(CVAETrainConfig, overrides={**CVAE_TINY, "max_steps": 100, "checkpoint_every": 3,
                                                    "checkpoint_every_minutes": 2, "max_minutes": 5.5})
     out = tmp_path / "run"
     train(config, tiny_dataset_64, out)
@@ -271,10 +272,10 @@ def test_every_family_stops_at_its_time_limit(family, tiny_dataset, tiny_dataset
 
 def test_time_settings_are_validated():
     from dishgen.train.cgan import CGANTrainConfig
-    from dishgen.train.cvae import CVAEConfig
+    from dishgen.train.cvae import CVAETrainConfig
     from dishgen.train.lora import LoraTrainConfig
 
-    for cls in (CGANTrainConfig, CVAEConfig, LoraTrainConfig):
+    for cls in (CGANTrainConfig, CVAETrainConfig, LoraTrainConfig):
         for key in ("max_minutes", "checkpoint_every_minutes"):
             with pytest.raises(ConfigError, match=rf"^{key}=-1(\.0)? must be a number of minutes >= 0"):
                 resolve_config(cls, overrides=[f"{key}=-1"])
@@ -293,9 +294,9 @@ def test_the_cli_rejects_a_negative_time_limit_in_one_line(tiny_dataset_64, tmp_
 
 
 def test_cvae_progress_bar_counts_images(tiny_dataset_64, tmp_path, capsys):
-    from dishgen.train.cvae import CVAEConfig, train
+    from dishgen.train.cvae import CVAETrainConfig, train
 
-    train(resolve_config(CVAEConfig, overrides={**CVAE_TINY, "max_steps": 4}), tiny_dataset_64, tmp_path / "run")
+    train(resolve_config(CVAETrainConfig, overrides={**CVAE_TINY, "max_steps": 4}), tiny_dataset_64, tmp_path / "run")
     err = capsys.readouterr().err
     # 4 steps x batch 8 = 32 images; the rate is in images per second, the postfix has step and losses
     assert re.search(r"cvae: 100%.*\| 32/32 \[[^\]]*img/s, step=4, recon=\d\.\d{4}, kl=", err), err[-2000:]

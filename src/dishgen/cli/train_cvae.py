@@ -25,9 +25,9 @@ def cvae(data, out, config_file, preset, resume, device, overrides):
     import os
 
     from dishgen.config import resolve_run_config
-    from dishgen.train.cvae import PRESETS, CVAEConfig, train
+    from dishgen.train.cvae import PRESETS, CVAETrainConfig, train
 
-    config = resolve_run_config(CVAEConfig, out, family="cvae", presets=PRESETS, preset=preset, config_file=config_file,
+    config = resolve_run_config(CVAETrainConfig, out, family="cvae", presets=PRESETS, preset=preset, config_file=config_file,
                                 overrides=overrides, resume=resume)
     export = train(config, data, out, resume=resume, device=device)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once

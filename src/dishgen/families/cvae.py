@@ -59,18 +59,31 @@ def resolve_model_folder(location: str | Path) -> Path:
 
 
 def load_model(location: str | Path, device=None, dtype=None, *, attach_text_encoder: bool = True):
-    """Load a :class:`dishgen.models.cvae.CVAE` from a model folder or run directory.
+    """Load the network, a :class:`dishgen.models.cvae.CVAE`, from a model folder or run directory.
+
+    The network takes caption vectors (or LSTM token ids), not captions; to go from captions use
+    :func:`load_generator` and its :meth:`CVAEGenerator.text_inputs`, as for the GAN families.
 
     Args:
         location: a model folder (``model/``, ``checkpoint-<step>/``) or a run directory.
         device: ``cpu`` (default), ``cuda``...
         dtype: ``fp32`` (default) or ``bf16``/``fp16``.
-        attach_text_encoder: also load the frozen text encoder named in ``config.json``.
+        attach_text_encoder: also load the frozen text encoder named in ``config.json`` and attach
+            it, so the deprecated ``model.generate(["caption"])`` keeps working until dishgen
+            0.2.0 (which drops it and this argument). Pass ``False`` to load the network alone.
 
     Raises:
         CVAEModelError: the folder is not a complete cvae model.
         TextEncoderNotAvailable: the text encoder it was trained with is not installed here.
     """
+    model, encoder_id = _load_network(location, device, dtype)
+    if model.text_model is None and attach_text_encoder:
+        model._attach_text_encoder(_load_frozen_encoder(encoder_id, model))
+    return model
+
+
+def _load_network(location: str | Path, device, dtype):
+    """The CVAE of a model folder or run directory, and the id of the text encoder it was trained with."""
     from dishgen.devices import resolve_device, resolve_dtype
     from dishgen.models.cvae import CVAE, CVAEModelConfig
     from dishgen.text.lstm import LSTMConfig, LSTMTextEncoder, VocabularyError, WordTokenizer
@@ -115,17 +128,20 @@ def load_model(location: str | Path, device=None, dtype=None, *, attach_text_enc
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     model.to(device=device, dtype=torch_dtype).eval().requires_grad_(False)
-    if text_model is None and attach_text_encoder:
-        from dishgen.text import load_text_encoder
+    return model, encoder_id
 
-        encoder = load_text_encoder(encoder_id, device=device)
-        if encoder.dim != model_config.c_dim:
-            raise CVAEModelError(
-                f"text encoder {encoder_id!r} gives {encoder.dim}-d vectors, but the model was trained on "
-                f"{model_config.c_dim}-d ones"
-            )
-        model.attach_text_encoder(encoder)
-    return model
+
+def _load_frozen_encoder(encoder_id: str, model):
+    """The frozen text encoder a model was trained with, on the model's device; refuses another width."""
+    from dishgen.text import load_text_encoder
+
+    encoder = load_text_encoder(encoder_id, device=next(model.parameters()).device)
+    if encoder.dim != model.config.c_dim:
+        raise CVAEModelError(
+            f"text encoder {encoder_id!r} gives {encoder.dim}-d vectors, but the model was trained on "
+            f"{model.config.c_dim}-d ones"
+        )
+    return encoder
 
 
 class _LeftOutEncoder(nn.Module):
@@ -143,15 +159,33 @@ class _LeftOutEncoder(nn.Module):
 
 
 class CVAEGenerator:
-    """A loaded cvae model behind the common :class:`dishgen.generation.Generator` interface."""
+    """A loaded cvae model with its text encoder: the common :class:`dishgen.generation.Generator` interface.
+
+    Shaped like :class:`dishgen.families.cgan.CGANGenerator`: the network (``model``) takes caption
+    vectors, and this wrapper encodes the captions with ``text_encoder``, the frozen encoder the
+    model was trained with (``None`` for a model that trained its own LSTM: it takes token ids).
+    """
 
     family = FAMILY
     knobs = KNOBS
     defaults = {"temperature": 1.0}
 
-    def __init__(self, model, folder: Path):
+    def __init__(self, model, folder: Path, text_encoder=None):
         self.model = model
         self.folder = folder
+        # (a model from the deprecated load_model(..., attach_text_encoder=True) brings its encoder along)
+        self.text_encoder = text_encoder if text_encoder is not None else model.frozen_text_encoder
+        if self.text_encoder is None and model.text_model is None:
+            raise CVAEModelError(f"{folder}: a cvae without its own LSTM needs the frozen text encoder it was trained with")
+
+    def text_inputs(self, captions: list[str]):
+        """Captions -> the model's ``text`` input on its device: caption vectors (B, c_dim) from the
+        frozen encoder, or (B, T) token ids for a model with its own LSTM."""
+        device = next(self.model.parameters()).device
+        lstm = self.model.text_model
+        if lstm is not None:
+            return lstm.tokenizer.encode(list(captions), lstm.config.max_length).to(device)
+        return self.text_encoder.encode(list(captions)).to(device)
 
     def generate(self, prompts: list[str], num_images: int = 1, seed: int | None = None, *,
                  first_index: int = 0, **knobs: Any) -> list:
@@ -191,7 +225,7 @@ class CVAEGenerator:
             return []
         if first_index < 0:
             raise CVAEInputError(f"first_index must be >= 0; got {first_index}")
-        images = self.model.generate(list(prompts), num_samples=num_images, seed=seed,
+        images = self.model.generate(self.text_inputs(prompts), num_samples=num_images, seed=seed,
                                      temperature=temperature, batch_size=batch_size, first_index=first_index)
         return tensor_to_pil(images)
 
@@ -212,7 +246,8 @@ def load_generator(location: str | Path, device=None, dtype=None, **options: Any
             f"the cvae family takes no loader options; got {', '.join(sorted(options))} "
             "(those belong to diffusion models)"
         )
-    model = load_model(location, device=device, dtype=dtype)
+    model, encoder_id = _load_network(location, device, dtype)
+    encoder = None if model.text_model is not None else _load_frozen_encoder(encoder_id, model)
     folder = resolve_model_folder(location)
     announce_choice(location, folder)
-    return CVAEGenerator(model, folder)
+    return CVAEGenerator(model, folder, encoder)

@@ -14,7 +14,10 @@ doubles it back, so 64 px has 4 levels, 128 px 5 and 256 px 6::
 
     model = CVAE(CVAEModelConfig(resolution=64, c_dim=384))
     x_hat, mu, logvar = model(x, c, eps)            # x: (B, 3, 64, 64) in [-1, 1], c: (B, 384)
-    images = model.generate(["A photo of sarma"], num_samples=4, seed=0)   # needs a text encoder
+    images = model.generate(c, num_samples=4, seed=0)   # (B * 4, 3, 64, 64)
+
+Like the GANs' generators, the model takes caption vectors ``c`` (or, with a jointly trained LSTM,
+its token ids), never text: the family loader or the trainer encodes the captions.
 """
 
 from __future__ import annotations
@@ -178,13 +181,16 @@ class Decoder(nn.Module):
 
 
 class CVAE(nn.Module):
-    """The conditional VAE.
+    """The conditional VAE. Like the GANs' generators it takes the caption as a tensor, never as
+    text: turning captions into that tensor is the family loader's job
+    (:class:`dishgen.families.cvae.CVAEGenerator`) or the trainer's.
 
     Args:
         config: the network shape.
         text_model: a jointly trained text encoder (for example
-            :class:`dishgen.text.lstm.LSTMTextEncoder`); its weights become part of this model.
-            Without it the model takes ready-made caption vectors from a frozen encoder.
+            :class:`dishgen.text.lstm.LSTMTextEncoder`); its weights become part of this model and
+            the model takes its token ids. Without it the model takes ready-made caption vectors
+            from a frozen encoder (MiniLM, CLIP).
     """
 
     def __init__(self, config: CVAEModelConfig, text_model: nn.Module | None = None):
@@ -198,25 +204,7 @@ class CVAE(nn.Module):
                                        nn.Linear(config.cond_dim, config.cond_dim))
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        # A frozen encoder (MiniLM, CLIP) is kept outside the module tree: not trained, not saved.
-        self.__dict__["frozen_text_encoder"] = None
-
-    def attach_text_encoder(self, encoder) -> None:
-        """Give the model a frozen :class:`dishgen.text.TextEncoder` so it can take captions."""
-        if self.text_model is not None:
-            raise ValueError("this model trains its own text encoder; it takes no frozen one")
-        if encoder.dim != self.config.c_dim:
-            raise ValueError(f"text encoder {encoder.id!r} gives {encoder.dim}-d vectors; this model needs {self.config.c_dim}")
-        self.__dict__["frozen_text_encoder"] = encoder
-
-    def text_inputs(self, captions: list[str]) -> torch.Tensor:
-        """Captions -> what :meth:`forward` takes as ``text``: token ids (LSTM) or caption vectors."""
-        device = next(self.parameters()).device
-        if self.text_model is not None:
-            return self.text_model.tokenizer.encode(list(captions), self.text_model.config.max_length).to(device)
-        if self.frozen_text_encoder is None:
-            raise ValueError("no text encoder attached; call attach_text_encoder(load_text_encoder(id))")
-        return self.frozen_text_encoder.encode(list(captions)).to(device)
+        self.__dict__["frozen_text_encoder"] = None  # set only by the deprecated attach_text_encoder
 
     def condition(self, text: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T) or caption vectors (B, c_dim) -> projected condition (B, cond_dim)."""
@@ -240,24 +228,26 @@ class CVAE(nn.Module):
         return self.decoder(z, cond), mu, logvar
 
     @torch.no_grad()
-    def reconstruct(self, images: torch.Tensor, captions: list[str] | torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Encode and decode with the posterior mean. Returns (B, 3, R, R) in [-1, 1].
 
-        ``captions`` may be strings or the ready ``text`` tensor of :meth:`forward`.
+        Args:
+            images: (B, 3, R, R) in [-1, 1].
+            text: the ``text`` tensor of :meth:`forward`, (B, T) token ids or (B, c_dim) vectors.
         """
-        text = self.text_inputs(captions) if isinstance(captions, (list, tuple)) else captions
+        text = self._legacy_captions(text)
         cond = self.condition(text)
         dtype = self.cond_proj[0].weight.dtype
         mu, _ = self.encoder(images.to(cond.device, dtype), cond)
         return self.decoder(mu, cond).clamp(-1, 1)
 
     @torch.no_grad()
-    def generate(self, captions: list[str] | torch.Tensor, num_samples: int = 1, seed: int | None = None,
+    def generate(self, text: torch.Tensor, num_samples: int = 1, seed: int | None = None,
                  temperature: float = 1.0, batch_size: int = 64, first_index: int = 0) -> torch.Tensor:
         """Sample images from the prior: z ~ N(0, temperature^2 I), x = decoder(z, c). No image is used.
 
         Args:
-            captions: strings, or the ready ``text`` tensor of :meth:`forward`.
+            text: the ``text`` tensor of :meth:`forward`, one row per caption.
             num_samples: images per caption.
             seed: makes the noise (and so the images) repeatable, whatever the batch size.
             temperature: scale of the latent noise; below 1 gives safer, blander images.
@@ -266,10 +256,9 @@ class CVAE(nn.Module):
                 stream, so ``first_index=k`` with one caption makes image ``k`` of an earlier call alone.
 
         Returns:
-            (len(captions) * num_samples, 3, R, R) in [-1, 1], caption-major.
+            (len(text) * num_samples, 3, R, R) in [-1, 1], caption-major.
         """
-        text = self.text_inputs(captions) if isinstance(captions, (list, tuple)) else captions
-        text = text.repeat_interleave(num_samples, dim=0)
+        text = self._legacy_captions(text).repeat_interleave(num_samples, dim=0)
         z = noise_rows(len(text), self.config.z_dim, seed, first_index) * temperature  # on CPU: same for any device
         dtype = self.cond_proj[0].weight.dtype
         out = []
@@ -277,6 +266,52 @@ class CVAE(nn.Module):
             cond = self.condition(text[start : start + batch_size])
             out.append(self.decoder(z[start : start + batch_size].to(cond.device, dtype), cond).clamp(-1, 1))
         return torch.cat(out) if out else torch.zeros(0, 3, self.config.resolution, self.config.resolution)
+
+    # -- deprecated: the model encoding captions itself (until dishgen 0.2.0) ---------------------
+
+    def attach_text_encoder(self, encoder) -> None:
+        """Deprecated: encode captions outside the model (``CVAEGenerator.text_inputs``), as the GANs do.
+
+        Gives the model a frozen :class:`dishgen.text.TextEncoder` so that :meth:`generate` and
+        :meth:`reconstruct` still take lists of captions. Removed in dishgen 0.2.0.
+        """
+        from dishgen.deprecation import deprecated
+
+        deprecated("CVAE.attach_text_encoder", "dishgen.families.cvae.load_generator(...).text_inputs(captions)")
+        self._attach_text_encoder(encoder)
+
+    def _attach_text_encoder(self, encoder) -> None:
+        if self.text_model is not None:
+            raise ValueError("this model trains its own text encoder; it takes no frozen one")
+        if encoder.dim != self.config.c_dim:
+            raise ValueError(f"text encoder {encoder.id!r} gives {encoder.dim}-d vectors; this model needs {self.config.c_dim}")
+        self.__dict__["frozen_text_encoder"] = encoder
+
+    def text_inputs(self, captions: list[str]) -> torch.Tensor:
+        """Deprecated: use ``dishgen.families.cvae.load_generator(...).text_inputs``. Removed in 0.2.0."""
+        from dishgen.deprecation import deprecated
+
+        deprecated("CVAE.text_inputs", "dishgen.families.cvae.load_generator(...).text_inputs(captions)")
+        return self._text_inputs(captions)
+
+    def _text_inputs(self, captions: list[str]) -> torch.Tensor:
+        device = next(self.parameters()).device
+        if self.text_model is not None:
+            return self.text_model.tokenizer.encode(list(captions), self.text_model.config.max_length).to(device)
+        if self.frozen_text_encoder is None:
+            raise ValueError("the model takes caption vectors, not captions: encode them first, "
+                             "for example with dishgen.families.cvae.load_generator(...).text_inputs(captions)")
+        return self.frozen_text_encoder.encode(list(captions)).to(device)
+
+    def _legacy_captions(self, text):
+        """Captions given where a tensor belongs: the old call, served for one release with a notice."""
+        if not isinstance(text, (list, tuple)):
+            return text
+        from dishgen.deprecation import deprecated
+
+        deprecated("passing captions to CVAE.generate/reconstruct",
+                   "a text tensor from dishgen.families.cvae.load_generator(...).text_inputs(captions)")
+        return self._text_inputs(text)
 
 
 # -- the objective: pure functions over tensors -------------------------------------------------

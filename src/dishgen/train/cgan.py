@@ -14,10 +14,8 @@ Only rank 0 writes files.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -37,25 +35,20 @@ from dishgen.errors import DishgenError
 from dishgen.models import cgan
 from dishgen.models.augment import apply_params, parse_policy, sample_params
 from dishgen.models.layers import ema_update
-from dishgen.train.common import (
-    TRACKERS,
-    RunDir,
-    StopControl,
-    check_finite,
-    log_to_trackers,
-    plot_log,
-    progress_bar,
-    resume_command,
-    run_lock,
-    save_image_grid,
-    start_trackers,
-    tracker_kwargs,
+from dishgen.train.common import TRACKERS, check_finite, run_lock
+from dishgen.train.gan_checkpoint import CheckpointWriteError, load_checkpoint, save_checkpoint  # noqa: F401  (importable here, as before)
+from dishgen.train.gan_run import (
+    GanData,
+    GanNetworks,
+    GanOutputs,
+    GanRun,
+    build_networks,
+    load_data,
+    start_run,
 )
-from dishgen.train.gan_checkpoint import CheckpointWriteError, load_checkpoint, save_checkpoint
+from dishgen.train.gan_run import resume as resume_run
 from dishgen.train.gan_steps import (
-    adam,
     batch_indices,
-    check_in_sync,
     real_batch,
     reduce_and_clip,
     step_generator,
@@ -64,7 +57,6 @@ from dishgen.train.gan_steps import (
 logger = logging.getLogger(__name__)
 FAMILY = "cgan"
 # The names the FastGAN trainer imports from here (the shared GAN helpers live in gan_steps/gan_checkpoint).
-_adam, _real_batch, _reduce_and_clip, _check_in_sync = adam, real_batch, reduce_and_clip, check_in_sync
 
 
 @dataclass
@@ -177,223 +169,120 @@ def train(config: CGANTrainConfig, data: str | Path, out: str | Path, *, resume:
 
 
 def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
-    from accelerate import Accelerator
+    from dishgen.exports import save_cgan_model
 
-    from dishgen.data.dataset import DatasetError, load_split
-    from dishgen.devices import resolve_device
-    from dishgen.exports import save_cgan_model as save_model
-    from dishgen.images_tensor import load_images_uint8
-    from dishgen.text import load_text_encoder
-    from dishgen.text.cache import encode_cached
-
-    # -- accelerator and run dir ---------------------------------------------------------------------
-    device_arg, asked = device, resolve_device(device)
-    accelerator = Accelerator(cpu=asked.type == "cpu", **tracker_kwargs(config.log_with, out))
-    device = accelerator.device if accelerator.num_processes > 1 else asked
-    rank, world = accelerator.process_index, accelerator.num_processes
-    if config.mixed_precision == "fp16" and device.type != "cuda":
-        raise DishgenError("mixed_precision=fp16 needs a CUDA device; use mixed_precision=bf16 or no on the CPU")
-    run = RunDir(out, FAMILY)
-    if accelerator.is_main_process:
-        run.prepare(config_to_dict(config), resume=resume)
-    accelerator.wait_for_everyone()
-    start_trackers(accelerator, FAMILY, config_to_dict(config))
-    start_step = run.latest_checkpoint() if resume else None
-
-    # -- data: images in memory as uint8, caption embeddings from the cache ---------------------------
-    rows = load_split(data, "train")
-    try:
-        sample_rows = load_split(data, "test")
-    except DatasetError:
-        sample_rows = rows
-    encoder = load_text_encoder(config.text_encoder)
-    encoder_info = {"id": encoder.id, "dim": encoder.dim}
-    cache_dir = Path(data) / ".cache" if config.text_cache else None
-    with accelerator.main_process_first():
-        try:
-            c_all = encode_cached(encoder, [r.text for r in rows], cache_dir)
-        except OSError as err:  # a read-only dataset: encode in memory
-            logger.warning("text cache in %s not writable (%s); encoding without a cache", cache_dir, err)
-            c_all = encode_cached(encoder, [r.text for r in rows], None)
-    images = load_images_uint8([r.path for r in rows], config.resolution).to(device)  # (N, 3, R, R)
-    c_all = c_all.to(device)  # (N, c_dim)
-    prompts = list(config.sample_prompts) or list(dict.fromkeys(r.text for r in sample_rows))[:8]
-    sample_c = encoder.encode(prompts).to(device).repeat_interleave(config.sample_per_prompt, 0)
-    del encoder  # the text model is not needed during training
-
-    # -- networks, optimizers, scalers ------------------------------------------------------------------
-    model_config = config.model_config(c_dim=encoder_info["dim"])
-    torch.manual_seed(config.seed)  # identical initial weights on every rank
-    G, D = cgan.Generator(model_config).to(device), cgan.Discriminator(model_config).to(device)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    for net in (G, D, G_ema):
-        net.to(memory_format=memory_format)
-    opt_G = adam(G.parameters(), config.g_lr, config.g_betas)
-    opt_D = adam(D.parameters(), config.d_lr, config.d_betas)
-    use_scaler = config.mixed_precision == "fp16"
-    scaler_G = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    scaler_D = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    amp_dtype = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.mixed_precision]
-
-    def autocast():
-        return torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
-
-    sample_z = torch.randn(len(sample_c), config.z_dim, generator=torch.Generator().manual_seed(config.seed))
-    sample_z = sample_z.to(device)
-
-    step = 0
-    if start_step is not None:
-        _check_resumable(run.checkpoint_path(start_step), model_config, encoder_info)
-        step = load_checkpoint(run.checkpoint_path(start_step), G, D, G_ema, opt_G, opt_D, scaler_G, scaler_D)
-        if accelerator.is_main_process:
-            print(f"resumed from {run.checkpoint_path(start_step)} at step {step}")
-
-    def write_checkpoint(at_step: int) -> None:
-        check_in_sync(accelerator, at_step, G, D)
-        control.saved(at_step)
-        if not accelerator.is_main_process:
-            return
-        meta = _meta(model_config, encoder_info, "checkpoint", at_step, config)
-        try:
-            run.write_checkpoint(at_step, lambda folder: save_checkpoint(
-                folder, meta, G, D, G_ema, opt_G, opt_D, scaler_G, scaler_D), keep=config.keep_checkpoints or None)
-        except OSError as err:
-            latest = run.latest_checkpoint()
-            kept = f"{run.checkpoint_path(latest)} is intact" if latest is not None else "no earlier checkpoint exists"
-            raise CheckpointWriteError(
-                f"could not write checkpoint-{at_step} in {run.path} ({err.strerror or err}); {kept}. "
-                "Free disk space, then --resume"
-            ) from err
-
-    def write_samples(at_step: int) -> None:
-        if accelerator.is_main_process:
-            with torch.no_grad(), autocast():
-                pics = G_ema(sample_z, sample_c).float()
-            save_image_grid(pics, run.path / "samples" / f"step-{at_step:07d}.png", nrow=config.sample_per_prompt,
-                            labels=prompts)
-            plot_log(run.read_log(), run.path / "plots", PLOT_GROUPS)
-
-    # -- the loop ---------------------------------------------------------------------------------------
-    num_items, policy = len(images), config.augment
-    log_sums: dict[str, float] = {}
+    session = start_run(config, out, family=FAMILY, resume=resume, device=device)
+    batches = load_data(config, data, session, default_prompts=lambda rows: list(dict.fromkeys(r.text for r in rows))[:8])
+    model_config = config.model_config(c_dim=batches.encoder_info["dim"])
+    nets = build_networks(config, lambda: cgan.Generator(model_config), lambda: cgan.Discriminator(model_config),
+                          session.device)
+    step = resume_run(session, nets, lambda folder: _check_resumable(folder, model_config, batches.encoder_info))
+    images_per_step = config.batch_size * session.world * config.n_disc  # real images D judges per step
+    outputs = GanOutputs(config, session, nets, batches, plot_groups=PLOT_GROUPS, images_per_step=images_per_step,
+                         metadata=lambda kind, at: _meta(model_config, batches.encoder_info, kind, at, config),
+                         data_path=data, out=out, step=step, family=FAMILY,
+                         progress_postfix=lambda v: {"loss_D": f"{v['loss_D']:.3f}", "loss_G": f"{v['loss_G']:.3f}"})
     r1_value = None  # logged as null until the first lazy R1 step
-    tick = time.perf_counter()
-    steps_since_log = 0
-    images_per_step = config.batch_size * world * config.n_disc  # real images D judges per step
-    progress = progress_bar("cgan", step=step, max_steps=config.max_steps, images_per_step=images_per_step,
-                            enabled=accelerator.is_main_process)
-    control = StopControl(accelerator, max_minutes=config.max_minutes,
-                          checkpoint_every_minutes=config.checkpoint_every_minutes,
-                          resume_command=resume_command(FAMILY, data, out, device_arg))
-    with control:
+    with outputs.control:
         while step < config.max_steps:
             step += 1
-            rng = step_generator(config.seed, step, rank, device)
-
-            # Discriminator: hinge on real vs fake, mismatched captions, lazy R1. The last D step's
-            # fakes keep their graph: the G step reuses them (as pix2pix does), saving a G forward.
-            for k in range(config.n_disc):
-                idx = batch_indices(num_items, config.batch_size * world, (step - 1) * config.n_disc + k,
-                                    config.seed)[rank::world].to(device)
-                real = real_batch(images[idx], config.flip, rng, memory_format)  # (B, 3, R, R) in [-1, 1]
-                c = c_all[idx]  # (B, c_dim)
-                B = real.shape[0]
-                z = torch.randn(B, config.z_dim, generator=rng, device=device)
-                with autocast():
-                    with torch.set_grad_enabled(k == config.n_disc - 1):
-                        fake = G(z, c)
-                    pair = torch.cat([real, fake.detach().to(real.dtype)])
-                    params = sample_params(2 * B, config.resolution, config.resolution, policy, rng, device)
-                    h = D.features(apply_params(pair, params))  # (2B, C): real features, then fake
-                    real_logits, fake_logits = D.logits(h[:B], c), D.logits(h[B:], c)
-                    loss_real, loss_fake = cgan.d_hinge_loss(real_logits, fake_logits)
-                    # GAN-INT-CLS split: mismatched pairs take a share w of the "fake" side, so the
-                    # negatives never outweigh the positives (a heavier fake side pulls a D that cannot
-                    # yet tell real from fake towards a constant negative output with dead features).
-                    w = config.mismatch_weight
-                    loss_D = loss_real + (1 - w) * loss_fake
-                    loss_mismatch = torch.zeros((), device=device)
-                    if w > 0:
-                        perm = torch.randperm(B, generator=rng, device=device)
-                        c_wrong = c[perm]
-                        differs = (c_wrong - c).abs().amax(dim=1) > 1e-6
-                        loss_mismatch = cgan.mismatch_loss(D.logits(h[:B], c_wrong), differs)
-                        loss_D = loss_D + w * loss_mismatch
-                loss_D_adv = loss_D.detach()  # logged without R1, whose lazy steps would spike the curve
-                if config.r1_gamma > 0 and k == 0 and step % config.r1_every == 0:
-                    # Lazy R1 in fp32, on the augmented real images D just judged (StyleGAN2 scaling).
-                    params_r1 = sample_params(B, config.resolution, config.resolution, policy, rng, device)
-                    real_aug = apply_params(real, params_r1).detach().requires_grad_(True)
-                    r1 = cgan.r1_penalty(D(real_aug, c), real_aug)
-                    r1_value = float(r1.detach())
-                    loss_D = loss_D + (config.r1_gamma / 2) * config.r1_every * r1
-                opt_D.zero_grad(set_to_none=True)
-                scaler_D.scale(loss_D).backward()
-                grad_norm_D = reduce_and_clip(D, opt_D, scaler_D, accelerator, config.grad_clip)
-                scaler_D.step(opt_D)
-                scaler_D.update()
-
-            # Generator: fool the updated D with the same fakes (G has not changed since), freshly augmented.
-            D.requires_grad_(False)
-            with autocast():
-                params = sample_params(B, config.resolution, config.resolution, policy, rng, device)
-                loss_G = cgan.g_hinge_loss(D(apply_params(fake, params), c))
-            opt_G.zero_grad(set_to_none=True)
-            scaler_G.scale(loss_G).backward()
-            grad_norm_G = reduce_and_clip(G, opt_G, scaler_G, accelerator, config.grad_clip)
-            scaler_G.step(opt_G)
-            scaler_G.update()
-            D.requires_grad_(True)
-
-            decay = min(config.ema_decay, (1 + step) / (10 + step)) if config.ema_rampup else config.ema_decay
-            ema_update(G_ema, G, decay)
-
-            # -- bookkeeping ----------------------------------------------------------------------------------
-            check_finite(step, {"loss_D": float(loss_D.detach()), "loss_G": float(loss_G.detach())}, run)
-            values = {"loss_D": float(loss_D_adv), "loss_G": float(loss_G.detach()), "loss_D_real": float(loss_real.detach()), "loss_D_fake": float(loss_fake.detach()),
-                      "loss_D_mismatch": float(loss_mismatch.detach()), "logits_real": float(real_logits.detach().mean()),
-                      "logits_fake": float(fake_logits.detach().mean()), "grad_norm_D": grad_norm_D,
-                      "grad_norm_G": grad_norm_G}
-            for key, value in values.items():
-                log_sums[key] = log_sums.get(key, 0.0) + value
-            steps_since_log += 1
-            progress.update(images_per_step)
-            progress.set_postfix({"step": step, "loss_D": f"{values['loss_D']:.3f}",
-                                  "loss_G": f"{values['loss_G']:.3f}"}, refresh=False)
-            if step % config.log_every == 0 or step == config.max_steps:
-                elapsed = time.perf_counter() - tick
-                row = {"step": step, **{k: v / steps_since_log for k, v in log_sums.items()},
-                       "lr_G": opt_G.param_groups[0]["lr"], "lr_D": opt_D.param_groups[0]["lr"],
-                       "r1": r1_value, "ema_decay": decay,
-                       "images_per_s": steps_since_log * images_per_step / elapsed}
-                if accelerator.is_main_process:
-                    run.log(row)
-                    log_to_trackers(accelerator, row)
-                log_sums, steps_since_log, tick = {}, 0, time.perf_counter()
-            if step % config.sample_every == 0:
-                write_samples(step)
-            if step % config.checkpoint_every == 0 or step == config.max_steps:
-                write_checkpoint(step)
-            stop = control.poll(step)  # Ctrl-C / SIGTERM, max_minutes, checkpoint_every_minutes
-            if stop.checkpoint:
-                write_checkpoint(step)
-            if stop.reason:
+            values, r1, decay = _train_step(step, config, session, nets, batches)
+            r1_value = r1 if r1 is not None else r1_value
+            extra = {"lr_G": nets.opt_G.param_groups[0]["lr"], "lr_D": nets.opt_D.param_groups[0]["lr"],
+                     "r1": r1_value, "ema_decay": decay}
+            if outputs.after_step(step, values, extra):  # log, samples, checkpoint; True: stop
                 break
-    progress.close()
-    control.finish(step, run.checkpoint_path(step))  # after Ctrl-C: raises, no export
+    return outputs.export(step, lambda folder: save_cgan_model(
+        folder, nets.G_ema, model_config, batches.encoder_info, step=step, train_config=config_to_dict(config),
+        run_dir=session.run.path, data=data))
 
-    # -- export ------------------------------------------------------------------------------------------
-    if accelerator.is_main_process:
-        if run.latest_checkpoint() != step:
-            write_checkpoint(step)
-        if step % config.sample_every != 0 or start_step == step:
-            write_samples(step)
-        save_model(run.path / "model", G_ema, model_config, encoder_info, step=step, train_config=config_to_dict(config),
-                   run_dir=run.path, data=data)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return run.path
+
+def _train_step(step: int, config, session: GanRun, nets: GanNetworks, batches: GanData):
+    """``n_disc`` D updates, one G update, the EMA. Returns the logged values, R1 (``None`` on
+    steps without it) and the EMA decay. Every random draw comes from the (seed, step, rank) stream."""
+    rng = step_generator(config.seed, step, session.rank, session.device)
+    r1 = None
+    for k in range(config.n_disc):
+        d = _discriminator_step(step, k, config, session, nets, batches, rng)
+        r1 = d["r1"] if d["r1"] is not None else r1
+    loss_G, grad_norm_G = _generator_step(d["fake"], d["c"], config, session, nets, rng)
+    decay = min(config.ema_decay, (1 + step) / (10 + step)) if config.ema_rampup else config.ema_decay
+    ema_update(nets.G_ema, nets.G, decay)
+    check_finite(step, {"loss_D": float(d["loss_D"].detach()), "loss_G": float(loss_G.detach())}, session.run)
+    values = {"loss_D": float(d["loss_D_adv"]), "loss_G": float(loss_G.detach()),
+              "loss_D_real": float(d["loss_real"].detach()), "loss_D_fake": float(d["loss_fake"].detach()),
+              "loss_D_mismatch": float(d["loss_mismatch"].detach()), "logits_real": float(d["real_logits"].detach().mean()),
+              "logits_fake": float(d["fake_logits"].detach().mean()), "grad_norm_D": d["grad_norm_D"],
+              "grad_norm_G": grad_norm_G}
+    return values, r1, decay
+
+
+def _discriminator_step(step: int, k: int, config, session: GanRun, nets: GanNetworks, batches: GanData, rng):
+    """D's ``k``-th update of ``step``: hinge on real vs fake, mismatched captions, lazy R1 (at k = 0).
+
+    The last D step's fakes keep their graph: the G step reuses them (as pix2pix does), saving a G forward.
+    Returns the batch's captions ``c``, the fakes and the losses, logits and gradient norm to log.
+    """
+    G, D, device, policy, world = nets.G, nets.D, session.device, config.augment, session.world
+    idx = batch_indices(len(batches.images), config.batch_size * world, (step - 1) * config.n_disc + k,
+                        config.seed)[session.rank::world].to(device)
+    real = real_batch(batches.images[idx], config.flip, rng, nets.memory_format)  # (B, 3, R, R) in [-1, 1]
+    c = batches.c_all[idx]  # (B, c_dim)
+    B = real.shape[0]
+    z = torch.randn(B, config.z_dim, generator=rng, device=device)
+    with nets.autocast():
+        with torch.set_grad_enabled(k == config.n_disc - 1):
+            fake = G(z, c)
+        pair = torch.cat([real, fake.detach().to(real.dtype)])
+        params = sample_params(2 * B, config.resolution, config.resolution, policy, rng, device)
+        h = D.features(apply_params(pair, params))  # (2B, C): real features, then fake
+        real_logits, fake_logits = D.logits(h[:B], c), D.logits(h[B:], c)
+        loss_real, loss_fake = cgan.d_hinge_loss(real_logits, fake_logits)
+        # GAN-INT-CLS split: mismatched pairs take a share w of the "fake" side, so the
+        # negatives never outweigh the positives (a heavier fake side pulls a D that cannot
+        # yet tell real from fake towards a constant negative output with dead features).
+        w = config.mismatch_weight
+        loss_D = loss_real + (1 - w) * loss_fake
+        loss_mismatch = torch.zeros((), device=device)
+        if w > 0:
+            perm = torch.randperm(B, generator=rng, device=device)
+            c_wrong = c[perm]
+            differs = (c_wrong - c).abs().amax(dim=1) > 1e-6
+            loss_mismatch = cgan.mismatch_loss(D.logits(h[:B], c_wrong), differs)
+            loss_D = loss_D + w * loss_mismatch
+    loss_D_adv = loss_D.detach()  # logged without R1, whose lazy steps would spike the curve
+    r1_value = None
+    if config.r1_gamma > 0 and k == 0 and step % config.r1_every == 0:
+        # Lazy R1 in fp32, on the augmented real images D just judged (StyleGAN2 scaling).
+        params_r1 = sample_params(B, config.resolution, config.resolution, policy, rng, device)
+        real_aug = apply_params(real, params_r1).detach().requires_grad_(True)
+        r1 = cgan.r1_penalty(D(real_aug, c), real_aug)
+        r1_value = float(r1.detach())
+        loss_D = loss_D + (config.r1_gamma / 2) * config.r1_every * r1
+    nets.opt_D.zero_grad(set_to_none=True)
+    nets.scaler_D.scale(loss_D).backward()
+    grad_norm_D = reduce_and_clip(D, nets.opt_D, nets.scaler_D, session.accelerator, config.grad_clip)
+    nets.scaler_D.step(nets.opt_D)
+    nets.scaler_D.update()
+    return {"c": c, "fake": fake, "loss_D": loss_D, "loss_D_adv": loss_D_adv, "loss_real": loss_real,
+            "loss_fake": loss_fake, "loss_mismatch": loss_mismatch, "real_logits": real_logits,
+            "fake_logits": fake_logits, "grad_norm_D": grad_norm_D, "r1": r1_value}
+
+
+def _generator_step(fake, c, config, session: GanRun, nets: GanNetworks, rng):
+    """G's update: fool the updated D with the same fakes (G has not changed since), freshly augmented."""
+    D = nets.D
+    D.requires_grad_(False)
+    with nets.autocast():
+        params = sample_params(len(fake), config.resolution, config.resolution, config.augment, rng, session.device)
+        loss_G = cgan.g_hinge_loss(D(apply_params(fake, params), c))
+    nets.opt_G.zero_grad(set_to_none=True)
+    nets.scaler_G.scale(loss_G).backward()
+    grad_norm_G = reduce_and_clip(nets.G, nets.opt_G, nets.scaler_G, session.accelerator, config.grad_clip)
+    nets.scaler_G.step(nets.opt_G)
+    nets.scaler_G.update()
+    D.requires_grad_(True)
+    return loss_G, grad_norm_G
 
 
 PLOT_GROUPS = {

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,8 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dishgen.config import MAX_SEED, MINUTES, checked, config_to_dict, validate_config
-from dishgen.models.cvae import RESOLUTIONS
+from dishgen.config import MAX_SEED, MINUTES, checked, validate_config
+from dishgen.models.cvae import RESOLUTIONS, CVAEModelConfig
 from dishgen.train.common import TRACKERS
 from dishgen.train.cvae_objective import (  # noqa: F401  (perceptual_distance: importable from here, as before)
     CVAETrainingError,
@@ -41,6 +41,7 @@ from dishgen.train.cvae_objective import (  # noqa: F401  (perceptual_distance: 
     lr_factor,
     perceptual_distance,
 )
+from dishgen.train.cvae_run import CVAEOutputs, CVAERun, start_run
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ DEFAULT_PROMPTS = [
 
 
 @dataclass
-class CVAEConfig:
+class CVAETrainConfig:
     """Everything a cvae run needs; saved as the run's ``config.json``.
 
     Attributes are grouped as model, text, objective, optimisation, augmentation and bookkeeping.
@@ -117,6 +118,18 @@ class CVAEConfig:
     num_recon_images: int = checked(8, min=1)
 
 
+    def model_config(self, c_dim: int) -> CVAEModelConfig:
+        """The network shape (saved under ``"model"`` in every model folder) for ``c_dim``-d caption vectors."""
+        return CVAEModelConfig(resolution=self.resolution, z_dim=self.z_dim, c_dim=c_dim, cond_dim=self.cond_dim,
+                               base_channels=self.base_channels, max_channels=self.max_channels,
+                               res_blocks=self.res_blocks, res_block_resolution=self.res_block_resolution)
+
+
+# The old name of CVAETrainConfig (it was always the training config; the network's is CVAEModelConfig).
+# Kept for imports until dishgen 0.2.0.
+CVAEConfig = CVAETrainConfig
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     # The original project's setting: 64 px, latent 128, beta 0.5 warmed up over 10 epochs,
     # AdamW lr 2e-4 / wd 1e-5, batch 64, CLIP ViT-B/32 text vectors (512-d).
@@ -167,7 +180,7 @@ def augment(x: torch.Tensor, generator: torch.Generator, *, hflip: bool, transla
 # -- the training script ------------------------------------------------------------------------
 
 
-def train(config: CVAEConfig, data: str | Path, out: str | Path, *, resume: bool = False,
+def train(config: CVAETrainConfig, data: str | Path, out: str | Path, *, resume: bool = False,
           device: str | None = None) -> Path:
     """Train a conditional VAE.
 
@@ -189,64 +202,77 @@ def train(config: CVAEConfig, data: str | Path, out: str | Path, *, resume: bool
 
 
 def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
-    from accelerate import Accelerator
+    session = start_run(config, out, resume, device)
+    split = _load_data(config, data, session.is_main)
+    checkpoint = session.run.checkpoint_path(session.start_step) if session.start_step else None
+    text = _encode_captions(config, data, split, checkpoint)  # token ids (LSTM) or frozen caption vectors
+    model, optimizer, scheduler = _build_model(config, text, checkpoint, session)
+    perceptual = load_perceptual_backbone(config.perceptual_backbone) if config.perceptual_weight > 0 else None
+    if config.channels_last:  # ~15% faster convolutions on CPU (oneDNN), same values
+        model.to(memory_format=torch.channels_last)
+    # The scheduler is stepped by hand once per step (accelerate would step it once per process).
+    model, optimizer = session.accelerator.prepare(model, optimizer)
+    if perceptual is not None:
+        perceptual.to(session.accelerator.device)
+    outputs = CVAEOutputs(config, session, model, optimizer, scheduler, split, text, data, out, device)
 
+    model.train()
+    step = session.start_step
+    with outputs.control:
+        while step < config.max_steps:
+            tic = time.perf_counter()
+            metrics, grad_norm, kl_weight = _train_step(step, config, session, model, optimizer, scheduler, split,
+                                                        text, perceptual, outputs)
+            step += 1
+            outputs.window_add(metrics, grad_norm, time.perf_counter() - tic, step)
+            if outputs.after_step(step, kl_weight):  # log, validation, grids, checkpoint; True: stop
+                break
+    return outputs.export(step)
+
+
+@dataclass
+class _Split:
+    """Every image decoded once and kept in memory as uint8, with its caption."""
+
+    train_images: torch.Tensor  # (N, 3, R, R) uint8
+    test_images: torch.Tensor  # (M, 3, R, R) uint8; M = 0 without a test split
+    train_captions: list[str]
+    test_captions: list[str]
+
+    @property
+    def has_test(self) -> bool:
+        return bool(self.test_captions)
+
+
+def _load_data(config, data, is_main: bool) -> _Split:
     from dishgen.data.dataset import list_splits, load_split
-    from dishgen.devices import resolve_device
-    from dishgen.exports import save_cvae_model as save_model
-    from dishgen.fileio import atomic_directory, atomic_write_json
     from dishgen.images_tensor import load_images_uint8
-    from dishgen.models.cvae import (
-        CVAE,
-        CVAEModelConfig,
-        active_units,
-        kl_divergence,
-        reconstruction_error,
-    )
-    from dishgen.train.common import (
-        RunDir,
-        StopControl,
-        check_finite,
-        log_to_trackers,
-        plot_log,
-        progress_bar,
-        resume_command,
-        save_image_grid,
-        start_trackers,
-        tracker_kwargs,
-    )
-    from dishgen.train.cvae_checkpoint import load_checkpoint, save_checkpoint
 
-    torch_device = resolve_device(device)
-    accelerator = Accelerator(cpu=torch_device.type == "cpu", mixed_precision=config.mixed_precision,
-                              **tracker_kwargs(config.log_with, out))
-    rank, world = accelerator.process_index, accelerator.num_processes
-    is_main = accelerator.is_main_process
-    run = RunDir(out, "cvae")
-    config_dict = config_to_dict(config)
-
-    # -- run directory -------------------------------------------------------------------------
-    if is_main:
-        start_step = run.prepare(config_dict, resume=resume) or 0
-    accelerator.wait_for_everyone()
-    start_trackers(accelerator, run.family, config_dict)
-    if not is_main:
-        start_step = (run.latest_checkpoint() or 0) if resume else 0
-
-    # -- data: every image decoded once and kept in memory as uint8 ------------------------------
     train_rows = load_split(data, "train")
     test_rows = load_split(data, "test") if "test" in list_splits(data) else []
     if not test_rows and is_main:
         logger.warning("dataset %s has no test split: held-out validation is skipped", data)
-    train_images = load_images_uint8([r.path for r in train_rows], config.resolution)  # (N, 3, R, R)
-    test_images = load_images_uint8([r.path for r in test_rows], config.resolution)
-    train_captions = [r.text for r in train_rows]
-    test_captions = [r.text for r in test_rows]
+    return _Split(load_images_uint8([r.path for r in train_rows], config.resolution),
+                  load_images_uint8([r.path for r in test_rows], config.resolution),
+                  [r.text for r in train_rows], [r.text for r in test_rows])
 
-    # -- text: a frozen encoder's vectors are computed once (cached per dataset) -----------------
-    checkpoint = run.checkpoint_path(start_step) if start_step else None
+
+@dataclass
+class _Text:
+    """The model's ``text`` inputs, computed once: token ids (LSTM) or frozen-encoder caption vectors."""
+
+    train: torch.Tensor  # (N, T) or (N, c_dim)
+    test: torch.Tensor | None
+    prompts: torch.Tensor  # the sample grids' captions
+    c_dim: int
+    lstm: Any = None  # (LSTMConfig, WordTokenizer) when the model trains its own LSTM
+
+
+def _encode_captions(config, data, split: _Split, checkpoint: Path | None) -> _Text:
+    """A frozen encoder's vectors (cached per dataset), or LSTM token ids (the vocabulary is built
+    from the training captions, or read back from the checkpoint on resume)."""
     if config.text_encoder == "lstm":
-        from dishgen.text.lstm import LSTMConfig, LSTMTextEncoder, WordTokenizer
+        from dishgen.text.lstm import LSTMConfig, WordTokenizer
 
         if checkpoint is not None:
             try:
@@ -254,11 +280,11 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
             except ValueError as err:
                 raise CVAETrainingError(f"cannot resume: {err}") from err
         else:
-            tokenizer = WordTokenizer.build(train_captions, min_freq=config.lstm_min_freq)
+            tokenizer = WordTokenizer.build(split.train_captions, min_freq=config.lstm_min_freq)
         lstm_config = LSTMConfig(vocab_size=len(tokenizer), embed_dim=config.lstm_embed_dim,
                                  hidden_dim=config.lstm_hidden_dim, out_dim=config.lstm_out_dim,
                                  max_length=config.lstm_max_length)
-        c_dim = lstm_config.out_dim
+        c_dim, lstm = lstm_config.out_dim, (lstm_config, tokenizer)
 
         def text_inputs(captions: list[str]) -> torch.Tensor:
             return tokenizer.encode(captions, config.lstm_max_length)  # (B, T) ids, padded per call
@@ -267,7 +293,7 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
         from dishgen.text.cache import encode_cached
 
         encoder = load_text_encoder(config.text_encoder)
-        c_dim = encoder.dim
+        c_dim, lstm = encoder.dim, None
         cache_dir = Path(data) / ".cache"
         if not os.access(Path(data), os.W_OK):
             logger.warning("dataset %s is read-only: caption vectors are not cached", data)
@@ -276,18 +302,22 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
         def text_inputs(captions: list[str]) -> torch.Tensor:
             return encode_cached(encoder, captions, cache_dir)  # (B, c_dim)
     # LSTM ids are padded to the longest caption of the whole split, so any batch can be indexed.
-    train_text = text_inputs(train_captions)
-    test_text = text_inputs(test_captions) if test_rows else None
-    prompt_text = text_inputs(list(config.sample_prompts))
+    return _Text(text_inputs(split.train_captions), text_inputs(split.test_captions) if split.has_test else None,
+                 text_inputs(list(config.sample_prompts)), c_dim, lstm)
 
-    # -- model, optimiser, schedule ---------------------------------------------------------------
-    model_config = CVAEModelConfig(
-        resolution=config.resolution, z_dim=config.z_dim, c_dim=c_dim, cond_dim=config.cond_dim,
-        base_channels=config.base_channels, max_channels=config.max_channels,
-        res_blocks=config.res_blocks, res_block_resolution=config.res_block_resolution)
+
+def _build_model(config, text: _Text, checkpoint: Path | None, session: CVAERun):
+    """The seeded CVAE (with its LSTM), AdamW and the LR schedule, restored from ``checkpoint`` on resume."""
+    from dishgen.models.cvae import CVAE
+    from dishgen.train.cvae_checkpoint import load_checkpoint
+
     torch.manual_seed(config.seed)  # the initial weights depend on the seed only
-    text_model = LSTMTextEncoder(lstm_config, tokenizer) if config.text_encoder == "lstm" else None
-    model = CVAE(model_config, text_model)
+    text_model = None
+    if text.lstm is not None:
+        from dishgen.text.lstm import LSTMTextEncoder
+
+        text_model = LSTMTextEncoder(*text.lstm)
+    model = CVAE(config.model_config(text.c_dim), text_model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                   betas=(config.adam_beta1, config.adam_beta2))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
@@ -301,183 +331,53 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
                 f"cannot resume from {checkpoint}: {err}. Resume with the config it was trained with, "
                 "or remove that checkpoint folder to resume from the one before it"
             ) from err
-        if is_main:
+        if session.is_main:
             logger.info("resumed from %s", checkpoint)
-    perceptual = load_perceptual_backbone(config.perceptual_backbone) if config.perceptual_weight > 0 else None
-    # The scheduler is stepped by hand once per step (accelerate would step it once per process).
-    if config.channels_last:  # ~15% faster convolutions on CPU (oneDNN), same values
-        model.to(memory_format=torch.channels_last)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
-    if perceptual is not None:
-        perceptual.to(accelerator.device)
+    return model, optimizer, scheduler
 
-    num_train = len(train_images)
+
+def _train_step(step: int, config, session: CVAERun, model, optimizer, scheduler, split: _Split, text: _Text,
+                perceptual, outputs: CVAEOutputs):
+    """One update on this rank's share of the global batch. The data order and every random draw
+    (augmentation, reparameterisation noise) are functions of (seed, step, rank).
+
+    Returns:
+        ``(metrics, grad_norm, kl_weight)``: [recon per pixel, kl per image, total, active units]
+        averaged over processes, the gradient norm before clipping, and the step's KL weight.
+    """
+    from dishgen.models.cvae import active_units
+    from dishgen.train.common import check_finite
+
+    accelerator, world = session.accelerator, session.world
     global_batch = config.batch_size * world
-    steps_per_epoch = max(1, num_train // global_batch)
-    kl_warmup_steps = config.kl_warmup_epochs * steps_per_epoch
-    num_pixels = 3 * config.resolution**2
+    epoch, index = divmod(step, outputs.steps_per_epoch)
+    order = epoch_order(len(split.train_images), config.seed, epoch)
+    batch = order[index * global_batch : (index + 1) * global_batch][session.rank::world]
+    generator = step_generator(config.seed, step, session.rank)
+    x = split.train_images[batch].float() / 127.5 - 1  # (B, 3, R, R) in [-1, 1]
+    if config.augment:
+        x = augment(x, generator, hflip=config.hflip, translate=config.translate)
+    eps = torch.randn(len(batch), config.z_dim, generator=generator)
+    x, text_in, eps = outputs.to_device(x), outputs.to_device(text.train[batch]), outputs.to_device(eps)
 
-    # Fixed inputs for the grids, the same at every step and after a resume.
-    recon_source = test_images if len(test_images) else train_images
-    recon_text = test_text if len(test_images) else train_text
-    recon_x = recon_source[: config.num_recon_images].float() / 127.5 - 1
-    recon_t = recon_text[: config.num_recon_images]
-    sample_text = prompt_text.repeat_interleave(config.samples_per_prompt, dim=0)
-    eval_subset = torch.randperm(num_train, generator=torch.Generator().manual_seed(config.seed))
-    eval_subset = eval_subset[: min(len(test_images), num_train)]
-    sample_z = torch.randn(len(sample_text), config.z_dim, generator=torch.Generator().manual_seed(config.seed))
-
-    def to_device(t: torch.Tensor) -> torch.Tensor:
-        if config.channels_last and t.ndim == 4:
-            return t.to(accelerator.device, memory_format=torch.channels_last)
-        return t.to(accelerator.device)
-
-    @torch.no_grad()
-    def evaluate(images_u8: torch.Tensor, text: torch.Tensor) -> dict[str, float]:
-        """Mean per-pixel reconstruction error (posterior mean), KL and active units over a split."""
-        model.eval()
-        errors, kls, mus = [], [], []
-        for start in range(0, len(images_u8), 64):
-            x = to_device(images_u8[start : start + 64].float() / 127.5 - 1)
-            with accelerator.autocast():
-                cond = unwrapped.condition(to_device(text[start : start + 64]))
-                mu, logvar = unwrapped.encoder(x, cond)
-                x_hat = unwrapped.decoder(mu, cond)
-            errors.append(reconstruction_error(x, x_hat, config.recon_loss) / num_pixels)
-            kls.append(kl_divergence(mu, logvar).sum(1))
-            mus.append(mu.float())
-        model.train()
-        return {"recon": float(torch.cat(errors).mean()), "kl": float(torch.cat(kls).mean()),
-                "active_units": active_units(torch.cat(mus))}
-
-    @torch.no_grad()
-    def write_grids(step: int) -> None:
-        model.eval()
-        recon = unwrapped.reconstruct(to_device(recon_x), to_device(recon_t)).float().cpu()
-        pairs = torch.stack([recon_x, recon], dim=1).flatten(0, 1)  # original, reconstruction, ...
-        save_image_grid(pairs, run.path / "samples" / f"recon-{step:06d}.png", nrow=8)
-        with accelerator.autocast():
-            cond = unwrapped.condition(to_device(sample_text))
-            samples = unwrapped.decoder(to_device(sample_z), cond).clamp(-1, 1).float().cpu()
-        save_image_grid(samples, run.path / "samples" / f"step-{step:06d}.png",
-                        nrow=config.samples_per_prompt, labels=list(config.sample_prompts))
-        model.train()
-
-    def write_checkpoint(step: int) -> None:
-        """Called on every process: rank 0 writes, all note the time (for checkpoint_every_minutes)."""
-        control.saved(step)
-        if not is_main:
-            return
-
-        def writer(folder: Path) -> None:
-            save_checkpoint(folder, unwrapped, optimizer, scheduler, step=step, epoch=step / steps_per_epoch,
-                            text_encoder_id=config.text_encoder, training=config_dict)
-        run.write_checkpoint(step, writer, keep=config.keep_checkpoints)
-        plot()
-
-    def plot() -> None:
-        plot_log(run.read_log(), run.path / "plots", {
-            "reconstruction": ["recon", "train_eval_recon", "val_recon"],
-            "kl": ["kl", "val_kl"], "total": ["total"], "active_units": ["active_units", "val_active_units"],
-            "lr": ["lr"], "grad_norm": ["grad_norm"], "images_per_s": ["images_per_s"]})
-
-    # -- the loop ---------------------------------------------------------------------------------
-    model.train()
-    step = start_step
-    window: dict[str, float] = {}
-    window_steps, window_time = 0, 0.0
-    progress = progress_bar("cvae", step=step, max_steps=config.max_steps, images_per_step=global_batch,
-                            enabled=is_main)
-    control = StopControl(accelerator, max_minutes=config.max_minutes,
-                          checkpoint_every_minutes=config.checkpoint_every_minutes,
-                          resume_command=resume_command("cvae", data, out, device))
-    with control:
-        while step < config.max_steps:
-            tic = time.perf_counter()
-            epoch, index = divmod(step, steps_per_epoch)
-            order = epoch_order(num_train, config.seed, epoch)
-            batch = order[index * global_batch : (index + 1) * global_batch][rank::world]
-            generator = step_generator(config.seed, step, rank)
-            x = train_images[batch].float() / 127.5 - 1  # (B, 3, R, R) in [-1, 1]
-            if config.augment:
-                x = augment(x, generator, hflip=config.hflip, translate=config.translate)
-            eps = torch.randn(len(batch), config.z_dim, generator=generator)
-            x, text, eps = to_device(x), to_device(train_text[batch]), to_device(eps)
-
-            with accelerator.autocast():
-                x_hat, mu, logvar = model(x, text, eps)
-                kl_weight = kl_weight_at(step, config.beta, kl_warmup_steps)
-                loss, recon, kl = cvae_loss(x, x_hat, mu, logvar, recon_loss=config.recon_loss, kl_weight=kl_weight,
-                                            free_bits=config.free_bits, num_pixels=num_pixels, perceptual=perceptual,
-                                            perceptual_weight=config.perceptual_weight)
-            # Averaged over processes before the update, so a NaN on any one stops them all together.
-            metrics = torch.tensor([recon.item() / num_pixels, kl.sum(1).mean().item(), loss.item(),
-                                    active_units(mu.detach())], device=accelerator.device)
-            metrics = accelerator.reduce(metrics, reduction="mean").tolist()
-            check_finite(step + 1, {"total": metrics[2]}, run)
-            accelerator.backward(loss)
-            if config.grad_clip > 0:
-                grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
-            else:
-                grad_norm = torch.linalg.vector_norm(torch.stack(
-                    [p.grad.norm() for p in model.parameters() if p.grad is not None]))
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-
-            for key, value in zip(("recon", "kl", "total", "active_units", "grad_norm"),
-                                  [*metrics, float(grad_norm)], strict=True):
-                window[key] = window.get(key, 0.0) + value
-            window_steps += 1
-            window_time += time.perf_counter() - tic
-            progress.update(global_batch)
-            progress.set_postfix({"step": step, "recon": f"{metrics[0]:.4f}", "kl": f"{metrics[1]:.1f}"}, refresh=False)
-
-            if step % config.log_every == 0 or step == config.max_steps:
-                row = {"step": step, "epoch": round(step / steps_per_epoch, 3),
-                       **{k: v / window_steps for k, v in window.items()},
-                       "kl_weight": kl_weight, "lr": scheduler.get_last_lr()[0],
-                       "images_per_s": window_steps * global_batch / window_time}
-                if is_main:
-                    run.log(row)
-                    log_to_trackers(accelerator, row)
-                window, window_steps, window_time = {}, 0, 0.0
-            if step % (steps_per_epoch * config.validate_every_epochs) == 0 and test_rows and is_main:
-                val = evaluate(test_images, test_text)
-                subset = eval_subset  # as many training images as test images, no augmentation
-                train_eval = evaluate(train_images[subset], train_text[subset])
-                row = {"step": step, "epoch": round(step / steps_per_epoch, 3), "val_recon": val["recon"],
-                       "val_kl": val["kl"], "val_active_units": val["active_units"],
-                       "train_eval_recon": train_eval["recon"]}
-                run.log(row)
-                log_to_trackers(accelerator, row)
-            if is_main and (step % config.sample_every == 0 or step == config.max_steps):
-                write_grids(step)
-            if step % config.checkpoint_every == 0 or step == config.max_steps:
-                write_checkpoint(step)
-            stop = control.poll(step)  # Ctrl-C / SIGTERM, max_minutes, checkpoint_every_minutes
-            if stop.checkpoint:
-                write_checkpoint(step)
-            if stop.reason:
-                break
-    progress.close()
-    control.finish(step, run.checkpoint_path(step))  # after Ctrl-C: raises, no export
-
-    # -- export -----------------------------------------------------------------------------------
-    export = run.path / "model"
-    if is_main:
-        if test_rows:
-            val, train_eval = evaluate(test_images, test_text), evaluate(train_images, train_text)
-        # reconstruction error per pixel (posterior mean) on the train and held-out test splits
-        metrics = {"step": step, "train": train_eval, "test": val, "model": asdict(model_config)} if test_rows else None
-        with atomic_directory(export) as tmp:
-            save_model(tmp, unwrapped, text_encoder_id=config.text_encoder, training=config_dict, run_dir=run.path,
-                       data=data, evaluation=metrics, step=step)
-            if metrics:
-                atomic_write_json(tmp / "metrics.json", metrics)
-        plot()
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return export
+    with accelerator.autocast():
+        x_hat, mu, logvar = model(x, text_in, eps)
+        kl_weight = kl_weight_at(step, config.beta, outputs.kl_warmup_steps)
+        loss, recon, kl = cvae_loss(x, x_hat, mu, logvar, recon_loss=config.recon_loss, kl_weight=kl_weight,
+                                    free_bits=config.free_bits, num_pixels=outputs.num_pixels, perceptual=perceptual,
+                                    perceptual_weight=config.perceptual_weight)
+    # Averaged over processes before the update, so a NaN on any one stops them all together.
+    metrics = torch.tensor([recon.item() / outputs.num_pixels, kl.sum(1).mean().item(), loss.item(),
+                            active_units(mu.detach())], device=accelerator.device)
+    metrics = accelerator.reduce(metrics, reduction="mean").tolist()
+    check_finite(step + 1, {"total": metrics[2]}, session.run)
+    accelerator.backward(loss)
+    if config.grad_clip > 0:
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+    else:
+        grad_norm = torch.linalg.vector_norm(torch.stack(
+            [p.grad.norm() for p in model.parameters() if p.grad is not None]))
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return metrics, grad_norm, kl_weight
