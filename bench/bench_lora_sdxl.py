@@ -13,6 +13,13 @@ base 1.0 architecture with random weights (:func:`dishgen.diffusion.build_shape_
 download; ~14 GB of fp32 weights, so about 20 GB of free memory) at ``--resolutions`` (256 512),
 batch 1. The issue's target: dishgen's step at most 0.8x the plain step's time.
 
+dishgen's caches fill on first use, one entry per (image, flip) and per caption, so a cached step is
+only timed once the warm-up has met every image. ``--full`` therefore trains on ``--images`` (default:
+one batch) and turns dishgen's ``random_flip`` off (its one cached latent is then hit from the second
+step on; the plain step keeps the example's flip, a PIL transpose that costs well under a
+millisecond). With the whole 35-image sample, 1 warm-up and 2 timed steps, nearly every "cached" step
+was a cache miss.
+
     OMP_NUM_THREADS=2 .venv/bin/python bench/bench_lora_sdxl.py
     OMP_NUM_THREADS=2 .venv/bin/python bench/bench_lora_sdxl.py --full --steps 2 --warmup 1 --workdir /tmp/sdxl
 
@@ -155,10 +162,29 @@ def dishgen_steps(base: Path, data: Path, out: Path, steps: int, warmup: int, ov
     return [r["seconds"] for r in rows[warmup:]]
 
 
+def keep_first_images(data: Path, count: int) -> Path:
+    """Trim an imagefolder dataset's ``train`` split to its first ``count`` images (metadata rows and
+    files), so that a short warm-up meets every image; the ``test`` split is left as it is.
+
+    Raises:
+        SystemExit: ``count`` is below 1 or above the number of training images.
+    """
+    train = data / "train"
+    rows = (train / "metadata.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    if not 1 <= count <= len(rows):
+        raise SystemExit(f"--images {count}: the sample has {len(rows)} training images; pick 1 to {len(rows)}")
+    keep = {json.loads(row)["file_name"] for row in rows[:count]}
+    for path in train.iterdir():
+        if path.name != "metadata.jsonl" and path.name not in keep:
+            path.unlink()
+    (train / "metadata.jsonl").write_text("".join(rows[:count]), encoding="utf-8")
+    return data
+
+
 def one_variant(args) -> None:
     """Child process: run one variant, print its step times and peak memory as JSON."""
     base, data, out = Path(args.base), Path(args.data), Path(args.out)
-    common = [f"resolution={args.resolution}", f"batch_size={args.batch_size}"]
+    common = [f"resolution={args.resolution}", f"batch_size={args.batch_size}", *args.dishgen_overrides]
     if args.variant == "plain":
         seconds = plain_sdxl_steps(base, data, args.steps, args.warmup, args.batch_size, args.resolution)
     elif args.variant == "cache":
@@ -170,10 +196,10 @@ def one_variant(args) -> None:
     print("RESULT " + json.dumps({"seconds": seconds, "peak_gib": peak_gib}))
 
 
-def run_variant(variant, base, data, out, resolution, batch_size, steps, warmup) -> dict:
+def run_variant(variant, base, data, out, resolution, batch_size, steps, warmup, overrides=()) -> dict:
     command = [sys.executable, __file__, "--variant", variant, "--base", str(base), "--data", str(data),
                "--out", str(out), "--resolution", str(resolution), "--batch-size", str(batch_size),
-               "--steps", str(steps), "--warmup", str(warmup)]
+               "--steps", str(steps), "--warmup", str(warmup), *[f"--dishgen-override={o}" for o in overrides]]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
@@ -189,6 +215,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 30 tiny, 1 full)")
     parser.add_argument("--workdir", default=None, help="keep the built models here (default: a temp dir)")
     parser.add_argument("--rounds", type=int, default=1, help="run the three variants this many times, interleaved")
+    parser.add_argument("--images", type=int, default=None,
+                        help="training images (default: all 35 tiny, one batch full, so the warm-up fills the caches)")
     # one variant in a child process
     parser.add_argument("--variant", choices=["plain", "cache", "nocache"], help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
@@ -196,6 +224,8 @@ def main() -> None:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--resolution", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--dishgen-override", dest="dishgen_overrides", action="append", default=[],
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
         return one_variant(args)
@@ -207,6 +237,11 @@ def main() -> None:
     steps = args.steps or (2 if args.full else 20)
     warmup = args.warmup if args.warmup is not None else (1 if args.full else 30)
     batch_size = 1 if args.full else 4
+    images = args.images or (batch_size if args.full else None)
+    overrides = ["random_flip=false"] if args.full else []  # one cached latent per image (see the docstring)
+    if images is not None and warmup * batch_size < images:
+        print(f"warning: {warmup} warm-up steps of batch {batch_size} do not meet all {images} images: "
+              "the cached variant's timed steps will include cache misses")
     if args.full:
         base = work / "sdxl_shape_only"
         if not (base / "model_index.json").is_file():
@@ -216,16 +251,20 @@ def main() -> None:
     else:
         base = build_tiny_sdxl(work / "tiny_sdxl")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {'shape-only SDXL' if args.full else 'tiny SDXL'}, "
-          f"batch {batch_size}, {steps} timed steps after {warmup} warm-up, work dir {work}")
+          f"batch {batch_size}, {steps} timed steps after {warmup} warm-up, {images or 'all'} training images, "
+          f"dishgen overrides {overrides or 'none'}, work dir {work}")
     for resolution in args.resolutions or ([256, 512] if args.full else [64]):
-        data = write_tiny_dataset(work / f"data{resolution}", size=max(resolution, 128))
+        data = write_tiny_dataset(work / (f"data{resolution}" + (f"_{images}" if images else "")),
+                                  size=max(resolution, 128))
+        if images is not None:
+            keep_first_images(data, images)
         variants = ("plain", "cache", "nocache")
         results = {v: {"seconds": [], "peak_gib": 0.0} for v in variants}
         with LoadWatch() as load:
             for round_ in range(args.rounds):  # each variant in its own process, the order alternating
                 for v in variants if round_ % 2 == 0 else variants[::-1]:
                     result = run_variant(v, base, data, work / f"run_{v}_{resolution}_{time.time_ns()}", resolution,
-                                         batch_size, steps, warmup)
+                                         batch_size, steps, warmup, overrides)
                     results[v]["seconds"] += result["seconds"]
                     results[v]["peak_gib"] = max(results[v]["peak_gib"], result["peak_gib"])
         reference = statistics.median(results["plain"]["seconds"])

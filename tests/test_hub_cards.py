@@ -150,6 +150,68 @@ def test_log_with_names_the_missing_package_and_the_extra(tiny_dataset, tmp_path
               tmp_path / "run")
 
 
+FAKE_WANDB = '''"""A stand-in for wandb: records what accelerate's WandBTracker asks of it."""
+CALLS = []
+
+
+class _Config:
+    def update(self, values, allow_val_change=False):
+        CALLS.append(("config", dict(values)))
+
+
+config = _Config()
+
+
+class _Run:
+    def log(self, values, step=None, **kwargs):
+        CALLS.append(("log", step, dict(values)))
+
+    def finish(self):
+        CALLS.append(("finish",))
+
+
+def init(project=None, **kwargs):
+    CALLS.append(("init", project, kwargs))
+    return _Run()
+'''
+
+
+def test_log_with_wandb_sends_the_log_rows_and_keeps_its_files_in_the_run(tiny_dataset, tmp_path, monkeypatch):
+    """Through accelerate's real WandBTracker, with a fake ``wandb`` package (the real one is not a
+    dependency): every log.jsonl row under its names and step, and ``dir`` = the run directory."""
+    import sys
+
+    from accelerate import tracking
+    from accelerate.utils import LoggerType
+
+    from dishgen.train.cgan import CGANTrainConfig, train
+
+    site = tmp_path / "site"
+    (site / "wandb").mkdir(parents=True)
+    (site / "wandb" / "__init__.py").write_text(FAKE_WANDB)
+    (site / "wandb-0.0.0.dist-info").mkdir()
+    (site / "wandb-0.0.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: wandb\nVersion: 0.0.0\n")
+    monkeypatch.delitem(sys.modules, "wandb", raising=False)
+    monkeypatch.syspath_prepend(str(site))
+    # accelerate lists the installed trackers once, when it is first imported
+    monkeypatch.setattr(tracking, "_available_trackers", [*tracking.get_available_trackers(), LoggerType.WANDB])
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # wandb would write ./wandb here without dir=
+    out = tmp_path / "run"
+    train(resolve_config(CGANTrainConfig, overrides={**GAN, "base_channels": 8, "max_channel_mult": 4,
+                                                     "log_with": "wandb"}), tiny_dataset, out)
+    calls = sys.modules["wandb"].CALLS
+    monkeypatch.delitem(sys.modules, "wandb")
+    assert calls[0] == ("init", "dishgen-cgan", {"dir": str(out)})
+    assert calls[1][0] == "config" and calls[1][1]["log_with"] == "wandb" and calls[1][1]["max_steps"] == 2
+    assert calls[-1] == ("finish",)
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [(c[1], c[2]) for c in calls if c[0] == "log"] == [
+        (row["step"], {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))})
+        for row in rows]
+    assert len(rows) == 2 and "loss_G" in rows[0]
+
+
 def test_a_lora_run_saved_with_the_old_tensorboard_key_still_resumes(tiny_sd_dir, tmp_path):
     from dishgen.train.lora import resolve_train_config
 

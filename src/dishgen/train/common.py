@@ -59,11 +59,15 @@ def tracker_kwargs(log_with: str, out: str | Path) -> dict[str, Any]:
 
 def start_trackers(accelerator, family: str, config: dict[str, Any]) -> None:
     """Open the run's trackers (main process only; nothing when ``log_with=none``) with the
-    resolved config as hyper-parameters (non-scalar values as text, as TensorBoard requires)."""
+    resolved config as hyper-parameters (non-scalar values as text, as TensorBoard requires).
+
+    Weights & Biases keeps its files in ``RUN/wandb/`` (accelerate would leave them in
+    ``./wandb`` of whatever folder the command ran from)."""
     if not accelerator.log_with:
         return
     flat = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()}
-    accelerator.init_trackers(f"dishgen-{family}", config=flat)
+    accelerator.init_trackers(f"dishgen-{family}", config=flat,
+                              init_kwargs={"wandb": {"dir": str(accelerator.project_dir)}})
 
 
 def log_to_trackers(accelerator, row: dict[str, Any]) -> None:
