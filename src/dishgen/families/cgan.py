@@ -43,28 +43,33 @@ def find_weights(location: str | Path) -> tuple[Path, Path]:
     Raises:
         ModelReferenceError: the folder is not a cGAN, or holds no weights yet.
     """
+    return find_gan_weights(location, FAMILY)
+
+
+def find_gan_weights(location: str | Path, family: str) -> tuple[Path, Path]:
+    """:func:`find_weights` for any GAN family saved in this layout (cGAN, FastGAN)."""
     path = Path(location)
-    meta = _read_config(path)
-    if meta.get("family") != FAMILY:
+    meta = read_model_config(path)
+    if meta.get("family") != family:
         raise ModelReferenceError(
-            f"{str(path)!r} holds a {meta.get('family')!r} model, not a cgan one; load it with its own family"
+            f"{str(path)!r} holds a {meta.get('family')!r} model, not a {family} one; load it with its own family"
         )
-    if (path / "model.safetensors").is_file():
-        return path, path / "model.safetensors"
-    if (path / "G_ema.safetensors").is_file():
-        return path, path / "G_ema.safetensors"
+    for name in ("model.safetensors", "G_ema.safetensors"):
+        if (path / name).is_file():
+            return path, path / name
     from dishgen.runs import final_or_latest
 
     found = final_or_latest(path, "model.safetensors")
     if found is not None:
-        return find_weights(found)
+        return find_gan_weights(found, family)
     raise ModelReferenceError(
-        f"{str(path)!r} is a cgan run without an export (model/) or a complete checkpoint yet; "
+        f"{str(path)!r} is a {family} run without an export (model/) or a complete checkpoint yet; "
         "train longer (checkpoint_every=...) or pass a checkpoint folder"
     )
 
 
-def _read_config(path: Path) -> dict[str, Any]:
+def read_model_config(path: Path) -> dict[str, Any]:
+    """A saved GAN folder's ``config.json``; a clear error when it is missing or unreadable."""
     config = path / "config.json"
     if not config.is_file():
         raise ModelReferenceError(f"{str(path)!r} has no config.json; it is not a dishgen model folder")
@@ -77,7 +82,7 @@ def _read_config(path: Path) -> dict[str, Any]:
 def load_G_ema(location: str | Path) -> tuple[Generator, dict[str, Any]]:
     """Load the EMA generator of any saved cGAN folder (CPU, eval mode) and its metadata."""
     folder, weights = find_weights(location)
-    meta = _read_config(folder)
+    meta = read_model_config(folder)
     if "model" not in meta or "text_encoder" not in meta:
         raise ModelReferenceError(f"{str(folder / 'config.json')!r} lacks 'model' or 'text_encoder'")
     from dishgen.config import config_from_dict

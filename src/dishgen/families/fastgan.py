@@ -14,14 +14,18 @@ so that code is shared (:class:`dishgen.families.cgan.CGANGenerator`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file
 
 from dishgen import exports
-from dishgen.families.cgan import CGANGenerator, load_gan_generator
+from dishgen.families.cgan import (
+    CGANGenerator,
+    find_gan_weights,
+    load_gan_generator,
+    read_model_config,
+)
 from dishgen.families.registry import get_family
 from dishgen.generation import ModelReferenceError
 from dishgen.models.fastgan import FastGANConfig, Generator
@@ -42,34 +46,7 @@ def find_weights(location: str | Path) -> tuple[Path, Path]:
     Raises:
         ModelReferenceError: the folder is not a FastGAN, or holds no weights yet.
     """
-    path = Path(location)
-    meta = _read_config(path)
-    if meta.get("family") != FAMILY:
-        raise ModelReferenceError(
-            f"{str(path)!r} holds a {meta.get('family')!r} model, not a fastgan one; load it with its own family"
-        )
-    for name in ("model.safetensors", "G_ema.safetensors"):
-        if (path / name).is_file():
-            return path, path / name
-    from dishgen.runs import final_or_latest
-
-    found = final_or_latest(path, "model.safetensors")
-    if found is not None:
-        return find_weights(found)
-    raise ModelReferenceError(
-        f"{str(path)!r} is a fastgan run without an export (model/) or a complete checkpoint yet; "
-        "train longer (checkpoint_every=...) or pass a checkpoint folder"
-    )
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    config = path / "config.json"
-    if not config.is_file():
-        raise ModelReferenceError(f"{str(path)!r} has no config.json; it is not a dishgen model folder")
-    try:
-        return json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ModelReferenceError(f"{str(config)!r} could not be read: {err}") from err
+    return find_gan_weights(location, FAMILY)
 
 
 def load_G_ema(location: str | Path) -> tuple[Generator, dict[str, Any]]:
@@ -78,7 +55,7 @@ def load_G_ema(location: str | Path) -> tuple[Generator, dict[str, Any]]:
     Weights saved in float16 (the bundled model) are cast up on load.
     """
     folder, weights = find_weights(location)
-    meta = _read_config(folder)
+    meta = read_model_config(folder)
     if "model" not in meta or "text_encoder" not in meta:
         raise ModelReferenceError(f"{str(folder / 'config.json')!r} lacks 'model' or 'text_encoder'")
     from dishgen.config import config_from_dict
