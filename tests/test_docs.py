@@ -91,9 +91,10 @@ COVERAGE: list[Doc] = [
     Doc("docs/cgan.md", "bench/bench_cgan.py --like-for-like", "run:families", "benchmark: --help only"),
     # docs/fastgan.md
     Doc("docs/fastgan.md", "--out runs/fastgan --preset cpu", "run:families"),
-    Doc("docs/fastgan.md", "init_from=runs/fastgan", "run:families", "starts from the run trained above it"),
+    Doc("docs/fastgan.md", "--out runs/fastgan-noise", "run:families", "starts from the run trained above it"),
     Doc("docs/fastgan.md", "--out runs/fastgan-ffml128 --preset cpu", "run:families",
         "the CPU runs' commands, on the repository's sample and with a tiny network"),
+    Doc("docs/fastgan.md", "--out runs/fastgan-r9", "run:families", "runs 9 and 10, each from the one before"),
     # docs/cvae.md
     Doc("docs/cvae.md", "--out runs/cvae --preset cpu       # train", "run:families"),
     Doc("docs/cvae.md", "dishgen train cvae --data DATASET --out RUN [--preset", "synopsis"),
