@@ -188,20 +188,20 @@ def score_pixels(real: PixelStats, fake: PixelStats, metrics: list[str], *, boot
             "frequencies": [round(x, 5) for x in P.radial_frequencies(len(profile), fake.size).tolist()],
             "profile": profile.tolist(), "profile_ci": [low_band.tolist(), high_band.tolist()],
         }
+    def with_interval(statistic, real_values, fake_values) -> dict:
+        low, high = M.bootstrap_ci(statistic, [real_values, fake_values], n_resamples=bootstrap, seed=seed)
+        return {"value": statistic(real_values, fake_values), "ci": _interval(low, high), "image_size": fake.size}
+
     if "edges" in metrics:
-        value = P.edge_ratio(real.edges, fake.edges)
-        low, high = M.bootstrap_ci(P.edge_ratio, [real.edges, fake.edges], n_resamples=bootstrap, seed=seed)
         out["edge_ratio"] = {
-            "value": value, "ci": _interval(low, high), "image_size": fake.size,
+            **with_interval(P.edge_ratio, real.edges, fake.edges),
             "generated_edge_energy": float(fake.edges.nanmean()), "real_edge_energy": float(real.edges.nanmean()),
             "generated_foreground": float(fake.foreground.mean()), "real_foreground": float(real.foreground.mean()),
             "images_without_dish": int(fake.edges.isnan().sum()),
         }
     if "grid" in metrics:
-        value = P.grid_excess(real.grid, fake.grid)
-        low, high = M.bootstrap_ci(P.grid_excess, [real.grid, fake.grid], n_resamples=bootstrap, seed=seed)
         out["grid_excess"] = {
-            "value": value, "ci": _interval(low, high), "image_size": fake.size,
+            **with_interval(P.grid_excess, real.grid, fake.grid),
             "generated_grid": float(fake.grid.mean()), "real_grid": float(real.grid.mean()),
         }
     return out
