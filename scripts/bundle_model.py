@@ -107,7 +107,7 @@ def contact_sheet(generator, dataset: Path, out: Path, seeds_per_prompt: int = 4
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", type=Path, help="run directory or exported model folder")
+    parser.add_argument("run", type=Path, help="run directory, exported model folder or GAN checkpoint-<step>/ folder")
     parser.add_argument("name", help="folder name under src/dishgen/weights/")
     parser.add_argument("--dataset", type=Path, required=True, help="the dataset it was trained on (for the card)")
     parser.add_argument("--command", action="append", default=[], help="a command that reproduces it (repeatable)")
@@ -119,7 +119,10 @@ def main() -> None:
     src = model_folder(args.run)
     config = json.loads((src / "config.json").read_text(encoding="utf-8"))
     family = config["family"]
-    state = load_file(str(src / "model.safetensors"))
+    weights = src / "model.safetensors"
+    if not weights.is_file() and (src / "G_ema.safetensors").is_file():  # a GAN checkpoint-<step>/ folder
+        weights, config["kind"] = src / "G_ema.safetensors", "model"  # its EMA generator is what an export holds
+    state = load_file(str(weights))
     dropped = []
     if family == "cvae":
         dropped = [k for k in state if k.startswith("encoder.")]
