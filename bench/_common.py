@@ -21,12 +21,14 @@ mark errs on the side of caution there.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import resource
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 LOAD_LIMIT = 1.5  # 1-minute load (other processes) above which a ratio is marked unreliable
 
@@ -176,3 +178,38 @@ def reset_accelerate_state() -> None:
 
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
+
+
+def keep_first_images(data: Path, count: int) -> Path:
+    """Trim an imagefolder dataset's ``train`` split to its first ``count`` images (metadata rows and
+    files), so that a short warm-up meets every image; the ``test`` split is left as it is.
+
+    The LoRA benches need this: dishgen fills its latent and text caches the first time it meets an
+    image (one entry per image and flip) and caption, so a "cached" step is only a cache hit once
+    the warm-up has met every training image (with ``random_flip=false``: one entry per image).
+
+    Raises:
+        SystemExit: ``count`` is below 1 or above the number of training images.
+    """
+    train = data / "train"
+    rows = (train / "metadata.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    if not 1 <= count <= len(rows):
+        raise SystemExit(f"--images {count}: the sample has {len(rows)} training images; pick 1 to {len(rows)}")
+    keep = {json.loads(row)["file_name"] for row in rows[:count]}
+    for path in train.iterdir():
+        if path.name != "metadata.jsonl" and path.name not in keep:
+            path.unlink()
+    (train / "metadata.jsonl").write_text("".join(rows[:count]), encoding="utf-8")
+    return data
+
+
+def warmup_warning(warmup: int, batch_size: int, images: int) -> str | None:
+    """The warning to print when ``warmup`` steps of ``batch_size`` cannot meet all ``images`` training
+    images (so a cached variant's timed steps would include cache misses), else None.
+
+    Assumes ``random_flip=false`` (one cache entry per image) and an epoch that draws every image once.
+    """
+    if warmup * batch_size >= images:
+        return None
+    return (f"warning: {warmup} warm-up steps of batch {batch_size} do not meet all {images} images: "
+            "the cached variant's timed steps will include cache misses")

@@ -16,9 +16,18 @@ The issue's target: dishgen with caching takes at most 0.7x the plain step's tim
 
 Part 2 (``--sd15``): the real-size SD 1.5 architecture with random weights
 (:func:`dishgen.diffusion.build_shape_only_sd15`, no download), saved once; on that same folder,
-dishgen's trainer (caches on) beside the plain diffusers step above, each variant in its own
-process (so that its peak resident memory is its own), the order alternating over ``--sd15-rounds``:
-seconds per step, peak RSS and the ratio (the issue's target on a CPU: at most 0.8x the plain step).
+dishgen's trainer with caches (the default) and without (a control) beside the plain diffusers step
+above, each variant in its own process (so that its peak resident memory is its own), the order
+alternating over ``--sd15-rounds``: seconds per step, peak RSS and the ratio (the issue's target on
+a CPU: at most 0.8x the plain step).
+
+dishgen's caches fill on first use, one entry per (image, flip) and per caption, so a cached step is
+only timed once the warm-up has met every image. Part 2 therefore trains on ``--sd15-train-images``
+(default: one batch) with dishgen's ``random_flip`` off (one cached latent per image, hit from the
+second step on; the plain step keeps the example's flip, a PIL transpose that costs well under a
+millisecond), warms up one epoch, and warns if the warm-up cannot meet every image. Before that fix
+(four images, flips on, one epoch of warm-up) each timed "cached" step had an even chance of a
+(image, flip) never seen, i.e. of running the VAE.
 On a CPU by default 256 px, batch 1; with ``--device cuda`` 512 px, fp16, batch 4 (the original
 project took 7.85 s per step of batch 4 x 4 accumulation on a T4).
 
@@ -41,7 +50,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import LoadWatch, reset_accelerate_state
+from _common import LoadWatch, keep_first_images, reset_accelerate_state, warmup_warning
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny model builders and the sample dataset writer
@@ -154,6 +163,10 @@ def dishgen_steps(base: Path, data: Path, out: Path, steps: int, warmup: int, ov
     return [r["seconds"] for r in rows[warmup:]]
 
 
+SD15_OURS_OVERRIDES = ["random_flip=false"]  # one cached latent per image (see the module docstring)
+SD15_VARIANTS = ("plain", "ours", "nocache")
+
+
 def sd15_variant(args) -> None:
     """Child process: one SD 1.5 variant; prints its step times and peak memory as JSON."""
     import resource
@@ -167,7 +180,9 @@ def sd15_variant(args) -> None:
         cuda = (args.device or "cpu").startswith("cuda")
         overrides = [f"resolution={args.resolution}", f"batch_size={args.batch_size}",
                      f"mixed_precision={args.mixed_precision}",
-                     "gradient_checkpointing=" + ("true" if cuda else "false")]
+                     "gradient_checkpointing=" + ("true" if cuda else "false"), *SD15_OURS_OVERRIDES]
+        if args.variant == "nocache":
+            overrides += ["cache_latents=false", "cache_text_embeddings=false"]
         seconds = dishgen_steps(base, data, out, args.sd15_steps, args.sd15_warmup, overrides,
                                 device=args.device or "cpu")
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
@@ -209,17 +224,18 @@ def main() -> None:
     parser.add_argument("--sd15-steps", type=int, default=3, help="timed steps per SD 1.5 variant and round")
     parser.add_argument("--sd15-warmup", type=int, default=None,
                         help="untimed steps first (SD 1.5 part; default: one epoch of --sd15-train-images)")
-    parser.add_argument("--sd15-train-images", type=int, default=4, help="training images in the SD 1.5 part")
+    parser.add_argument("--sd15-train-images", type=int, default=None,
+                        help="training images in the SD 1.5 part (default: one batch, so the warm-up fills the caches)")
     parser.add_argument("--sd15-base", default=None,
                         help="use this saved pipeline instead of building the shape-only SD 1.5")
-    parser.add_argument("--sd15-rounds", type=int, default=1, help="run both SD 1.5 variants this many times")
+    parser.add_argument("--sd15-rounds", type=int, default=1, help="run the three SD 1.5 variants this many times")
     parser.add_argument("--device", default=None)
     parser.add_argument("--resolution", type=int, default=None, help="SD 1.5 part (default 256 on CPU, 512 on GPU)")
     parser.add_argument("--batch-size", type=int, default=None, help="SD 1.5 part (default 1 on CPU, 4 on GPU)")
     parser.add_argument("--mixed-precision", default="no")
     parser.add_argument("--workdir", default=None, help="keep the built models here (default: a temp dir)")
     # one SD 1.5 variant in a child process
-    parser.add_argument("--variant", choices=["plain", "ours"], help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=list(SD15_VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -271,29 +287,34 @@ def main() -> None:
             tokenizer = write_clip_tokenizer(work / "clip_tokenizer")
             build_shape_only_sd15(folder, tokenizer)
             print(f"\nbuilt the shape-only SD 1.5 in {time.perf_counter() - started:.0f} s")
-        data = write_tiny_dataset(work / f"data{resolution}", size=resolution)
         # Few training images, so that the warm-up (one epoch) fills dishgen's latent and text caches.
-        metadata = data / "train" / "metadata.jsonl"
-        metadata.write_text("".join(metadata.read_text(encoding="utf-8").splitlines(keepends=True)
-                                    [:args.sd15_train_images]), encoding="utf-8")
+        images = args.sd15_train_images or batch
+        data = keep_first_images(write_tiny_dataset(work / f"data{resolution}_{images}", size=resolution), images)
         if args.sd15_warmup is None:
-            args.sd15_warmup = -(-args.sd15_train_images // batch)
+            args.sd15_warmup = -(-images // batch)
+        if warning := warmup_warning(args.sd15_warmup, batch, images):
+            print(warning)
         args.resolution, args.batch_size = resolution, batch
         if cuda and args.mixed_precision == "no":
             args.mixed_precision = "fp16"
         print(f"\nSD 1.5 shape-only, {resolution} px, batch {batch}, {args.mixed_precision}, {args.device or 'cpu'}, "
-              f"{args.sd15_steps} timed steps after {args.sd15_warmup} per variant and round, each in its own process:")
-        results = {v: {"seconds": [], "peak_gib": 0.0} for v in ("plain", "ours")}
+              f"{args.sd15_steps} timed steps after {args.sd15_warmup} per variant and round, {images} training images, "
+              f"dishgen overrides {SD15_OURS_OVERRIDES}, each variant in its own process:")
+        results = {v: {"seconds": [], "peak_gib": 0.0} for v in SD15_VARIANTS}
         with LoadWatch() as load:
             for round_ in range(args.sd15_rounds):
-                for variant in ("plain", "ours") if round_ % 2 == 0 else ("ours", "plain"):
+                for variant in SD15_VARIANTS if round_ % 2 == 0 else SD15_VARIANTS[::-1]:
                     result = run_sd15_variant(variant, args, folder, data,
                                               work / f"run_sd15_{resolution}_{variant}_{time.time_ns()}")
                     results[variant]["seconds"] += result["seconds"]
                     results[variant]["peak_gib"] = max(results[variant]["peak_gib"], result["peak_gib"])
         reference = summary("plain diffusers", results["plain"]["seconds"])
         median = summary("dishgen (cache)", results["ours"]["seconds"], reference, load)
-        print(f"peak RSS: plain {results['plain']['peak_gib']:.2f} GiB, dishgen {results['ours']['peak_gib']:.2f} GiB "
+        summary("dishgen (no cache)", results["nocache"]["seconds"], reference, load)
+        for variant in SD15_VARIANTS:
+            print(f"  {variant:<8} s/step: {' '.join(f'{s:.2f}' for s in results[variant]['seconds'])}")
+        print(f"peak RSS: plain {results['plain']['peak_gib']:.2f} GiB, dishgen (cache) {results['ours']['peak_gib']:.2f} "
+              f"GiB, dishgen (no cache) {results['nocache']['peak_gib']:.2f} GiB "
               "(target on a CPU: dishgen's step at most 0.8x the plain step's time)")
         print(load.report())
         print(f"{'':<22} {batch / median:.2f} images/s; a step of batch 4 x 4 accumulation would take about "

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import LoadWatch, reset_accelerate_state
+from _common import LoadWatch, keep_first_images, reset_accelerate_state, warmup_warning
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny model builders and the sample dataset writer
@@ -162,25 +162,6 @@ def dishgen_steps(base: Path, data: Path, out: Path, steps: int, warmup: int, ov
     return [r["seconds"] for r in rows[warmup:]]
 
 
-def keep_first_images(data: Path, count: int) -> Path:
-    """Trim an imagefolder dataset's ``train`` split to its first ``count`` images (metadata rows and
-    files), so that a short warm-up meets every image; the ``test`` split is left as it is.
-
-    Raises:
-        SystemExit: ``count`` is below 1 or above the number of training images.
-    """
-    train = data / "train"
-    rows = (train / "metadata.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
-    if not 1 <= count <= len(rows):
-        raise SystemExit(f"--images {count}: the sample has {len(rows)} training images; pick 1 to {len(rows)}")
-    keep = {json.loads(row)["file_name"] for row in rows[:count]}
-    for path in train.iterdir():
-        if path.name != "metadata.jsonl" and path.name not in keep:
-            path.unlink()
-    (train / "metadata.jsonl").write_text("".join(rows[:count]), encoding="utf-8")
-    return data
-
-
 def one_variant(args) -> None:
     """Child process: run one variant, print its step times and peak memory as JSON."""
     base, data, out = Path(args.base), Path(args.data), Path(args.out)
@@ -239,9 +220,8 @@ def main() -> None:
     batch_size = 1 if args.full else 4
     images = args.images or (batch_size if args.full else None)
     overrides = ["random_flip=false"] if args.full else []  # one cached latent per image (see the docstring)
-    if images is not None and warmup * batch_size < images:
-        print(f"warning: {warmup} warm-up steps of batch {batch_size} do not meet all {images} images: "
-              "the cached variant's timed steps will include cache misses")
+    if images is not None and (warning := warmup_warning(warmup, batch_size, images)):
+        print(warning)
     if args.full:
         base = work / "sdxl_shape_only"
         if not (base / "model_index.json").is_file():

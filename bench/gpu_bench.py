@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # tiny model builders, the sample dataset writer
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import LoadWatch, reset_accelerate_state  # noqa: E402
+from _common import LoadWatch, keep_first_images, reset_accelerate_state, warmup_warning  # noqa: E402
 
 # Seconds per part on a GPU (the sum stays under 8 minutes with the set-up around them).
 CAPS = {"lora-sd15": 150, "lora-sdxl": 190, "gan": 75, "bundled": 30}
@@ -93,9 +93,7 @@ class Bench:
         if key not in self.data_cache:
             folder = write_tiny_dataset(self.work / f"data{size}_{train_images}", size=size)
             if train_images:
-                metadata = folder / "train" / "metadata.jsonl"
-                lines = metadata.read_text(encoding="utf-8").splitlines(keepends=True)
-                metadata.write_text("".join(lines[:train_images]), encoding="utf-8")
+                keep_first_images(folder, train_images)
             self.data_cache[key] = folder
         return self.data_cache[key]
 
@@ -169,7 +167,9 @@ class Bench:
 
         part = f"lora-{kind}"
         base = self.build_base(kind)
-        # 8 training images: the warm-up (2 epochs) fills dishgen's latent and text caches.
+        # 8 training images and dishgen's random_flip off (one cached latent per image): the warm-up
+        # (2 epochs) fills dishgen's latent and text caches. With flips on, an image met twice has an
+        # even chance of one flip never seen, so timed "cached" steps would still run the VAE.
         if self.smoke:
             resolution, batch, steps, warmup = 64, 2, 2, 4
         elif kind == "sd15":
@@ -177,6 +177,8 @@ class Bench:
         else:
             resolution, batch, steps, warmup = 1024, 1, 5, 16
         data = self.dataset(resolution, train_images=8)
+        if warning := warmup_warning(warmup, batch, 8):
+            print(f"{part}: {warning}")
         plain = bench_lora.plain_diffusers_steps if kind == "sd15" else bench_lora_sdxl.plain_sdxl_steps
         ours = bench_lora.dishgen_steps if kind == "sd15" else bench_lora_sdxl.dishgen_steps
         for precision in self.precisions():
@@ -189,7 +191,7 @@ class Bench:
                                         device=self.device, mixed_precision=precision)
                     else:
                         overrides = [f"resolution={resolution}", f"batch_size={batch}",
-                                     f"mixed_precision={precision}", "gradient_checkpointing=false"]
+                                     f"mixed_precision={precision}", "gradient_checkpointing=false", "random_flip=false"]
                         seconds = ours(base, data, self.work / f"run_{kind}_{precision}_{time.time_ns()}", steps,
                                        warmup, overrides, device=self.device)
                     medians[variant] = statistics.median(seconds)
