@@ -49,9 +49,11 @@ from dishgen.train.gan_run import (
 from dishgen.train.gan_run import resume as resume_run
 from dishgen.train.gan_steps import (
     batch_indices,
+    generator_step,
+    lazy_r1,
     real_batch,
-    reduce_and_clip,
     step_generator,
+    update,
 )
 
 logger = logging.getLogger(__name__)
@@ -205,7 +207,7 @@ def _train_step(step: int, config, session: GanRun, nets: GanNetworks, batches: 
     for k in range(config.n_disc):
         d = _discriminator_step(step, k, config, session, nets, batches, rng)
         r1 = d["r1"] if d["r1"] is not None else r1
-    loss_G, grad_norm_G = _generator_step(d["fake"], d["c"], config, session, nets, rng)
+    loss_G, grad_norm_G = generator_step(d["fake"], d["c"], config, nets, session.accelerator, session.device, rng)
     decay = min(config.ema_decay, (1 + step) / (10 + step)) if config.ema_rampup else config.ema_decay
     ema_update(nets.G_ema, nets.G, decay)
     check_finite(step, {"loss_D": float(d["loss_D"].detach()), "loss_G": float(loss_G.detach())}, session.run)
@@ -253,36 +255,12 @@ def _discriminator_step(step: int, k: int, config, session: GanRun, nets: GanNet
     loss_D_adv = loss_D.detach()  # logged without R1, whose lazy steps would spike the curve
     r1_value = None
     if config.r1_gamma > 0 and k == 0 and step % config.r1_every == 0:
-        # Lazy R1 in fp32, on the augmented real images D just judged (StyleGAN2 scaling).
-        params_r1 = sample_params(B, config.resolution, config.resolution, policy, rng, device)
-        real_aug = apply_params(real, params_r1).detach().requires_grad_(True)
-        r1 = cgan.r1_penalty(D(real_aug, c), real_aug)
-        r1_value = float(r1.detach())
-        loss_D = loss_D + (config.r1_gamma / 2) * config.r1_every * r1
-    nets.opt_D.zero_grad(set_to_none=True)
-    nets.scaler_D.scale(loss_D).backward()
-    grad_norm_D = reduce_and_clip(D, nets.opt_D, nets.scaler_D, session.accelerator, config.grad_clip)
-    nets.scaler_D.step(nets.opt_D)
-    nets.scaler_D.update()
+        r1_term, r1_value = lazy_r1(D, real, c, config, rng, device)  # on the augmented real images, fp32
+        loss_D = loss_D + r1_term
+    grad_norm_D = update(D, nets.opt_D, nets.scaler_D, loss_D, session.accelerator, config.grad_clip)
     return {"c": c, "fake": fake, "loss_D": loss_D, "loss_D_adv": loss_D_adv, "loss_real": loss_real,
             "loss_fake": loss_fake, "loss_mismatch": loss_mismatch, "real_logits": real_logits,
             "fake_logits": fake_logits, "grad_norm_D": grad_norm_D, "r1": r1_value}
-
-
-def _generator_step(fake, c, config, session: GanRun, nets: GanNetworks, rng):
-    """G's update: fool the updated D with the same fakes (G has not changed since), freshly augmented."""
-    D = nets.D
-    D.requires_grad_(False)
-    with nets.autocast():
-        params = sample_params(len(fake), config.resolution, config.resolution, config.augment, rng, session.device)
-        loss_G = cgan.g_hinge_loss(D(apply_params(fake, params), c))
-    nets.opt_G.zero_grad(set_to_none=True)
-    nets.scaler_G.scale(loss_G).backward()
-    grad_norm_G = reduce_and_clip(nets.G, nets.opt_G, nets.scaler_G, session.accelerator, config.grad_clip)
-    nets.scaler_G.step(nets.opt_G)
-    nets.scaler_G.update()
-    D.requires_grad_(True)
-    return loss_G, grad_norm_G
 
 
 PLOT_GROUPS = {

@@ -47,7 +47,14 @@ from dishgen.train.gan_run import (
     start_run,
 )
 from dishgen.train.gan_run import resume as resume_run
-from dishgen.train.gan_steps import batch_indices, real_batch, reduce_and_clip, step_generator
+from dishgen.train.gan_steps import (
+    batch_indices,
+    generator_step,
+    lazy_r1,
+    real_batch,
+    step_generator,
+    update,
+)
 
 FAMILY = "fastgan"
 
@@ -223,7 +230,7 @@ def _train_step(step: int, config, session: GanRun, nets: GanNetworks, batches: 
     z = torch.randn(real.shape[0], config.z_dim, generator=rng, device=device)
     part = int(torch.randint(4, (1,), generator=rng, device=device))  # the quarter D rebuilds
     d = _discriminator_step(step, real, z, c, part, config, session, nets, rng)
-    loss_G, grad_norm_G = _generator_step(d["fake"], c, config, session, nets, rng)
+    loss_G, grad_norm_G = generator_step(d["fake"], c, config, nets, session.accelerator, session.device, rng)
     decay = min(config.ema_decay, (1 + step) / (10 + step)) if config.ema_rampup else config.ema_decay
     ema_update(nets.G_ema, nets.G, decay)
     check_finite(step, {"loss_D": float(d["loss_D"].detach()), "loss_G": float(loss_G.detach())}, session.run)
@@ -269,34 +276,12 @@ def _discriminator_step(step: int, real, z, c, part: int, config, session: GanRu
     loss_D_adv = (loss_real + (1 - w) * loss_fake).detach()
     r1_value = None
     if config.r1_gamma > 0 and step % config.r1_every == 0:
-        real_aug = apply_params(real, sample_params(B, R, R, policy, rng, device)).detach().requires_grad_(True)
-        r1 = cgan.r1_penalty(D(real_aug, c), real_aug)
-        r1_value = float(r1.detach())
-        loss_D = loss_D + (config.r1_gamma / 2) * config.r1_every * r1
-    nets.opt_D.zero_grad(set_to_none=True)
-    nets.scaler_D.scale(loss_D).backward()
-    grad_norm_D = reduce_and_clip(D, nets.opt_D, nets.scaler_D, session.accelerator, config.grad_clip)
-    nets.scaler_D.step(nets.opt_D)
-    nets.scaler_D.update()
+        r1_term, r1_value = lazy_r1(D, real, c, config, rng, device)  # on the augmented real images, fp32
+        loss_D = loss_D + r1_term
+    grad_norm_D = update(D, nets.opt_D, nets.scaler_D, loss_D, session.accelerator, config.grad_clip)
     return {"fake": fake, "loss_D": loss_D, "loss_D_adv": loss_D_adv, "loss_real": loss_real, "loss_fake": loss_fake,
             "loss_recon": loss_recon, "loss_mismatch": loss_mismatch, "real_logits": real_logits,
             "fake_logits": fake_logits, "grad_norm_D": grad_norm_D, "r1": r1_value}
-
-
-def _generator_step(fake, c, config, session: GanRun, nets: GanNetworks, rng):
-    """G's update: fool the updated D with the same fakes, freshly augmented."""
-    D, R = nets.D, config.resolution
-    D.requires_grad_(False)
-    with nets.autocast():
-        loss_G = cgan.g_hinge_loss(D(apply_params(fake, sample_params(len(fake), R, R, config.augment, rng,
-                                                                      session.device)), c))
-    nets.opt_G.zero_grad(set_to_none=True)
-    nets.scaler_G.scale(loss_G).backward()
-    grad_norm_G = reduce_and_clip(nets.G, nets.opt_G, nets.scaler_G, session.accelerator, config.grad_clip)
-    nets.scaler_G.step(nets.opt_G)
-    nets.scaler_G.update()
-    D.requires_grad_(True)
-    return loss_G, grad_norm_G
 
 
 PLOT_GROUPS = {

@@ -73,3 +73,42 @@ def check_in_sync(accelerator, step: int, *nets) -> None:
     if not torch.allclose(gathered, gathered[:1], rtol=1e-9, atol=0):
         raise DishgenError(f"step {step}: the weights differ between processes ({gathered.tolist()}); "
                            "this is a bug, please report it")
+
+
+def update(net, optimizer, scaler, loss: torch.Tensor, accelerator, grad_clip: float) -> float:
+    """One optimizer step of ``net`` on ``loss``: zero the gradients, backward (scaled), average
+    across processes and clip (:func:`reduce_and_clip`), step. Returns the gradient norm."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    grad_norm = reduce_and_clip(net, optimizer, scaler, accelerator, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return grad_norm
+
+
+def lazy_r1(D, real: torch.Tensor, c: torch.Tensor, config, rng: torch.Generator, device) -> tuple[torch.Tensor, float]:
+    """StyleGAN2's lazy R1 on freshly augmented real images ``(B, 3, R, R)``: the term to add to
+    D's loss (``r1_gamma / 2 * r1_every * R1``) and R1's value for the log."""
+    from dishgen.models.augment import apply_params, sample_params
+    from dishgen.models.cgan import r1_penalty
+
+    R = config.resolution
+    real_aug = apply_params(real, sample_params(len(real), R, R, config.augment, rng, device)).detach().requires_grad_(True)
+    r1 = r1_penalty(D(real_aug, c), real_aug)
+    return (config.r1_gamma / 2) * config.r1_every * r1, float(r1.detach())
+
+
+def generator_step(fake: torch.Tensor, c: torch.Tensor, config, nets, accelerator, device,
+                   rng: torch.Generator) -> tuple[torch.Tensor, float]:
+    """G's update in both GANs: fool the just-updated D with the same fakes (G has not changed
+    since they were drawn), freshly augmented. Returns the loss and G's gradient norm."""
+    from dishgen.models.augment import apply_params, sample_params
+    from dishgen.models.cgan import g_hinge_loss
+
+    R = config.resolution
+    nets.D.requires_grad_(False)
+    with nets.autocast():
+        loss_G = g_hinge_loss(nets.D(apply_params(fake, sample_params(len(fake), R, R, config.augment, rng, device)), c))
+    grad_norm_G = update(nets.G, nets.opt_G, nets.scaler_G, loss_G, accelerator, config.grad_clip)
+    nets.D.requires_grad_(True)
+    return loss_G, grad_norm_G
