@@ -256,6 +256,16 @@ class StopControl:
         wanted = bool(self.reason or checkpoint_due)
         return StopDecision(checkpoint=wanted and self._saved_step != step, reason=self.reason)
 
+    def end_of_step(self, step: int, config, write_checkpoint) -> bool:
+        """The end of every training step: the scheduled checkpoint (``checkpoint_every``, and the
+        last step), then :meth:`poll` and the checkpoint it asks for. True: stop now."""
+        if step % config.checkpoint_every == 0 or step == config.max_steps:
+            write_checkpoint(step)
+        stop = self.poll(step)  # Ctrl-C / SIGTERM, max_minutes, checkpoint_every_minutes
+        if stop.checkpoint:
+            write_checkpoint(step)
+        return bool(stop.reason)
+
     def saved(self, step: int) -> None:
         """Note that a checkpoint of ``step`` was written (restarts the time-based interval)."""
         self._saved_step = step

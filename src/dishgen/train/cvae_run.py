@@ -129,12 +129,7 @@ class CVAEOutputs:
             log_to_trackers(session.accelerator, row)
         if session.is_main and (step % config.sample_every == 0 or step == config.max_steps):
             self.write_grids(step)
-        if step % config.checkpoint_every == 0 or step == config.max_steps:
-            self.write_checkpoint(step)
-        stop = self.control.poll(step)  # Ctrl-C / SIGTERM, max_minutes, checkpoint_every_minutes
-        if stop.checkpoint:
-            self.write_checkpoint(step)
-        return bool(stop.reason)
+        return self.control.end_of_step(step, config, self.write_checkpoint)
 
     @torch.no_grad()
     def evaluate(self, images_u8: torch.Tensor, text: torch.Tensor) -> dict[str, float]:

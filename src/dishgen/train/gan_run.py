@@ -247,12 +247,7 @@ class GanOutputs:
                 log_to_trackers(session.accelerator, row)
         if step % config.sample_every == 0:
             self.write_samples(step)
-        if step % config.checkpoint_every == 0 or step == config.max_steps:
-            self.write_checkpoint(step)
-        stop = self.control.poll(step)  # Ctrl-C / SIGTERM, max_minutes, checkpoint_every_minutes
-        if stop.checkpoint:
-            self.write_checkpoint(step)
-        return bool(stop.reason)
+        return self.control.end_of_step(step, config, self.write_checkpoint)
 
     def write_checkpoint(self, step: int) -> None:
         """Called on every process: checks the ranks agree, then rank 0 writes ``checkpoint-<step>/``."""
