@@ -87,7 +87,8 @@ class FastGANTrainConfig:
     # tile edges along the pixel grid; the presets' choice)
     upsample: str = checked("nearest", choices=fastgan.UPSAMPLE_MODES)
     # start G, D and G_ema from another run's latest checkpoint (or a checkpoint folder); its network
-    # must have this run's shape, except for layers this run adds that start as the identity (noise).
+    # must have this run's shape, except for layers this run adds that start as the identity (noise)
+    # and the upsampling filter (the same weights, interpolated instead of copied).
     init_from: str = ""
     # objective
     augment: str = "color,translation,cutout"  # DiffAugment policy, "" for none
