@@ -1,6 +1,7 @@
 """Turn a trained cGAN, FastGAN or cVAE run into a bundled model under ``src/dishgen/weights/``.
 
     python scripts/bundle_model.py RUN_OR_MODEL NAME --dataset DATASET [--default] [--command "..."]
+        [--evaluation EVAL_DIR/report.json] [--weights-dir DIR]
 
 What it does, and why:
 - keeps only what generation needs (the cVAE's image encoder is dropped; the cGAN export is
@@ -12,6 +13,9 @@ What it does, and why:
   (16 captions of Serbian dishes x 4 seeds, each beside its nearest training photo, found in the
   16 px thumbnail space of ``dishgen evaluate --feature-backbone none``), so a reader can see at
   a glance whether the model copies its data.
+- with ``--evaluation``, copies the row of a ``dishgen evaluate`` report that scored this run
+  (spectral distance, edge ratio, grid excess, memorization and near copies, with their 95 %
+  intervals and N) into the card, beside the report's real-vs-real reference row.
 - with ``--default``, points ``weights/default.json`` at it, so ``--model default`` uses it.
 """
 
@@ -105,7 +109,63 @@ def contact_sheet(generator, dataset: Path, out: Path, seeds_per_prompt: int = 4
     return float(distances.median())
 
 
-def main() -> None:
+def split_counts(dataset: Path) -> dict[str, tuple[int, int]]:
+    """Images and distinct dishes per split, counted from the dataset's own metadata."""
+    from dishgen.data.dataset import load_split
+
+    counts = {}
+    for split in ("train", "test"):
+        rows = load_split(dataset, split)
+        counts[split] = (len(rows), len({r.dish for r in rows}))
+    return counts
+
+
+def _figure(metric: dict | None, digits: int = 3) -> str:
+    if not metric:
+        return "—"
+    low, high = metric.get("ci") or (None, None)
+    interval = f" [{low:.{digits}f}, {high:.{digits}f}]" if low is not None else ""
+    return f"{metric['value']:.{digits}f}{interval}"
+
+
+def evaluation_table(report_path: Path, run: Path) -> list[str]:
+    """Markdown lines for the card: the report's row for ``run`` and its reference rows.
+
+    Raises:
+        SystemExit: the report has no row for ``run`` (the message lists the rows it has).
+    """
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    wanted = {run.resolve(), model_folder(run).resolve()}
+    rows = [r for r in report.get("results", []) if r.get("model") and Path(r["model"]).resolve() in wanted]
+    if not rows:
+        have = ", ".join(str(r.get("model")) for r in report.get("results", [])) or "none"
+        raise SystemExit(f"{report_path} has no row for {run} (its rows: {have}); run `dishgen evaluate --model {run}`")
+    row = rows[-1]
+    header = ["| images | spectral distance ↓ | edge ratio (1 = photos) | grid excess (0 = photos) | "
+              "memorization (1 = photos) | near copies | N |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = []
+    for r in [row, *report.get("references", [])]:
+        m = r.get("metrics", {})
+        mem = m.get("memorization")
+        copies = f"{mem['near_copies']} ({100 * mem['near_copy_rate']:.1f} %)" if mem else "—"
+        name = "this model" + (f" (step {r['step']})" if r.get("step") is not None else "") if r is row else r["component"]
+        lines.append(f"| {name} | {_figure(m.get('spectral_distance'))} | {_figure(m.get('edge_ratio'))} | "
+                     f"{_figure(m.get('grid_excess'))} | {_figure(mem)} | {copies} | {r.get('n_generated', '—')} |")
+    data = report.get("dataset", {})
+    return [
+        "## Measured figures",
+        "",
+        f"`dishgen evaluate --feature-backbone none` on the {data.get('rows', '?')} {data.get('split', 'test')} "
+        f"photos (dishes never seen in training), {report['config'].get('images_per_caption')} images per caption, "
+        "at the model's size, 95 % bootstrap intervals (docs/evaluate.md explains each column):",
+        "",
+        *header,
+        *lines,
+        "",
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="run directory, exported model folder or GAN checkpoint-<step>/ folder")
     parser.add_argument("name", help="folder name under src/dishgen/weights/")
@@ -113,8 +173,13 @@ def main() -> None:
     parser.add_argument("--command", action="append", default=[], help="a command that reproduces it (repeatable)")
     parser.add_argument("--notes", default="", help="a paragraph for the model card: settings chosen and why")
     parser.add_argument("--limitation", default="", help="what its pictures get wrong, seen by eye (for the card)")
+    parser.add_argument("--evaluation", type=Path, help="a `dishgen evaluate` report.json with a row for RUN (for the card)")
+    parser.add_argument("--weights-dir", type=Path, default=WEIGHTS, help="where bundled models live (default: the package's)")
     parser.add_argument("--default", action="store_true", help="make it the default model")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO / "src"))
+    weights_dir = args.weights_dir
+    figures = evaluation_table(args.evaluation, args.run) if args.evaluation else []
 
     src = model_folder(args.run)
     config = json.loads((src / "config.json").read_text(encoding="utf-8"))
@@ -131,7 +196,7 @@ def main() -> None:
     state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
     config["weights"] = {"dtype": "float16", "parts": "generation-only" if dropped else "all"}
 
-    out = WEIGHTS / args.name
+    out = weights_dir / args.name
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -143,7 +208,6 @@ def main() -> None:
     shutil.copy(FFML_LICENSE, out / "LICENSE-FFML.txt")
 
     # Check it loads through the public interface and render the card's samples.
-    sys.path.insert(0, str(REPO / "src"))
     from dishgen.generation import load_generator
 
     generator = load_generator(str(out))
@@ -158,8 +222,7 @@ def main() -> None:
     sheet.save(out / "samples.png")
     median_distance = contact_sheet(generator, args.dataset, out)
 
-    dataset_info = json.loads((args.dataset / "dataset.json").read_text(encoding="utf-8"))
-    counts = dataset_info["counts"]
+    counts = split_counts(args.dataset)
     metrics = {}
     if (src / "metrics.json").is_file():
         metrics = json.loads((src / "metrics.json").read_text(encoding="utf-8"))
@@ -200,9 +263,9 @@ def main() -> None:
         "the authors state that they took the photographs themselves). Dishes are cut out on a white "
         "background, so the model draws dishes on white.",
         "",
-        f"Dataset as built by `dishgen data build`: {counts['train']['images']} training images "
-        f"({counts['train']['dishes']} dishes), {counts['test']['images']} test images "
-        f"({counts['test']['dishes']} dishes, none seen in training); captions from the offline template "
+        f"Dataset as built by `dishgen data build`: {counts['train'][0]} training images "
+        f"({counts['train'][1]} dishes), {counts['test'][0]} test images "
+        f"({counts['test'][1]} dishes, none seen in training); captions from the offline template "
         "captioner (dish name with a Serbian/Croatian glossary + a setting).",
         "",
         "## Reproduce",
@@ -215,6 +278,7 @@ def main() -> None:
     ]
     if args.notes:
         lines += ["## Settings and why", "", args.notes, ""]
+    lines += figures
     if metrics:
         lines += ["## Metrics", "", "```json", json.dumps(metrics, indent=2), "```", ""]
     lines += [
@@ -229,7 +293,7 @@ def main() -> None:
     ]
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
     if args.default:
-        (WEIGHTS / "default.json").write_text(json.dumps({"model": args.name}) + "\n", encoding="utf-8")
+        (weights_dir / "default.json").write_text(json.dumps({"model": args.name}) + "\n", encoding="utf-8")
     print(f"bundled {family} model in {out} ({size_mb:.1f} MB, {params / 1e6:.2f} M parameters)")
 
 
