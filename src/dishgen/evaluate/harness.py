@@ -197,6 +197,15 @@ def plan_entries(config: EvaluationConfig) -> list[Entry]:
         if str(ref) == "default":
             component = "default"
         run_dir = path.parent if inside_run else path  # --checkpoints on RUN/model sweeps RUN
+        # A model folder that is not inside a run (a bundled model such as `default`, a copied
+        # export) has no checkpoints to sweep: --checkpoints, meant for the run directories beside
+        # it, leaves it as it is.
+        model_folder = not inside_run and (path / "model.safetensors").is_file()
+        if config.checkpoints and model_folder:
+            log.info("--checkpoints %s: %s is a model folder, not a run directory; evaluated as it is",
+                     config.checkpoints, ref)
+            entries.append(Entry(component, "model", _step_of(path), family, str(path)))
+            continue
         found = RunDir(run_dir, family).checkpoints() if config.checkpoints and not is_checkpoint else []
         if config.checkpoints in ("all", "latest") and not is_checkpoint and not found:
             log.warning("--checkpoints %s: %s has no complete checkpoint; its final model is evaluated",
