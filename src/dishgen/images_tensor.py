@@ -26,18 +26,87 @@ def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
 
 
 def load_images_uint8(paths, size: int, workers: int | None = None) -> torch.Tensor:
-    """Decode and resize images to a (N, 3, size, size) uint8 tensor (kept in memory for training)."""
+    """Decode and resize images to a (N, 3, size, size) uint8 tensor (kept in memory for training).
+
+    An unreadable image raises; :func:`load_images_uint8_skipping` skips it instead."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def load(path):
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.LANCZOS)
-            return np.asarray(im, dtype=np.uint8)
-
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        arrays = list(pool.map(load, list(paths)))
+        arrays = list(pool.map(lambda path: _decode_uint8(path, size), list(paths)))
     if not arrays:
         return torch.zeros(0, 3, size, size, dtype=torch.uint8)
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def decode_each(paths, load, *, workers: int | None = None) -> tuple[list, list[dict]]:
+    """Run ``load(path)`` on every path in a thread pool; one image that cannot be read never stops the rest.
+
+    A missing, truncated, corrupt or undecodable file (any ``Exception`` from ``load``: PIL's
+    ``UnidentifiedImageError``, ``OSError``, ``DecompressionBombError``, ...) is skipped.
+
+    Returns:
+        ``(results, skipped)``: ``results[i]`` is ``load(paths[i])`` or ``None`` for a skipped path;
+        ``skipped`` lists ``{"index", "path", "reason"}`` for each skipped path, in order.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(path):
+        try:
+            return load(path), None
+        except Exception as err:  # noqa: BLE001 - every unreadable file is recorded, never fatal
+            return None, f"{type(err).__name__}: {err}"
+
+    paths = list(paths)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        outcomes = list(pool.map(attempt, paths))
+    skipped = [{"index": i, "path": str(p), "reason": reason}
+               for i, (p, (_, reason)) in enumerate(zip(paths, outcomes, strict=True)) if reason is not None]
+    return [result for result, _ in outcomes], skipped
+
+
+def check_readable(kept: list[int], skipped: list[dict], *, what: str = "training images") -> None:
+    """Refuse a set of images of which none could be read.
+
+    Raises:
+        DatasetError: every image was skipped (nothing to train on), naming the first and why.
+    """
+    from dishgen.data.dataset import DatasetError
+
+    if skipped and not kept:
+        raise DatasetError(f"none of the {len(skipped)} {what} could be read (e.g. {skipped[0]['path']!r}: "
+                           f"{skipped[0]['reason']}); check the dataset folder or rebuild it with `dishgen data build`")
+
+
+def record_skipped(skipped: list[dict], total: int, run_dir, *, what: str = "training images") -> None:
+    """Say which images were skipped and why: one warning, and ``RUN/skipped-images.jsonl`` (atomic)."""
+    import json
+    import logging
+    from pathlib import Path
+
+    from dishgen.fileio import atomic_write_text
+
+    if not skipped:
+        return
+    record = Path(run_dir) / "skipped-images.jsonl"
+    atomic_write_text(record, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in skipped))
+    first = skipped[0]
+    logging.getLogger("dishgen.train").warning(
+        "%d of %d %s could not be read and are skipped (e.g. %s: %s); all are listed in %s", len(skipped), total,
+        what, first["path"], first["reason"], record)
+
+
+def load_images_uint8_skipping(paths, size: int, workers: int | None = None) -> tuple[torch.Tensor, list[int], list[dict]]:
+    """:func:`load_images_uint8`, skipping unreadable images: ``(images, kept indices, skipped)``."""
+    arrays, skipped = decode_each(paths, lambda path: _decode_uint8(path, size), workers=workers)
+    kept = [i for i, a in enumerate(arrays) if a is not None]
+    if not kept:
+        return torch.zeros(0, 3, size, size, dtype=torch.uint8), kept, skipped
+    return torch.from_numpy(np.stack([arrays[i] for i in kept])).permute(0, 3, 1, 2).contiguous(), kept, skipped
+
+
+def _decode_uint8(path, size: int) -> np.ndarray:
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.Resampling.LANCZOS)
+        return np.asarray(im, dtype=np.uint8)

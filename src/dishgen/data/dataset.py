@@ -35,20 +35,23 @@ def list_splits(dataset: str | Path) -> list[str]:
     return sorted(p.parent.name for p in root.glob("*/metadata.jsonl"))
 
 
-def load_split(dataset: str | Path, split: str = "train", *, require_text: bool = True) -> list[DatasetRow]:
+def load_split(dataset: str | Path, split: str = "train", *, require_text: bool = True,
+               require_files: bool = True) -> list[DatasetRow]:
     """Read one split of a dataset.
 
     Args:
         dataset: the dataset folder.
         split: ``train``, ``test`` or another split folder.
         require_text: fail when a row has no ``text`` caption.
+        require_files: fail when a row's image file is absent; the trainers pass ``False`` and skip
+            it with the other unreadable images (``RUN/skipped-images.jsonl``).
 
     Returns:
         The rows, in metadata order.
 
     Raises:
         DatasetError: the folder, split or metadata is missing, a row lacks ``file_name`` or
-            ``text``, or an image file is absent.
+            ``text``, or (with ``require_files``) an image file is absent.
     """
     root = Path(dataset)
     if not root.is_dir():
@@ -72,7 +75,7 @@ def load_split(dataset: str | Path, split: str = "train", *, require_text: bool 
                 "caption the dataset with `dishgen data build` or `dishgen data caption`"
             )
         path = root / split / name
-        if not path.is_file():
+        if require_files and not path.is_file():
             raise DatasetError(f"{meta}:{number}: image {str(path)!r} is missing")
         extra = {k: v for k, v in item.items() if k not in ("file_name", "text", "dish")}
         rows.append(DatasetRow(path=path, text=text or "", dish=item.get("dish", ""), extra=extra))

@@ -203,7 +203,7 @@ def train(config: CVAETrainConfig, data: str | Path, out: str | Path, *, resume:
 
 def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
     session = start_run(config, out, resume, device)
-    split = _load_data(config, data, session.is_main)
+    split = _load_data(config, data, session.is_main, session.run.path)
     checkpoint = session.run.checkpoint_path(session.start_step) if session.start_step else None
     text = _encode_captions(config, data, split, checkpoint)  # token ids (LSTM) or frozen caption vectors
     model, optimizer, scheduler = _build_model(config, text, checkpoint, session)
@@ -244,17 +244,22 @@ class _Split:
         return bool(self.test_captions)
 
 
-def _load_data(config, data, is_main: bool) -> _Split:
+def _load_data(config, data, is_main: bool, run_dir) -> _Split:
     from dishgen.data.dataset import list_splits, load_split
-    from dishgen.images_tensor import load_images_uint8
+    from dishgen.images_tensor import check_readable, load_images_uint8_skipping, record_skipped
 
-    train_rows = load_split(data, "train")
-    test_rows = load_split(data, "test") if "test" in list_splits(data) else []
+    train_rows = load_split(data, "train", require_files=False)
+    test_rows = load_split(data, "test", require_files=False) if "test" in list_splits(data) else []
     if not test_rows and is_main:
         logger.warning("dataset %s has no test split: held-out validation is skipped", data)
-    return _Split(load_images_uint8([r.path for r in train_rows], config.resolution),
-                  load_images_uint8([r.path for r in test_rows], config.resolution),
-                  [r.text for r in train_rows], [r.text for r in test_rows])
+    # One unreadable image is skipped with its reason (RUN/skipped-images.jsonl), not fatal.
+    train, train_kept, train_skipped = load_images_uint8_skipping([r.path for r in train_rows], config.resolution)
+    test, test_kept, test_skipped = load_images_uint8_skipping([r.path for r in test_rows], config.resolution)
+    check_readable(train_kept, train_skipped)
+    if is_main:
+        skipped = [dict(s, split="train") for s in train_skipped] + [dict(s, split="test") for s in test_skipped]
+        record_skipped(skipped, len(train_rows) + len(test_rows), run_dir, what="images (train and test)")
+    return _Split(train, test, [train_rows[i].text for i in train_kept], [test_rows[i].text for i in test_kept])
 
 
 @dataclass

@@ -100,11 +100,17 @@ def load_data(config, data: str | Path, session: GanRun, *,
             used when ``config.sample_prompts`` is empty.
     """
     from dishgen.data.dataset import DatasetError, load_split
-    from dishgen.images_tensor import load_images_uint8
+    from dishgen.images_tensor import check_readable, load_images_uint8_skipping, record_skipped
     from dishgen.text import load_text_encoder
     from dishgen.text.cache import encode_cached
 
-    rows = load_split(data, "train")
+    rows = load_split(data, "train", require_files=False)
+    # One unreadable image is skipped with its reason (RUN/skipped-images.jsonl), not fatal.
+    images, kept, skipped = load_images_uint8_skipping([r.path for r in rows], config.resolution)
+    check_readable(kept, skipped)
+    if session.is_main:
+        record_skipped(skipped, len(rows), session.run.path)
+    rows = [rows[i] for i in kept]
     try:
         sample_rows = load_split(data, "test")
     except DatasetError:
@@ -117,7 +123,7 @@ def load_data(config, data: str | Path, session: GanRun, *,
         except OSError as err:  # a read-only dataset: encode in memory
             logger.warning("text cache in %s not writable (%s); encoding without a cache", cache_dir, err)
             c_all = encode_cached(encoder, [r.text for r in rows], None)
-    images = load_images_uint8([r.path for r in rows], config.resolution).to(session.device)
+    images = images.to(session.device)
     prompts = list(config.sample_prompts) or default_prompts(sample_rows)
     sample_c = encoder.encode(prompts).to(session.device).repeat_interleave(config.sample_per_prompt, 0)
     # The text model is not needed during training: only its vectors are kept.

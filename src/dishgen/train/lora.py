@@ -136,7 +136,8 @@ def _train(config: LoraTrainConfig, data, out, resume: bool, accelerator, log_wi
     _refuse_sharding(accelerator)
     base, xl = _check_base(config.base, config.revision)  # before anything is written or decoded
     run, start_step = _prepare_run(config, out, resume, accelerator)
-    dataset = _load_dataset(config, data, accelerator.process_index, accelerator.num_processes)
+    dataset = _load_dataset(config, data, accelerator.process_index, accelerator.num_processes,
+                            run.path if accelerator.is_main_process else None)
     parts = load_base_model(config, base, xl, accelerator.device)
     set_seed(config.seed)  # the same LoRA init on every rank (DDP would broadcast rank 0's anyway)
     add_lora(config, parts, accelerator.device)
@@ -203,15 +204,21 @@ class _Dataset:
     text_embeddings: Callable | None = None  # captions -> hidden states (SDXL: and the pooled embedding)
 
 
-def _load_dataset(config, data, rank: int, world: int) -> _Dataset:
+def _load_dataset(config, data, rank: int, world: int, run_dir=None) -> _Dataset:
     """Decode the train split once (shorter side = resolution, uint8) and fix the batch order
-    (seeded; per aspect-ratio bucket with ``aspect_buckets``)."""
+    (seeded; per aspect-ratio bucket with ``aspect_buckets``). Unreadable images are skipped and,
+    with ``run_dir`` (the main process), listed in ``RUN/skipped-images.jsonl``."""
     from dishgen.data.dataset import DatasetError, load_split
+    from dishgen.images_tensor import check_readable, record_skipped
 
-    rows = load_split(data, "train")
+    rows = load_split(data, "train", require_files=False)
     buckets = (bucket_sizes(config.resolution, config.bucket_step, config.max_bucket_aspect)
                if config.aspect_buckets else None)
-    images, decoded_sizes, targets = _load_images([r.path for r in rows], config.resolution, buckets)
+    images, decoded_sizes, targets, kept, skipped = _load_images([r.path for r in rows], config.resolution, buckets)
+    check_readable(kept, skipped)
+    if run_dir is not None:
+        record_skipped(skipped, len(rows), run_dir)
+    rows = [rows[i] for i in kept]
     original_sizes = [_original_size(r.extra.get("original_size"), size) for r, size in zip(rows, decoded_sizes, strict=True)]
     if buckets:
         bucket_numbers = {size: n for n, size in enumerate(sorted(set(targets)))}

@@ -117,20 +117,21 @@ def bucket_batch_indices(buckets_of: list[int], batch_size: int, micro_step: int
 
 
 def _load_images(paths: list[Path], resolution: int, buckets: list[tuple[int, int]] | None = None,
-                 ) -> tuple[list[torch.Tensor], list[tuple[int, int]], list[tuple[int, int]]]:
+                 ) -> tuple[list[torch.Tensor], list[tuple[int, int]], list[tuple[int, int]], list[int], list[dict]]:
     """Decode every image once: shorter side resized to ``resolution``, or, with ``buckets``, resized
-    to just cover its bucket (:func:`assign_bucket`), keeping the aspect ratio.
+    to just cover its bucket (:func:`assign_bucket`), keeping the aspect ratio. An image that cannot
+    be read is skipped with its reason (:func:`dishgen.images_tensor.decode_each`).
 
     Returns:
-        A list of (3, H, W) uint8 tensors, each image's (height, width) as decoded (before the
-        resize), and each image's training size (height, width): its bucket, or the square.
+        For the images read: a list of (3, H, W) uint8 tensors, each image's (height, width) as
+        decoded (before the resize), and each image's training size (height, width): its bucket,
+        or the square; then the indices of the images read and the skipped ones' records.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     import numpy as np
     from PIL import Image
 
     from dishgen.data.dataset import DatasetError
+    from dishgen.images_tensor import decode_each
 
     def load(path: Path):
         with Image.open(path) as image:
@@ -148,8 +149,9 @@ def _load_images(paths: list[Path], resolution: int, buckets: list[tuple[int, in
             array = np.asarray(resized, dtype=np.uint8)
         return (torch.from_numpy(array.copy()).permute(2, 0, 1), original, target), None
 
-    with ThreadPoolExecutor() as pool:
-        loaded = list(pool.map(load, paths))
+    results, skipped = decode_each(paths, load)
+    kept = [i for i, r in enumerate(results) if r is not None]
+    loaded = [results[i] for i in kept]
     small = [(p, size) for p, size in loaded if size is not None]
     if small:
         path, size = small[0]
@@ -159,7 +161,8 @@ def _load_images(paths: list[Path], resolution: int, buckets: list[tuple[int, in
             f"(e.g. {str(path)!r} is {size[0]}x{size[1]}); train at a lower resolution (resolution="
             f"{(min(min(s) for _, s in small) // 8) * 8}) or rebuild the dataset with larger images"
         )
-    return ([item[0] for item, _ in loaded], [item[1] for item, _ in loaded], [item[2] for item, _ in loaded])
+    return ([item[0] for item, _ in loaded], [item[1] for item, _ in loaded], [item[2] for item, _ in loaded],
+            kept, skipped)
 
 
 def _augment(image: torch.Tensor, target: tuple[int, int], crop: str, flip: bool) -> tuple[torch.Tensor, tuple[int, int]]:
