@@ -103,6 +103,9 @@ class CGANTrainConfig:
     # speed
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast dtype (accelerate's name); fp16 needs CUDA
     channels_last: bool = True
+    # torch.compile G and D's image path (fuses batch-norm, ReLU and the folded kernels); the first
+    # steps pay the build, seconds to a minute or two on a CPU; eager with a warning where torch cannot
+    compile: bool = False
     # schedule and outputs
     max_steps: int = checked(10000, min=1)
     seed: int = checked(0, min=0, max=MAX_SEED)
@@ -184,6 +187,7 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
                          metadata=lambda kind, at: _meta(model_config, batches.encoder_info, kind, at, config),
                          data_path=data, out=out, step=step, family=FAMILY,
                          progress_postfix=lambda v: {"loss_D": f"{v['loss_D']:.3f}", "loss_G": f"{v['loss_G']:.3f}"})
+    nets.compiled = config.compile and compile_networks(nets.G, nets.D, session.device)
     r1_value = None  # logged as null until the first lazy R1 step
     with outputs.control:
         while step < config.max_steps:
@@ -232,7 +236,10 @@ def _discriminator_step(step: int, k: int, config, session: GanRun, nets: GanNet
     c = batches.c_all[idx]  # (B, c_dim)
     B = real.shape[0]
     z = torch.randn(B, config.z_dim, generator=rng, device=device)
-    with nets.autocast():
+    r1_now = config.r1_gamma > 0 and k == 0 and step % config.r1_every == 0
+    # R1's double backward cannot run through compiled graphs, and its D pass advances the spectral-norm
+    # vectors that this step's compiled graph would have saved: a step with R1 runs eagerly.
+    with nets.autocast(), eager_if(nets.compiled and r1_now):
         with torch.set_grad_enabled(k == config.n_disc - 1):
             fake = G(z, c)
         pair = torch.cat([real, fake.detach().to(real.dtype)])
@@ -254,13 +261,63 @@ def _discriminator_step(step: int, k: int, config, session: GanRun, nets: GanNet
             loss_D = loss_D + w * loss_mismatch
     loss_D_adv = loss_D.detach()  # logged without R1, whose lazy steps would spike the curve
     r1_value = None
-    if config.r1_gamma > 0 and k == 0 and step % config.r1_every == 0:
-        r1_term, r1_value = lazy_r1(D, real, c, config, rng, device)  # on the augmented real images, fp32
+    if r1_now:
+        with eager_if(nets.compiled):
+            r1_term, r1_value = lazy_r1(D, real, c, config, rng, device)  # on the augmented real images, fp32
         loss_D = loss_D + r1_term
     grad_norm_D = update(D, nets.opt_D, nets.scaler_D, loss_D, session.accelerator, config.grad_clip)
     return {"c": c, "fake": fake, "loss_D": loss_D, "loss_D_adv": loss_D_adv, "loss_real": loss_real,
             "loss_fake": loss_fake, "loss_mismatch": loss_mismatch, "real_logits": real_logits,
             "fake_logits": fake_logits, "grad_norm_D": grad_norm_D, "r1": r1_value}
+
+
+COMPILE_BACKEND = "inductor"  # the tests use "aot_eager": the same graphs without a C++ build
+
+
+def compile_networks(G: torch.nn.Module, D: torch.nn.Module, device: torch.device | str = "cpu") -> bool:
+    """``torch.compile`` G and D's image path (:meth:`~dishgen.models.cgan.Discriminator.features`), in place.
+
+    The graphs fuse batch-norm, ReLU, the residual adds and the folded up/down-sampling kernels
+    around the convolutions, which stay oneDNN's (cuDNN's). Shapes are static: a run's batch size
+    does not change. Weights, state dicts and checkpoints are unchanged. Steps that need a double
+    backward (R1) must run inside :func:`eager_if`.
+
+    Args:
+        G: the generator being trained.
+        D: the discriminator being trained.
+        device: where they train (a tiny function is compiled there first, to find out whether
+            compiling works at all: a C++ compiler on the CPU, Triton on CUDA).
+
+    Returns:
+        True if compiled; False, after a warning naming the reason, where torch cannot compile
+        here (training then runs eagerly, with the same results).
+    """
+    if not hasattr(torch.compiler, "set_stance"):  # torch < 2.6: R1 steps could not run eagerly
+        logger.warning("compile=true needs torch 2.6 or newer (this is %s); training runs eagerly", torch.__version__)
+        return False
+    try:
+        probe = torch.compile(_compile_probe, backend=COMPILE_BACKEND, dynamic=False)
+        probe(torch.ones(8, device=device))
+    except Exception as err:  # no C++ compiler, no Triton, an unsupported Python: anything that stops a build
+        inner = getattr(err, "inner_exception", None) or err  # dynamo wraps a backend's own error
+        reason = f"{type(inner).__name__}: {(str(inner).strip().splitlines() or [''])[0][:300]}"
+        logger.warning("compile=true: torch.compile does not work on this machine (%s); training runs eagerly "
+                       "(install a C++ compiler such as gcc, or set compile=false to silence this)", reason)
+        return False
+    G.compile(backend=COMPILE_BACKEND, dynamic=False)
+    D.features = torch.compile(D.features, backend=COMPILE_BACKEND, dynamic=False)
+    return True
+
+
+def _compile_probe(x: torch.Tensor) -> torch.Tensor:
+    return torch.relu(x) * 2 + 1
+
+
+def eager_if(condition: bool):
+    """A context in which compiled functions run eagerly when ``condition`` holds (else nothing)."""
+    import contextlib
+
+    return torch.compiler.set_stance("force_eager") if condition else contextlib.nullcontext()
 
 
 PLOT_GROUPS = {
