@@ -36,7 +36,12 @@ from dishgen.models import cgan
 from dishgen.models.augment import apply_params, parse_policy, sample_params
 from dishgen.models.layers import ema_update
 from dishgen.train.common import TRACKERS, check_finite, run_lock
-from dishgen.train.gan_checkpoint import CheckpointWriteError, load_checkpoint, save_checkpoint  # noqa: F401  (importable here, as before)
+from dishgen.train.gan_checkpoint import (  # noqa: F401  (importable here, as before)
+    CheckpointWriteError,
+    load_checkpoint,
+    match_param_layout,
+    save_checkpoint,
+)
 from dishgen.train.gan_run import (
     GanData,
     GanNetworks,
@@ -181,13 +186,13 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
     model_config = config.model_config(c_dim=batches.encoder_info["dim"])
     nets = build_networks(config, lambda: cgan.Generator(model_config), lambda: cgan.Discriminator(model_config),
                           session.device)
+    nets.compiled = config.compile and compile_networks(nets.G, nets.D, session.device, (nets.opt_G, nets.opt_D))
     step = resume_run(session, nets, lambda folder: _check_resumable(folder, model_config, batches.encoder_info))
     images_per_step = config.batch_size * session.world * config.n_disc  # real images D judges per step
     outputs = GanOutputs(config, session, nets, batches, plot_groups=PLOT_GROUPS, images_per_step=images_per_step,
                          metadata=lambda kind, at: _meta(model_config, batches.encoder_info, kind, at, config),
                          data_path=data, out=out, step=step, family=FAMILY,
                          progress_postfix=lambda v: {"loss_D": f"{v['loss_D']:.3f}", "loss_G": f"{v['loss_G']:.3f}"})
-    nets.compiled = config.compile and compile_networks(nets.G, nets.D, session.device)
     r1_value = None  # logged as null until the first lazy R1 step
     with outputs.control:
         while step < config.max_steps:
@@ -274,7 +279,8 @@ def _discriminator_step(step: int, k: int, config, session: GanRun, nets: GanNet
 COMPILE_BACKEND = "inductor"  # the tests use "aot_eager": the same graphs without a C++ build
 
 
-def compile_networks(G: torch.nn.Module, D: torch.nn.Module, device: torch.device | str = "cpu") -> bool:
+def compile_networks(G: torch.nn.Module, D: torch.nn.Module, device: torch.device | str = "cpu",
+                     optimizers: tuple[torch.optim.Optimizer, ...] = ()) -> bool:
     """``torch.compile`` G and D's image path (:meth:`~dishgen.models.cgan.Discriminator.features`), in place.
 
     The graphs fuse batch-norm, ReLU, the residual adds and the folded up/down-sampling kernels
@@ -288,6 +294,8 @@ def compile_networks(G: torch.nn.Module, D: torch.nn.Module, device: torch.devic
         D: the discriminator being trained.
         device: where they train (a tiny function is compiled there first, to find out whether
             compiling works at all: a C++ compiler on the CPU, Triton on CUDA).
+        optimizers: optimizers of G's and D's parameters whose state must follow the parameters'
+            new layout (the fused Adam kernel computes wrong updates when the two differ).
 
     Returns:
         True if compiled; False, after a warning naming the reason, where torch cannot compile
@@ -309,6 +317,8 @@ def compile_networks(G: torch.nn.Module, D: torch.nn.Module, device: torch.devic
     # Adam and the gradient accumulation copied every channels-last weight each step (1.4 % of a step).
     for net in (G, D):
         net.to(memory_format=torch.contiguous_format)
+    for optimizer in optimizers:
+        match_param_layout(optimizer)
     G.compile(backend=COMPILE_BACKEND, dynamic=False)
     D.features = torch.compile(D.features, backend=COMPILE_BACKEND, dynamic=False)
     return True
