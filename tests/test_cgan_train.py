@@ -264,6 +264,7 @@ def test_presets_and_config_errors():
     assert paper.text_encoder == "clip:laion/CLIP-ViT-L-14-laion2B-s32B-b82K" and paper.ema_decay == 0.999
     cpu = resolve_config(CGANTrainConfig, preset="cpu", presets=PRESETS, overrides=["max_steps=5", "seed=3"])
     assert (cpu.resolution, cpu.text_encoder, cpu.max_steps, cpu.seed) == (64, "minilm", 5, 3)
+    assert cpu.compile and not paper.compile  # the cpu preset's 20,000 steps pay the build back
     with pytest.raises(ConfigError, match="did you mean 'r1_gamma'"):
         resolve_config(CGANTrainConfig, overrides=["r1_gama=1"])
     with pytest.raises(ConfigError, match="power of two"):
