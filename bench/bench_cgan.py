@@ -3,13 +3,15 @@
     OMP_NUM_THREADS=2 nice python bench/bench_cgan.py                # full FFML set, CPU preset geometry
     python bench/bench_cgan.py --data DATASET --rounds 30 --loop-steps 40
     python bench/bench_cgan.py --like-for-like --rounds 8 --loop-steps 0  # same widths: loop vs network
-    python bench/bench_cgan.py --profile 6                            # where our step's time goes
+    python bench/bench_cgan.py --profile 6 [--compile]                # where our step's time goes
 
 ``--like-for-like`` separates "same function, faster loop" from "smaller network": the original
 loop's cost and ours, each at the original project's widths (G 9.78M parameters, cond_dim 512,
 512-d captions, no channel cap, one more D block: 169.5 GFLOP per step in the original loop, the
 original trainer's measured 170.9) and at ours (G 3.30M, D 1.31M), with GFLOP per step
-(``torch.utils.flop_counter``) and the speed of a plain conv measured in the same rounds.
+(``torch.utils.flop_counter``) and the speed of a plain conv measured in the same rounds. A fifth
+row runs our loop at our widths with the trainer's ``compile=true`` (its graph build timed apart;
+run with a fresh ``TORCHINDUCTOR_CACHE_DIR`` for the cold figure).
 
 Training geometry: 64 px, base channels 32, batch 16, DiffAugment, mismatched-text term and lazy R1
 (every 16 steps) on. The variants run one step at a time in turn (interleaved), so that the load of
@@ -139,7 +141,7 @@ class Variant:
     """One way of running a training step, with its own networks and optimizers (same init)."""
 
     def __init__(self, name: str, c_dim: int, *, original: bool = False, precision: str = "fp32",
-                 channels_last: bool = False, widths: str = "ours"):
+                 channels_last: bool = False, widths: str = "ours", compile: bool = False):
         from dishgen.models import cgan
 
         self.name, self.original, self.channels_last = name, original, channels_last
@@ -156,6 +158,9 @@ class Variant:
         if channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
+        # compile: as the trainer's compile=true (the graphs build on the first step: time_compile())
+        self.compiled = compile and _compile(self.G, self.D)
+        self.compile_s = self.compile_cpu_s = float("nan")
         fused = not original  # ours uses the fused Adam kernel, like the trainer
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=2e-4, betas=(0.0, 0.99), fused=fused)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=2e-4, betas=(0.0, 0.99), fused=fused)
@@ -199,12 +204,13 @@ class Variant:
         pass whose features serve real, fake and mismatched logits, D frozen in the G step."""
         from dishgen.models import cgan
         from dishgen.models.augment import diff_augment
+        from dishgen.train.cgan import eager_if
 
         G, D, policy = self.G, self.D, GEOMETRY["augment"]
         autocast = torch.autocast("cpu", dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
         if self.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
-        with autocast:
+        with autocast, eager_if(self.compiled and step % 16 == 0):  # R1 steps run eagerly, as in the trainer
             fake = G(torch.randn(16, 128), c)  # kept with its graph for the G step
             h = D.features(diff_augment(torch.cat([real, fake.detach().float()]), policy))
             real_logits, fake_logits = D.logits(h[:16], c), D.logits(h[16:], c)
@@ -212,8 +218,9 @@ class Variant:
             c_wrong = c[torch.randperm(16)]
             loss_D = loss_D + 0.5 * cgan.mismatch_loss(D.logits(h[:16], c_wrong), (c_wrong != c).any(1))
         if step % 16 == 0:
-            x = diff_augment(real, policy).detach().requires_grad_(True)
-            loss_D = loss_D + 0.05 * 16 * cgan.r1_penalty(D(x, c), x)
+            with eager_if(self.compiled):
+                x = diff_augment(real, policy).detach().requires_grad_(True)
+                loss_D = loss_D + 0.05 * 16 * cgan.r1_penalty(D(x, c), x)
         self.opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
         self.opt_D.step()
@@ -224,6 +231,25 @@ class Variant:
         loss_G.backward()
         self.opt_G.step()
         D.requires_grad_(True)
+
+
+def _compile(G: torch.nn.Module, D: torch.nn.Module) -> bool:
+    from dishgen.train.cgan import compile_networks
+
+    if not compile_networks(G, D):
+        raise SystemExit("torch.compile does not work here (see the warning above)")
+    return True
+
+
+def time_compile(variant, images: torch.Tensor, c_all: torch.Tensor) -> None:
+    """The first step of a compiled variant builds its graphs: its wall and CPU seconds (one step
+    included) are the compile cost. A fresh ``TORCHINDUCTOR_CACHE_DIR`` gives the cold figure."""
+    from _common import own_cpu_seconds
+
+    cpu_start = own_cpu_seconds()  # the C++ compiler runs in child processes: their CPU time counts
+    variant.step(images[:16], c_all[:16], 1)
+    variant.cpu_times.pop()
+    variant.compile_s, variant.compile_cpu_s = variant.times.pop(), own_cpu_seconds() - cpu_start
 
 
 class ConvPeakProbe:
@@ -276,7 +302,9 @@ def count_gflop(variant, images: torch.Tensor, c_all: torch.Tensor) -> float:
     their backward passes; element-wise work is not counted). The step runs for real (a warm-up)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    from dishgen.train.cgan import eager_if
+
+    with FlopCounterMode(display=False) as counter, eager_if(getattr(variant, "compiled", False)):
         variant.step(images[:16], c_all[:16], 1)
     for timings in (variant.times, variant.cpu_times):
         timings.pop()  # not a timed step
@@ -291,6 +319,7 @@ def like_for_like_variants(c_dim: int) -> list:
         Variant("our loop, original widths (fp32, channels_last)", c_dim, channels_last=True, widths="original"),
         Variant("original loop, our widths", c_dim, original=True),
         Variant("our loop, our widths (fp32, channels_last)", c_dim, channels_last=True),
+        Variant("our loop, our widths (fp32, channels_last, compile=true)", c_dim, channels_last=True, compile=True),
         ConvPeakProbe(repeats=2, backward=True),
         ConvPeakProbe(),
     ]
@@ -312,6 +341,8 @@ def interleaved_training(data: Path, rounds: int, precisions=("fp32", "bf16"), v
     for variant in variants:
         if isinstance(variant, Variant):
             count_gflop(variant, images, c_all)
+            if variant.compiled:
+                time_compile(variant, images, c_all)
     order = random.Random(0)
     for step in range(1, rounds + 1):
         idx = torch.randint(0, len(images), (16,))
@@ -367,13 +398,13 @@ def time_generation(model_dir: Path, dtype: str | None, batch_size: int = 64, n:
     return n / (time.perf_counter() - start), n / (time.process_time() - cpu_start)
 
 
-def profile_our_step(data: Path, steps: int, widths: str) -> None:
+def profile_our_step(data: Path, steps: int, widths: str, compile: bool = False) -> None:
     """Where our step's time goes: torch.profiler over ``steps`` steps (after 3 warm-up steps).
     Shares of CPU time are what to read: absolute times move with the machine's load."""
     from torch.profiler import ProfilerActivity, profile
 
     images, c_all = load_training_data(data)
-    variant = Variant(f"our loop, {widths} widths", c_all.shape[1], channels_last=True, widths=widths)
+    variant = Variant(f"our loop, {widths} widths", c_all.shape[1], channels_last=True, widths=widths, compile=compile)
     for step in range(1, 4):
         variant.step(images[:16], c_all[:16], step)
     with LoadWatch() as load, profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -419,6 +450,20 @@ def like_for_like(data: Path, args) -> None:
     print(f"smaller network (our loop, original widths / our widths): {load.ratio(net_gain)} "
           f"(FLOP ratio {rows[1]['gflop_per_step'] / rows[3]['gflop_per_step']:.2f}x)")
     print(f"together (original loop at original widths / our loop at our widths): {load.ratio(loop_gain * net_gain)}")
+    for i, v in enumerate(variants):
+        if getattr(v, "compiled", False):
+            eager = next(e for e in variants if isinstance(e, Variant) and not e.original and not e.compiled
+                         and e.params == v.params)
+            gain = statistics.median(a / b for a, b in zip(eager.times[warm:], v.times[warm:], strict=True))
+            gain_cpu = statistics.median(a / b for a, b in zip(eager.cpu_times[warm:], v.cpu_times[warm:], strict=True))
+            saved = statistics.median(eager.cpu_times[warm:]) - statistics.median(v.cpu_times[warm:])
+            saved_wall = statistics.median(eager.times[warm:]) - statistics.median(v.times[warm:])
+            print(f"compile=true ({v.name}): {load.ratio(gain)} eager per step, {gain_cpu:.2f}x by CPU time; the first "
+                  f"step (graph build) took {v.compile_s:.1f} s wall, {v.compile_cpu_s:.1f} CPU-s (compiler processes "
+                  f"included), paid back after {v.compile_cpu_s / saved if saved > 0 else float('inf'):.0f} steps by "
+                  f"CPU time, {v.compile_s / saved_wall if saved_wall > 0 else float('inf'):.0f} by wall time")
+            rows[i].update(compile_s=v.compile_s, compile_cpu_s=v.compile_cpu_s, speed_vs_eager=gain,
+                           speed_vs_eager_cpu=gain_cpu)
     print(f"conv probe: {peak:.0f} GFLOP/s wall, {peak_cpu:.0f} GFLOP per CPU-second\n{load.report()}")
     report = {"rows": rows, "conv_probe_gflop_per_s": peak, "conv_probe_gflop_per_cpu_s": peak_cpu, "loop_speedup_same_widths": paired,
               "network_speedup": net_gain, "load": load.as_dict(), "rounds": args.rounds,
@@ -451,12 +496,13 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="only profile this many steps of our loop (torch.profiler) and print the top ops")
     parser.add_argument("--profile-widths", choices=["ours", "original"], default="ours")
+    parser.add_argument("--compile", action="store_true", help="--profile: the step with compile=true")
     args = parser.parse_args()
     data = args.data or build_ffml_dataset(Path(tempfile.gettempdir()) / "dishgen-bench-ffml-64")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu {torch.backends.cpu.get_cpu_capability()}, "
           f"data {data}", flush=True)
     if args.profile:
-        return profile_our_step(data, args.profile, args.profile_widths)
+        return profile_our_step(data, args.profile, args.profile_widths, args.compile)
     if args.like_for_like:
         return like_for_like(data, args)
 

@@ -119,7 +119,7 @@ def extract_blocks(root: Path = REPO) -> list[Block]:
 # and every Python snippet taken from the docs; ``{name}`` in a replacement is a path or URL that
 # the test provides (see ``test_docs.py::values``). Everything else is run exactly as written.
 TINY_CGAN = ("resolution=32 base_channels=8 max_channel_mult=4 z_dim=16 cond_dim=16 batch_size=4 max_steps=2 "
-             "checkpoint_every=2 sample_every=2 log_every=1 keep_checkpoints=0 sample_per_prompt=2")
+             "checkpoint_every=2 sample_every=2 log_every=1 keep_checkpoints=0 sample_per_prompt=2 compile=false")
 TINY_CVAE = ("base_channels=8 max_channels=32 z_dim=16 cond_dim=32 batch_size=8 max_steps=2 checkpoint_every=2 "
              "sample_every=2 log_every=1 samples_per_prompt=2 num_recon_images=4 lr_warmup_steps=1")
 TINY_FASTGAN = ("resolution=32 g_channels=8 d_channels=8 max_channels=32 decoder_channels=16 z_dim=16 cond_dim=16 "

@@ -25,6 +25,7 @@ from dishgen.models.layers import (
     has_spectral_norm,
     sn_conv2d,
     upsample_conv3x3,
+    upsample_nearest2x,
 )
 from dishgen.train.cgan import batch_indices, step_generator
 
@@ -206,3 +207,19 @@ def test_folded_convolutions_equal_the_textbook_layers(memory_format):
 def test_folded_convolutions_refuse_other_kernels():
     with pytest.raises(ValueError, match="3x3 conv with padding 1"):
         upsample_conv3x3(torch.zeros(1, 2, 4, 4), torch.nn.Conv2d(2, 2, 1))
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_upsampling_under_compile_equals_interpolate(memory_format):
+    """The G shortcut's upsampling: interpolate eagerly, a broadcast inside torch.compile (whose
+    backward compiles to a sum); both give interpolate's values, gradients and layout."""
+    x = torch.randn(2, 3, 4, 5).contiguous(memory_format=memory_format).requires_grad_(True)
+    weights = torch.randn(2, 3, 8, 10)
+    reference = F.interpolate(x, scale_factor=2, mode="nearest")
+    (reference_grad,) = torch.autograd.grad((reference * weights).sum(), x)
+    for fn in (upsample_nearest2x, torch.compile(upsample_nearest2x, backend="aot_eager", fullgraph=True)):
+        y = fn(x)
+        assert torch.equal(y, reference)
+        assert y.is_contiguous(memory_format=memory_format)
+        (grad,) = torch.autograd.grad((y * weights).sum(), x)
+        torch.testing.assert_close(grad, reference_grad)

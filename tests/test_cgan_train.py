@@ -264,6 +264,7 @@ def test_presets_and_config_errors():
     assert paper.text_encoder == "clip:laion/CLIP-ViT-L-14-laion2B-s32B-b82K" and paper.ema_decay == 0.999
     cpu = resolve_config(CGANTrainConfig, preset="cpu", presets=PRESETS, overrides=["max_steps=5", "seed=3"])
     assert (cpu.resolution, cpu.text_encoder, cpu.max_steps, cpu.seed) == (64, "minilm", 5, 3)
+    assert cpu.compile and not paper.compile  # the cpu preset's 20,000 steps pay the build back
     with pytest.raises(ConfigError, match="did you mean 'r1_gamma'"):
         resolve_config(CGANTrainConfig, overrides=["r1_gama=1"])
     with pytest.raises(ConfigError, match="power of two"):
@@ -299,3 +300,47 @@ def test_bf16_autocast_trains_close_to_fp32(run_a, tiny_dataset, tmp_path):
     assert all(v == v for r in bf16 for v in r.values() if isinstance(v, float))
     with pytest.raises(DishgenError, match="fp16 needs a CUDA device"):
         train(tiny(precision="fp16"), tiny_dataset, tmp_path / "fp16")
+
+
+def test_compiled_training_matches_eager_and_resumes(run_a, tiny_dataset, tmp_path, monkeypatch):
+    """compile=true: G and D.features run as compiled graphs ("aot_eager" here: dynamo and AOTAutograd
+    as with inductor, without the C++ build), R1 steps (2, 4, 6) eagerly; the run trains like the
+    eager one and resumes from a checkpoint of its own."""
+    monkeypatch.setattr(trainer, "COMPILE_BACKEND", "aot_eager")
+    compiled = []
+    real_compile = trainer.compile_networks
+    monkeypatch.setattr(trainer, "compile_networks", lambda *a: compiled.append(real_compile(*a)) or compiled[-1])
+    out = tmp_path / "compiled"
+    train(tiny(compile=True, max_steps=3), tiny_dataset, out)
+    train(tiny(compile=True), tiny_dataset, out, resume=True)
+    assert compiled == [True, True]
+    ours = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    eager = [json.loads(line) for line in (run_a / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in ours] == [1, 2, 3, 4, 5, 6] and ours[-1]["r1"] > 0
+    for row, reference in zip(ours, eager, strict=True):  # the same math, to float rounding
+        for key in ("loss_D", "loss_G", "logits_real", "logits_fake", "grad_norm_D", "grad_norm_G"):
+            assert row[key] == pytest.approx(reference[key], rel=1e-3, abs=1e-4), (row["step"], key)
+    a, b = states(run_a / "checkpoint-6"), states(out / "checkpoint-6")
+    assert a.keys() == b.keys()  # compiling leaves the state-dict names alone
+    bad = [k for k in a if not torch.allclose(a[k].double(), b[k].double(), rtol=1e-3, atol=1e-4)]
+    # G's conv biases all feed a batch-norm, which cancels them: their true gradient is 0 and Adam
+    # scales rounding noise up to full steps, so they (and the running means, and their Adam moments)
+    # differ in both runs alike. What they compute does not: the exported generators agree.
+    cancelled = (".conv1.bias", ".conv2.bias", ".shortcut.bias", "running_mean")
+    assert not [k for k in bad if not (k.startswith(("G/", "G_ema/")) and k.endswith(cancelled))
+                and not k.startswith("optimizer_G/")], bad
+    z, c = torch.randn(4, 16, generator=torch.Generator().manual_seed(0)), torch.randn(4, 384)
+    images = [family.load_G_ema(run / "model")[0](z, c) for run in (run_a, out)]
+    torch.testing.assert_close(images[1], images[0], rtol=0, atol=2e-3)
+
+
+def test_compile_falls_back_to_eager_with_a_warning(run_a, tiny_dataset, tmp_path, monkeypatch, caplog):
+    def no_compiler(graph, example_inputs):
+        raise RuntimeError("no C++ compiler found (stand-in)")
+
+    monkeypatch.setattr(trainer, "COMPILE_BACKEND", no_compiler)
+    with caplog.at_level("WARNING", logger="dishgen.train.cgan"):
+        out = train(tiny(compile=True, max_steps=3), tiny_dataset, tmp_path / "fallback")
+    assert "torch.compile does not work on this machine" in caplog.text and "no C++ compiler found" in caplog.text
+    a, b = states(run_a / "checkpoint-3"), states(out / "checkpoint-3")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # eager: bit-identical to the eager run

@@ -13,7 +13,7 @@ def cgan(data, out, config_file, preset, resume, device, overrides):
     """Train the text-conditional GAN (CBN ResNet G, projection D, hinge, R1, EMA).
 
     \b
-    Presets: --preset cpu (64 px, MiniLM), --preset paper (128 px, CLIP ViT-L/14).
+    Presets: --preset cpu (64 px, MiniLM, compile=true), --preset paper (128 px, CLIP ViT-L/14).
     Common overrides: max_steps=N batch_size=B resolution=R seed=S checkpoint_every=K
     sample_every=K text_encoder=ID mixed_precision=bf16 (see docs/cgan.md for every key).
 

@@ -36,7 +36,12 @@ from dishgen.models import cgan
 from dishgen.models.augment import apply_params, parse_policy, sample_params
 from dishgen.models.layers import ema_update
 from dishgen.train.common import TRACKERS, check_finite, run_lock
-from dishgen.train.gan_checkpoint import CheckpointWriteError, load_checkpoint, save_checkpoint  # noqa: F401  (importable here, as before)
+from dishgen.train.gan_checkpoint import (  # noqa: F401  (importable here, as before)
+    CheckpointWriteError,
+    load_checkpoint,
+    match_param_layout,
+    save_checkpoint,
+)
 from dishgen.train.gan_run import (
     GanData,
     GanNetworks,
@@ -103,6 +108,9 @@ class CGANTrainConfig:
     # speed
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast dtype (accelerate's name); fp16 needs CUDA
     channels_last: bool = True
+    # torch.compile G and D's image path (fuses batch-norm, ReLU and the folded kernels); the first
+    # steps pay the build, seconds to a minute or two on a CPU; eager with a warning where torch cannot
+    compile: bool = False
     # schedule and outputs
     max_steps: int = checked(10000, min=1)
     seed: int = checked(0, min=0, max=MAX_SEED)
@@ -138,9 +146,11 @@ PRESETS = {
                   text_encoder="clip:laion/CLIP-ViT-L-14-laion2B-s32B-b82K"),
     # Sized for a laptop CPU: 64 px, MiniLM (offline), the bundled default model's recipe.
     # TTUR rates and no mismatch term: on FFML with MiniLM captions both left D flat early on.
+    # compile: 1.11x per step (one thread); its one-minute build is paid back after ~1,700 of the
+    # 20,000 steps (docs/cgan.md, "Like for like"); eager with a warning where torch cannot compile.
     "cpu": dict(resolution=64, base_channels=32, batch_size=16, text_encoder="minilm", g_lr=1e-4, d_lr=4e-4,
                 g_betas=(0.0, 0.9), d_betas=(0.0, 0.9), r1_gamma=0.1, r1_every=16, mismatch_weight=0.0,
-                ema_decay=0.999, max_steps=20000, sample_every=500, checkpoint_every=1000),
+                ema_decay=0.999, max_steps=20000, sample_every=500, checkpoint_every=1000, compile=True),
 }
 
 
@@ -178,6 +188,9 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
     model_config = config.model_config(c_dim=batches.encoder_info["dim"])
     nets = build_networks(config, lambda: cgan.Generator(model_config), lambda: cgan.Discriminator(model_config),
                           session.device)
+    nets.compiled = config.compile and compile_networks(nets.G, nets.D, session.device, (nets.opt_G, nets.opt_D))
+    if nets.compiled and session.is_main:
+        print("compile=true: the first step builds the compiled graphs (about a minute on a CPU, seconds once cached)")
     step = resume_run(session, nets, lambda folder: _check_resumable(folder, model_config, batches.encoder_info))
     images_per_step = config.batch_size * session.world * config.n_disc  # real images D judges per step
     outputs = GanOutputs(config, session, nets, batches, plot_groups=PLOT_GROUPS, images_per_step=images_per_step,
@@ -232,7 +245,10 @@ def _discriminator_step(step: int, k: int, config, session: GanRun, nets: GanNet
     c = batches.c_all[idx]  # (B, c_dim)
     B = real.shape[0]
     z = torch.randn(B, config.z_dim, generator=rng, device=device)
-    with nets.autocast():
+    r1_now = config.r1_gamma > 0 and k == 0 and step % config.r1_every == 0
+    # R1's double backward cannot run through compiled graphs, and its D pass advances the spectral-norm
+    # vectors that this step's compiled graph would have saved: a step with R1 runs eagerly.
+    with nets.autocast(), eager_if(nets.compiled and r1_now):
         with torch.set_grad_enabled(k == config.n_disc - 1):
             fake = G(z, c)
         pair = torch.cat([real, fake.detach().to(real.dtype)])
@@ -254,13 +270,73 @@ def _discriminator_step(step: int, k: int, config, session: GanRun, nets: GanNet
             loss_D = loss_D + w * loss_mismatch
     loss_D_adv = loss_D.detach()  # logged without R1, whose lazy steps would spike the curve
     r1_value = None
-    if config.r1_gamma > 0 and k == 0 and step % config.r1_every == 0:
-        r1_term, r1_value = lazy_r1(D, real, c, config, rng, device)  # on the augmented real images, fp32
+    if r1_now:
+        with eager_if(nets.compiled):
+            r1_term, r1_value = lazy_r1(D, real, c, config, rng, device)  # on the augmented real images, fp32
         loss_D = loss_D + r1_term
     grad_norm_D = update(D, nets.opt_D, nets.scaler_D, loss_D, session.accelerator, config.grad_clip)
     return {"c": c, "fake": fake, "loss_D": loss_D, "loss_D_adv": loss_D_adv, "loss_real": loss_real,
             "loss_fake": loss_fake, "loss_mismatch": loss_mismatch, "real_logits": real_logits,
             "fake_logits": fake_logits, "grad_norm_D": grad_norm_D, "r1": r1_value}
+
+
+COMPILE_BACKEND = "inductor"  # the tests use "aot_eager": the same graphs without a C++ build
+
+
+def compile_networks(G: torch.nn.Module, D: torch.nn.Module, device: torch.device | str = "cpu",
+                     optimizers: tuple[torch.optim.Optimizer, ...] = ()) -> bool:
+    """``torch.compile`` G and D's image path (:meth:`~dishgen.models.cgan.Discriminator.features`), in place.
+
+    The graphs fuse batch-norm, ReLU, the residual adds and the folded up/down-sampling kernels
+    around the convolutions, which stay oneDNN's (cuDNN's). Shapes are static: a run's batch size
+    does not change. The parameters are stored in the default (contiguous) layout; their values,
+    the state dicts and checkpoints are unchanged. Steps that need a double backward (R1) must run
+    inside :func:`eager_if`.
+
+    Args:
+        G: the generator being trained.
+        D: the discriminator being trained.
+        device: where they train (a tiny function is compiled there first, to find out whether
+            compiling works at all: a C++ compiler on the CPU, Triton on CUDA).
+        optimizers: optimizers of G's and D's parameters whose state must follow the parameters'
+            new layout (the fused Adam kernel computes wrong updates when the two differ).
+
+    Returns:
+        True if compiled; False, after a warning naming the reason, where torch cannot compile
+        here (training then runs eagerly, with the same results).
+    """
+    if not hasattr(torch.compiler, "set_stance"):  # torch < 2.6: R1 steps could not run eagerly
+        logger.warning("compile=true needs torch 2.6 or newer (this is %s); training runs eagerly", torch.__version__)
+        return False
+    try:
+        probe = torch.compile(_compile_probe, backend=COMPILE_BACKEND, dynamic=False)
+        probe(torch.ones(8, device=device))
+    except Exception as err:  # no C++ compiler, no Triton, an unsupported Python: anything that stops a build
+        inner = getattr(err, "inner_exception", None) or err  # dynamo wraps a backend's own error
+        reason = f"{type(inner).__name__}: {(str(inner).strip().splitlines() or [''])[0][:300]}"
+        logger.warning("compile=true: torch.compile does not work on this machine (%s); training runs eagerly "
+                       "(install a C++ compiler such as gcc, or set compile=false to silence this)", reason)
+        return False
+    # Parameters go back to the default layout (inductor picks the activations' layout itself): fused
+    # Adam and the gradient accumulation copied every channels-last weight each step (1.4 % of a step).
+    for net in (G, D):
+        net.to(memory_format=torch.contiguous_format)
+    for optimizer in optimizers:
+        match_param_layout(optimizer)
+    G.compile(backend=COMPILE_BACKEND, dynamic=False)
+    D.features = torch.compile(D.features, backend=COMPILE_BACKEND, dynamic=False)
+    return True
+
+
+def _compile_probe(x: torch.Tensor) -> torch.Tensor:
+    return torch.relu(x) * 2 + 1
+
+
+def eager_if(condition: bool):
+    """A context in which compiled functions run eagerly when ``condition`` holds (else nothing)."""
+    import contextlib
+
+    return torch.compiler.set_stance("force_eager") if condition else contextlib.nullcontext()
 
 
 PLOT_GROUPS = {

@@ -144,6 +144,7 @@ class GanNetworks:
     memory_format: torch.memory_format
     device_type: str
     amp_dtype: torch.dtype | None
+    compiled: bool = False  # G and D's image path run through torch.compile (the cGAN's compile=true)
 
     def autocast(self):
         """Mixed precision as configured (a no-op context at ``mixed_precision=no``)."""
