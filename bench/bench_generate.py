@@ -4,7 +4,8 @@
 
 Cold start: wall time of the README's main-job command (`dishgen generate "<caption>"`) in a fresh
 process, from launch to the written PNG (target: under 5 s on a 2-core CPU). Warm: images per
-second of the loaded model, batched (target: over 50 images/s at 64 px).
+second of the loaded model, batched (target: over 50 images/s at the model's size; the bundled
+FastGAN makes 128 px images).
 
 Peers, interleaved with each: for the cold start, a fresh ``python -c "import torch"`` (the floor
 any torch program pays); for warm throughput, the bare network on the same noise and captions

@@ -51,7 +51,10 @@ def test_captions_and_seeds_change_the_picture():
     again = generator.generate(["Sarma, cabbage rolls in a clay pot"], seed=1)[0]
     other_seed = generator.generate(["Sarma, cabbage rolls in a clay pot"], seed=2)[0]
     as_array = lambda im: np.asarray(im, dtype=np.float32)  # noqa: E731
-    assert np.array_equal(as_array(a), as_array(again))
+    # Made alone, the same caption and seed give the same picture up to the rounding of batched
+    # arithmetic (README: at most 1 of 255 in a rare pixel value).
+    assert np.abs(as_array(a) - as_array(again)).max() <= 1
+    assert (as_array(a) != as_array(again)).mean() < 1e-3
     assert np.abs(as_array(a) - as_array(b)).mean() > 3
     assert np.abs(as_array(a) - as_array(other_seed)).mean() > 3
 

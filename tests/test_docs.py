@@ -66,7 +66,8 @@ class Doc:
 COVERAGE: list[Doc] = [
     # README.md
     Doc("README.md", "make run     #", "run:readme", "`make -n`: installs a venv; CI runs `make test`"),
-    Doc("README.md", "--out runs/cvae-ffml64 --preset cpu", "run:readme"),
+    Doc("README.md", "--out runs/fastgan-r10 init_from=runs/fastgan-r9", "run:readme",
+        "the bundled model's three runs, tiny, on the sample"),
     Doc("README.md", "make lock    #", "run:readme", "`make -n`: re-resolves from PyPI and runs the suite"),
     Doc("README.md", "python -m venv .venv", "run:readme", "package installs: not run"),
     Doc("README.md", "dishgen data import flickr30k/results.csv", "run:readme"),
@@ -74,7 +75,7 @@ COVERAGE: list[Doc] = [
     Doc("README.md", "dishgen train cgan --data datasets/dishes --out runs/gan", "run:readme"),
     Doc("README.md", "dishgen generate --interactive --model runs/vae", "run:readme"),
     Doc("README.md", "dishgen generate --from-png sarma/cevapi-with-onions-*-003.png --out again", "run:readme"),
-    Doc("README.md", "Seed: 7, Image index: 3, Size: 64x64", "output", "the parameters text the block above prints"),
+    Doc("README.md", "Seed: 7, Image index: 3, Size: 128x128", "output", "the parameters text the block above prints"),
     Doc("README.md", "from dishgen import generate, load_generator", "python:readme"),
     Doc("README.md", "$ HF_HUB_OFFLINE=1 dishgen evaluate --images out", "console"),
     Doc("README.md", "--checkpoints all --data datasets/dishes", "run:readme"),

@@ -126,7 +126,7 @@ def test_python_api_imports_as_the_readme_shows_in_a_fresh_interpreter():
             "print(len(images), images[0].size)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["2", "(64,", "64)"]
+    assert out.stdout.split() == ["2", "(128,", "128)"]  # the bundled FastGAN
 
 
 def test_knob_aliases_are_one_vocabulary():
@@ -161,8 +161,8 @@ def test_from_png_with_a_trained_cgan_keeps_its_knobs_and_takes_overrides(model,
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # image 2 of 3 made alone: batched kernels may round
 
     # Another model: the caption, seed and index stay; knobs it does not take are left out.
-    other = invoke("--from-png", files[2], "--model", "default", "--out", tmp_path / "c")
+    other = invoke("--from-png", files[2], "--model", "cvae-ffml64", "--out", tmp_path / "c")
     assert other.exit_code == 0, other.output
     record = read_provenance(pngs(tmp_path / "c")[0])
     assert (record["model"], record["family"], record["seed"], record["index"], record["knobs"]) == (
-        "default", "cvae", 5, 2, {"temperature": 1.0})
+        "cvae-ffml64", "cvae", 5, 2, {"temperature": 1.0})

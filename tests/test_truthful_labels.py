@@ -31,17 +31,18 @@ def test_cgan_doc_names_the_model_actually_bundled():
 
 def _cvae_run(tmp_path: Path, final: bool) -> Path:
     """A stopped cvae run: checkpoint-25 and checkpoint-75 (the bundled weights), log up to step 72."""
-    from dishgen.generation import default_model_path
+    from dishgen.generation import WEIGHTS_DIR
 
+    cvae = WEIGHTS_DIR / "cvae-ffml64"  # by name: the default is another family
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"family": "cvae"}))
     (run / "log.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (24, 48, 72)))
     for step in (25, 75):
-        shutil.copytree(default_model_path(), run / f"checkpoint-{step}")
+        shutil.copytree(cvae, run / f"checkpoint-{step}")
         (run / f"checkpoint-{step}" / "COMPLETE").write_text(str(step))
     if final:
-        shutil.copytree(default_model_path(), run / "model")
+        shutil.copytree(cvae, run / "model")
     return run
 
 
