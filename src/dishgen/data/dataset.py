@@ -82,3 +82,38 @@ def load_split(dataset: str | Path, split: str = "train", *, require_text: bool 
     if not rows:
         raise DatasetError(f"split {split!r} of {str(root)!r} is empty")
     return rows
+
+
+def check_dish_pattern(pattern: str, what: str = "exclude") -> None:
+    """Raise ``ConfigError`` when ``pattern`` is not a valid regular expression (empty is allowed)."""
+    import re
+
+    from dishgen.config import ConfigError
+
+    try:
+        re.compile(pattern)
+    except re.error as err:
+        raise ConfigError(f"{what}={pattern!r} is not a valid regular expression: {err}") from None
+
+
+def exclude_dishes(rows: list[DatasetRow], pattern: str) -> tuple[list[DatasetRow], list[DatasetRow]]:
+    """Split rows into those kept and those whose dish name matches ``pattern``.
+
+    The same rule as ``dishgen data build --exclude`` (a regular expression searched in the dish
+    name, case-insensitive), applied to a built dataset so that its train/test split stays as it is.
+
+    Args:
+        rows: rows of one split.
+        pattern: a regular expression; ``""`` keeps every row.
+
+    Returns:
+        ``(kept, excluded)``, each in the rows' order.
+    """
+    import re
+
+    if not pattern:
+        return list(rows), []
+    regex = re.compile(pattern, re.IGNORECASE)
+    kept = [r for r in rows if not regex.search(r.dish)]
+    excluded = [r for r in rows if regex.search(r.dish)]
+    return kept, excluded

@@ -31,6 +31,7 @@ from dishgen.config import (
     resolve_run_config,
     validate_config,
 )
+from dishgen.data.dataset import check_dish_pattern
 from dishgen.errors import DishgenError
 from dishgen.models import cgan
 from dishgen.models.augment import apply_params, parse_policy, sample_params
@@ -81,6 +82,9 @@ class CGANTrainConfig:
     text_encoder: str = checked("minilm", non_empty=True)
     text_cache: bool = True  # cache caption embeddings in DATASET/.cache
     flip: bool = True  # random horizontal flips of training images
+    # leave out training images whose dish name matches this regular expression (case-insensitive),
+    # as `data build --exclude` does, but the dataset's train/test split stays as built; "" keeps all
+    exclude: str = ""
     # networks
     z_dim: int = checked(128, min=1)
     cond_dim: int = checked(128, min=1)
@@ -132,6 +136,7 @@ class CGANTrainConfig:
             parse_policy(self.augment)
         except ValueError as err:
             raise ConfigError(f"augment={self.augment!r}: {err}") from None
+        check_dish_pattern(self.exclude)
 
     def model_config(self, c_dim: int) -> cgan.CGANConfig:
         return cgan.CGANConfig(resolution=self.resolution, z_dim=self.z_dim, c_dim=c_dim, cond_dim=self.cond_dim,

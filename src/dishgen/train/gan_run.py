@@ -99,12 +99,17 @@ def load_data(config, data: str | Path, session: GanRun, *,
         default_prompts: test rows (or train rows without a test split) -> the sample captions,
             used when ``config.sample_prompts`` is empty.
     """
-    from dishgen.data.dataset import DatasetError, load_split
+    from dishgen.data.dataset import DatasetError, exclude_dishes, load_split
     from dishgen.images_tensor import check_readable, load_images_uint8_skipping, record_skipped
     from dishgen.text import load_text_encoder
     from dishgen.text.cache import encode_cached
 
-    rows = load_split(data, "train", require_files=False)
+    rows, excluded = exclude_dishes(load_split(data, "train", require_files=False), getattr(config, "exclude", ""))
+    if excluded and session.is_main:
+        print(f"exclude={config.exclude!r} leaves out {len(excluded)} training images of "
+              f"{len({r.dish for r in excluded})} dishes; {len(rows)} remain")
+    if not rows:
+        raise DatasetError(f"exclude={config.exclude!r} leaves no training image in {data}")
     # One unreadable image is skipped with its reason (RUN/skipped-images.jsonl), not fatal.
     images, kept, skipped = load_images_uint8_skipping([r.path for r in rows], config.resolution)
     check_readable(kept, skipped)
