@@ -99,3 +99,20 @@ def test_a_dataset_with_no_readable_image_is_refused(tiny_dataset, tmp_path):
                                                            "max_channels": 32, "decoder_channels": 16})
     with pytest.raises(DatasetError, match="none of the .* training images could be read .*cannot identify"):
         train(config, data, tmp_path / "run")
+
+
+def test_non_square_images_are_centre_cropped_not_squashed(tmp_path, caplog):
+    from PIL import Image
+
+    wide = tmp_path / "wide.png"  # left third red, middle third green, right third blue
+    canvas = Image.new("RGB", (96, 32))
+    for i, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
+        canvas.paste(Image.new("RGB", (32, 32), colour), (32 * i, 0))
+    canvas.save(wide)
+    square = tmp_path / "square.png"
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(square)
+    images, kept, skipped = load_images_uint8_skipping([wide, square], 16)
+    assert kept == [0, 1] and not skipped
+    assert images[0, :, :, 2:-2].tolist() == images[0, :, :1, :1].expand(3, 16, 12).tolist()  # all green
+    assert images[0, :, 0, 0].tolist() == [0, 255, 0] and images[1, :, 0, 0].tolist() == [10, 20, 30]
+    assert "1 of 2 images are not square (e.g. " in caplog.text and "wide.png" in caplog.text

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from PIL import Image
+
+logger = logging.getLogger(__name__)
 
 
 def pil_to_tensor(image: Image.Image, size: int | None = None) -> torch.Tensor:
@@ -96,17 +100,32 @@ def record_skipped(skipped: list[dict], total: int, run_dir, *, what: str = "tra
 
 
 def load_images_uint8_skipping(paths, size: int, workers: int | None = None) -> tuple[torch.Tensor, list[int], list[dict]]:
-    """:func:`load_images_uint8`, skipping unreadable images: ``(images, kept indices, skipped)``."""
-    arrays, skipped = decode_each(paths, lambda path: _decode_uint8(path, size), workers=workers)
+    """:func:`load_images_uint8`, skipping unreadable images: ``(images, kept indices, skipped)``.
+
+    Images that are not square are centre-cropped (as ``data build --crop center``), with one
+    warning that counts them, rather than squashed."""
+    cropped: list = []
+    arrays, skipped = decode_each(paths, lambda path: _decode_uint8(path, size, cropped), workers=workers)
+    if cropped:
+        logger.warning("%d of %d images are not square (e.g. %s): centre-cropped to %d x %d", len(cropped),
+                       len(arrays), cropped[0], size, size)
     kept = [i for i, a in enumerate(arrays) if a is not None]
     if not kept:
         return torch.zeros(0, 3, size, size, dtype=torch.uint8), kept, skipped
     return torch.from_numpy(np.stack([arrays[i] for i in kept])).permute(0, 3, 1, 2).contiguous(), kept, skipped
 
 
-def _decode_uint8(path, size: int) -> np.ndarray:
+def _decode_uint8(path, size: int, cropped: list | None = None) -> np.ndarray:
+    """One image as ``(size, size, 3)`` uint8; a non-square one is centre-cropped and, if given,
+    its path appended to ``cropped``."""
+    from dishgen.data.images import crop_square
+
     with Image.open(path) as im:
         im = im.convert("RGB")
-        if im.size != (size, size):
+        if im.width != im.height:
+            if cropped is not None:
+                cropped.append(str(path))
+            im = crop_square(im, size, "center")
+        elif im.size != (size, size):
             im = im.resize((size, size), Image.Resampling.LANCZOS)
         return np.asarray(im, dtype=np.uint8)
