@@ -71,13 +71,14 @@ def model_folder(location: Path) -> Path:
     return location
 
 
-def contact_sheet(generator, dataset: Path, out: Path, seeds_per_prompt: int = 4) -> float:
+def contact_sheet(generator, dataset: Path, out: Path, seeds_per_prompt: int = 4, exclude: str = "") -> float:
     """Write ``contact-sheet.jpg``: per caption, 4 samples, then each sample's nearest training
-    photo (cosine distance of mean-centred 16 px thumbnails). Returns the median distance."""
+    photo (cosine distance of mean-centred 16 px thumbnails) among those the run trained on (its
+    ``exclude`` pattern applied). Returns the median distance."""
     import numpy as np
     from PIL import Image
 
-    from dishgen.data.dataset import load_split
+    from dishgen.data.dataset import exclude_dishes, load_split
     from dishgen.evaluate.metrics import nearest_distances
     from dishgen.evaluate.pixels import thumbnails
     from dishgen.image_grid import captioned_grid
@@ -85,7 +86,7 @@ def contact_sheet(generator, dataset: Path, out: Path, seeds_per_prompt: int = 4
 
     images = generator.generate(SHEET_PROMPTS, num_images=seeds_per_prompt, seed=0)
     size = images[0].size[0]
-    rows = load_split(dataset, "train")
+    rows, _ = exclude_dishes(load_split(dataset, "train"), exclude)
     train = load_images_uint8([r.path for r in rows], size)  # (N, 3, S, S)
     fake = torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in images])).permute(0, 3, 1, 2)
     distances, nearest = nearest_distances(thumbnails(fake), thumbnails(train))
@@ -109,14 +110,17 @@ def contact_sheet(generator, dataset: Path, out: Path, seeds_per_prompt: int = 4
     return float(distances.median())
 
 
-def split_counts(dataset: Path) -> dict[str, tuple[int, int]]:
-    """Images and distinct dishes per split, counted from the dataset's own metadata."""
-    from dishgen.data.dataset import load_split
+def split_counts(dataset: Path, exclude: str = "") -> dict[str, tuple[int, int]]:
+    """Images and distinct dishes per split, counted from the dataset's own metadata; ``excluded``
+    counts the training images and dishes the run's ``exclude`` pattern left out."""
+    from dishgen.data.dataset import exclude_dishes, load_split
 
     counts = {}
     for split in ("train", "test"):
         rows = load_split(dataset, split)
         counts[split] = (len(rows), len({r.dish for r in rows}))
+    _, left_out = exclude_dishes(load_split(dataset, "train"), exclude)
+    counts["excluded"] = (len(left_out), len({r.dish for r in left_out}))
     return counts
 
 
@@ -220,9 +224,10 @@ def main(argv: list[str] | None = None) -> None:
         r, c = divmod(i, 4)
         sheet.paste(image, (c * w, r * h))
     sheet.save(out / "samples.png")
-    median_distance = contact_sheet(generator, args.dataset, out)
+    exclude = config.get("train", {}).get("exclude", "")
+    median_distance = contact_sheet(generator, args.dataset, out, exclude=exclude)
 
-    counts = split_counts(args.dataset)
+    counts = split_counts(args.dataset, exclude)
     metrics = {}
     if (src / "metrics.json").is_file():
         metrics = json.loads((src / "metrics.json").read_text(encoding="utf-8"))
@@ -266,7 +271,11 @@ def main(argv: list[str] | None = None) -> None:
         f"Dataset as built by `dishgen data build`: {counts['train'][0]} training images "
         f"({counts['train'][1]} dishes), {counts['test'][0]} test images "
         f"({counts['test'][1]} dishes, none seen in training); captions from the offline template "
-        "captioner (dish name with a Serbian/Croatian glossary + a setting).",
+        "captioner (dish name with a Serbian/Croatian glossary + a setting)."
+        + (f" The run left out {counts['excluded'][0]} training images of {counts['excluded'][1]} dishes whose "
+           f"name matches `exclude={exclude}`, so it trained on "
+           f"{counts['train'][0] - counts['excluded'][0]}; the test split is the dataset's, unchanged."
+           if counts["excluded"][0] else ""),
         "",
         "## Reproduce",
         "",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,20 @@ def test_refuses_a_report_without_a_row_for_the_run(fastgan_run, tiny_dataset, t
         bundle_script().main([str(fastgan_run / "checkpoint-2"), "x", "--dataset", str(tiny_dataset),
                               "--weights-dir", str(tmp_path / "w"), "--evaluation", str(report)])
     assert not (tmp_path / "w").exists()
+
+
+def test_the_card_counts_what_exclude_left_out(tiny_dataset, tmp_path):
+    from dishgen.data.dataset import load_split
+
+    rows = load_split(tiny_dataset, "train")
+    dish = rows[0].dish
+    gone = sum(r.dish == dish for r in rows)
+    pattern = f"^{re.escape(dish)}$"
+    run = train(resolve_config(FastGANTrainConfig, overrides={**TINY, "exclude": pattern}), tiny_dataset,
+                tmp_path / "run")
+    script = bundle_script()
+    assert script.split_counts(tiny_dataset, pattern)["excluded"] == (gone, 1)
+    script.main([str(run), "tiny", "--dataset", str(tiny_dataset), "--weights-dir", str(tmp_path / "w")])
+    card = (tmp_path / "w" / "tiny" / "README.md").read_text(encoding="utf-8")
+    assert f"left out {gone} training images of 1 dishes whose name matches `exclude={pattern}`" in card
+    assert f"so it trained on {len(rows) - gone};" in card
