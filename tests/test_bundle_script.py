@@ -58,6 +58,12 @@ def test_bundles_a_gan_checkpoint_with_its_measured_figures(fastgan_run, tiny_da
     assert "dishgen train fastgan --data DS --out RUN" in card
     for picture in ("samples.png", "contact-sheet.jpg", "LICENSE-FFML.txt"):
         assert (out / picture).is_file()
+    from PIL import Image
+
+    from dishgen.image_grid import LABEL_WIDTH
+
+    with Image.open(out / "contact-sheet.jpg") as sheet:  # label, caption's photo, gap, 4 samples, gap, 4 nearest
+        assert sheet.size == (LABEL_WIDTH + 9 * 32 + 2 * 8, 16 * 32)
     image = load_generator(str(out)).generate(["a bowl of beans"], seed=0)[0]
     assert image.size == (32, 32)
 
