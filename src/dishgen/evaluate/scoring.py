@@ -379,7 +379,7 @@ def dish_retrieval(index: DishIndex, descriptors: torch.Tensor, labels: torch.Te
     if per_image is not None:
         all_ranks = torch.full(labels.shape, -1, dtype=torch.long)
         all_ranks[matched] = ranks
-        distances = torch.cdist(descriptors.nan_to_num(float("inf")), index.prototypes)
+        distances = torch.cdist(descriptors.nan_to_num(0.0), index.prototypes)  # nan rows: reset below
         nearest = distances.argmin(1)
         nearest[descriptors.isnan().any(1)] = -1
         per_image.update(dish_rank=all_ranks, dish_label=labels, nearest_dish_label=nearest, dish_names=index.names)
