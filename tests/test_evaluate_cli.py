@@ -25,7 +25,9 @@ def test_cli_scores_a_folder_with_tiny_clip_features(tiny_dataset, tiny_clip_dir
                                  "dim": 32, "image_size": 32}
     (row,) = report["results"]
     assert set(row["metrics"]) == {"fid", "kid", "clip_score", "clip_cosine", "clip_score_rescaled", "memorization",
-                                   "spectral_distance", "edge_ratio", "grid_excess"}
+                                   "spectral_distance", "edge_ratio", "grid_excess", "dish_retrieval"}
+    # Baclava is a training dish: no image's caption is a test photo's, so dish retrieval says why it is empty.
+    assert row["metrics"]["dish_retrieval"]["value"] is None and row["metrics"]["dish_retrieval"]["skipped_images"] == 6
     assert "sd-images" in result.output and f"report: {out / 'report.md'}" in result.output
     assert (out / "report.md").is_file() and (out / "charts" / "metrics.png").is_file()
     listing = [json.loads(line) for line in open(row["per_image"], encoding="utf-8")]

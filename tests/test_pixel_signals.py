@@ -131,10 +131,11 @@ def test_offline_evaluation_without_any_network(tiny_dataset, tmp_path, fake_mod
     out = tmp_path / "report"
     report = evaluate(EvaluationConfig(data=tiny_dataset, out=out, models=[str(copier), str(noise)], bootstrap=20,
                                        progress=False, feature_backbone="none", images_per_caption=2))
-    assert report["metrics"] == ["memorization", "spectral", "edges", "grid"]
+    assert report["metrics"] == ["memorization", "spectral", "edges", "grid", "retrieval"]
     assert report["feature"]["backbone"] == "none"
     rows = {r["component"]: r["metrics"] for r in report["results"]}
-    (halves,) = report["references"]
+    leave_one_out, halves = report["references"]
+    assert set(leave_one_out["metrics"]) == {"dish_retrieval"}
     assert halves["component"] == "real test photos, half vs half, 32 px"
     assert set(halves["metrics"]) == {"spectral_distance", "edge_ratio", "grid_excess"}
     # The copier reproduces training photos (with a little noise): confirmed copies, spectrum and
@@ -152,7 +153,7 @@ def test_offline_evaluation_without_any_network(tiny_dataset, tmp_path, fake_mod
     assert "## Spectrum and edges detail" in md and "![spectrum](charts/spectrum.png)" in md
     grid = rows["noise"]["grid_excess"]
     assert grid["value"] == pytest.approx(grid["generated_grid"] - grid["real_grid"])
-    assert "| grid excess | N |" in md and "axis log ratio (generated / real)" in md
+    assert "| grid excess | dish top-1 ↑ | N |" in md and "axis log ratio (generated / real)" in md
     assert f"{grid['generated_grid']:+.2f} / {grid['real_grid']:+.2f}" in md
     assert (out / "charts" / "spectrum.png").is_file()
     listing = [json.loads(line) for line in (out / "per_image" / "copier.jsonl").read_text().splitlines()]

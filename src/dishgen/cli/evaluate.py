@@ -8,7 +8,7 @@ import click
 
 from dishgen.cli import parse_knobs
 
-METRIC_NAMES = ("fid", "kid", "clip-score", "clip-cosine", "memorization", "spectral", "edges", "grid")
+METRIC_NAMES = ("fid", "kid", "clip-score", "clip-cosine", "memorization", "spectral", "edges", "grid", "retrieval")
 
 
 def parse_metrics(value: str | None) -> tuple[str, ...] | None:
@@ -38,7 +38,8 @@ def parse_metrics(value: str | None) -> tuple[str, ...] | None:
 @click.option("--metrics", default=None, help=f"Comma-separated subset of {','.join(METRIC_NAMES)} (default: all).")
 @click.option("--feature-backbone", type=click.Choice(["clip", "dinov2", "inception", "none"]), default="clip",
               show_default=True,
-              help="Feature space of FID, KID and memorization; none: no network (spectral, edges, grid, memorization).")
+              help="Feature space of FID, KID and memorization; none: no network (spectral, edges, grid, retrieval, "
+                   "memorization).")
 @click.option("--feature-model", default=None,
               help="Hub id or local folder for clip/dinov2, or a local .pth weights file for inception.")
 @click.option("--clip-model", default="openai/clip-vit-large-patch14", show_default=True,
@@ -92,7 +93,7 @@ def evaluate(models, images, data, split, out, num_samples, images_per_caption, 
                  for key, name, scale in (("fid", "FID", 1), ("kid", "KIDx1e3", 1000), ("clip_score", "CLIPScore", 1),
                                           ("clip_cosine", "cos", 1), ("memorization", "mem", 1),
                                           ("spectral_distance", "spectral", 1), ("edge_ratio", "edges", 1),
-                                          ("grid_excess", "grid", 1))
+                                          ("grid_excess", "grid", 1), ("dish_retrieval", "dish@1", 1))
                  if key in row["metrics"]]
         click.echo(f"{row_label(row):<32} " + "  ".join(cells))
     click.echo(f"report: {Path(out) / 'report.md'}")

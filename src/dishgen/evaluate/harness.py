@@ -11,7 +11,9 @@ The story of one ``dishgen evaluate`` run:
 3. per model: generate the missing images (resumable), extract features, score, write the report.
    The backbone-free signals (spectrum, grid, edge energy, the near-copy test) are computed at each
    generated set's own size, with the real photos resized to it; the first set of a size also
-   adds a reference row: the real photos' two halves against each other.
+   adds a reference row: the real photos' two halves against each other. Dish retrieval ranks
+   each generated image's caption's dish by colour among the split's dishes, at one fixed size;
+   its reference row is the real photos, each left out of its dish's prototype.
 """
 
 from __future__ import annotations
@@ -32,8 +34,13 @@ from dishgen.evaluate.imagesets import ImageSet, folder_set, generate_set, real_
 from dishgen.evaluate.scoring import (
     CLIP_METRICS,
     PIXEL_METRICS,
+    RETRIEVAL_METRIC,
+    DishIndex,
     PixelStats,
     SetFeatures,
+    colour_descriptors,
+    dish_retrieval,
+    dish_retrieval_reference,
     pixel_stats,
     score,
     score_pixels,
@@ -42,7 +49,7 @@ from dishgen.evaluate.scoring import (
 
 log = logging.getLogger(__name__)
 
-METRICS = ("fid", "kid", "clip-score", "clip-cosine", "memorization", "spectral", "edges", "grid")
+METRICS = ("fid", "kid", "clip-score", "clip-cosine", "memorization", "spectral", "edges", "grid", "retrieval")
 NETWORK_METRICS = ("fid", "kid", "clip-score", "clip-cosine")  # need a pretrained network
 BACKBONE_FREE = ("none",)  # --feature-backbone none: no pretrained network at all
 
@@ -65,10 +72,11 @@ class EvaluationConfig:
         images_per_caption: images generated per caption (K).
         metrics: a subset of :data:`METRICS`; ``None`` is all of them, skipping those the data
             cannot support (memorization without a train split) with a warning, and those that
-            need a network when ``feature_backbone`` is ``none``.
+            need a network when ``feature_backbone`` is ``none``. ``retrieval`` (dish retrieval)
+            on a split with fewer than 2 named dishes is skipped with a note in the report.
         feature_backbone: ``clip``, ``dinov2`` or ``inception``: the space of FID, KID and
             memorization's nearest-photo search; ``none``: no pretrained network (spectral,
-            edges, grid and memorization in a thumbnail space, offline anywhere).
+            edges, grid, retrieval and memorization in a thumbnail space, offline anywhere).
         feature_model: hub id, folder or weights file for that backbone (default: its standard).
         clip_model: the CLIP model for CLIPScore (and for the ``clip`` backbone by default).
         seed: seeds generation, the subset, KID subsets and bootstrap resampling.
@@ -340,6 +348,12 @@ def evaluate(
                  "real_sizes": [list(s) for s in real.sizes[:5]], "n_train": len(train_set) if train_set else 0},
     )
     _add_references(report, real, real_f, train_set, train_f, metrics, config, device)
+    dishes = None
+    if RETRIEVAL_METRIC in metrics:
+        dishes = DishIndex.build(real, [rows[i].dish for i in real_rows], config.batch_size, config.progress)
+        if dishes.note:
+            log.warning("%s", dishes.note)
+        _add_retrieval_reference(report, dishes, config)
     pixels = _PixelCache(real, train_set if "memorization" in metrics else None, config)
     pixel_metrics = [m for m in metrics if m in PIXEL_METRICS or m == "memorization"]
 
@@ -362,10 +376,14 @@ def evaluate(
             warnings.append("no captions (no metadata.jsonl with 'text'): CLIP metrics skipped")
         for text in warnings:
             log.warning("%s: %s", entry.component, text)
-        per_image: dict[str, torch.Tensor] = {}
+        per_image: dict[str, Any] = {}
         result = score(real_f, fake_f, metrics, train=None if train_f is None or "memorization" not in metrics
                        else train_f.features, bootstrap=config.bootstrap, seed=config.seed, per_image=per_image,
                        device=device, real_pixels=real_px, fake_pixels=fake_px, train_pixels=train_px)
+        if dishes is not None:
+            result["dish_retrieval"] = _score_retrieval(dishes, entry, image_set, config, per_image)
+            if result["dish_retrieval"].get("note"):
+                warnings.append(result["dish_retrieval"]["note"])
         if "memorization" in result:
             for item in result["memorization"]["closest"]:
                 item["image"] = str(image_set.paths[item["index"]])
@@ -452,6 +470,37 @@ def _add_references(report, real, real_f, train_set, train_f, metrics, config, d
                                      "split": "train", "n_generated": n, "metrics": result,
                                      "note": f"real photos of the 'train' split scored as if generated, against the "
                                              f"{config.split!r} split: the FID/KID floor at this N"})
+
+
+def _score_retrieval(dishes: DishIndex, entry: Entry, image_set: ImageSet, config: EvaluationConfig,
+                     per_image: dict[str, Any]) -> dict[str, Any]:
+    """Dish retrieval of one set: a model's images take the dish of the row they were generated for
+    (K per row, caption-major); a folder's images the dish of the real photo whose caption they carry."""
+    if entry.kind == "model":
+        labels = dishes.labels.repeat_interleave(config.images_per_caption)
+    else:
+        labels = dishes.labels_for_captions(image_set.captions, len(image_set))
+    if dishes.note is None and image_set.captions is None:
+        return {"value": None, "ci": None, "skipped_images": len(image_set),
+                "note": "no captions (no metadata.jsonl with 'text'): dish retrieval skipped"}
+    scorable = dishes.note is None and bool((labels >= 0).any())
+    descriptors = colour_descriptors(image_set, config.batch_size, config.progress) if scorable else None
+    return dish_retrieval(dishes, descriptors, labels, bootstrap=config.bootstrap, seed=config.seed,
+                          per_image=per_image)
+
+
+def _add_retrieval_reference(report: dict, dishes: DishIndex, config: EvaluationConfig) -> None:
+    """The real photos' own dish retrieval, each photo left out of its dish's prototype."""
+    result = dish_retrieval_reference(dishes, bootstrap=config.bootstrap, seed=config.seed)
+    if result is None:
+        return
+    report["references"].append({
+        "component": f"real {config.split} photos, leave one out", "kind": "reference", "step": None,
+        "split": config.split, "n_generated": result["n"], "metrics": {"dish_retrieval": result},
+        "note": f"each real photo of the {config.split!r} split ranked by colour among its {result['dishes']} dishes, "
+                "against prototypes built without it (photos that are their dish's only one are left out: "
+                f"{result['left_out']}): optimistic, since a dish's photos are often the same plate from "
+                "other angles"})
 
 
 class _PixelCache:

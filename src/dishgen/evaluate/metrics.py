@@ -12,7 +12,11 @@ knows about files, models or the CLI, so each can be checked in isolation.
 - Memorization: nearest-training-image distances of generated images against the same distances
   for real held-out images. Whether an image is a near-copy is decided in pixel detail
   (:func:`dishgen.evaluate.pixels.near_copies`), not by a distance alone.
-- The backbone-free signals (spectrum, edge energy) live in :mod:`dishgen.evaluate.pixels`.
+- Retrieval: the rank of each image's own class (its caption's dish) among all classes, by the
+  distance from its embedding to each class's mean embedding (prototype), and the same for real
+  images against prototypes built without them (leave one out).
+- The backbone-free signals (spectrum, edge energy, colour histograms) live in
+  :mod:`dishgen.evaluate.pixels`.
 """
 
 from __future__ import annotations
@@ -207,6 +211,94 @@ def memorization_ratio(generated_distances: torch.Tensor, real_distances: torch.
     if real_median <= 0:
         return float("nan")
     return float(generated_distances.median()) / real_median
+
+
+# -- retrieval ----------------------------------------------------------------------------------
+def class_prototypes(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean embedding of each class.
+
+    Args:
+        embeddings: ``(N, D)``; rows of ``nan`` (no descriptor) are left out.
+        labels: ``(N,)`` class of each row in ``0 .. num_classes - 1``, or ``-1`` for none (left out).
+        num_classes: ``C``.
+
+    Returns:
+        ``(prototypes, counts)``: ``(C, D)`` float64 means (``nan`` for a class without a member)
+        and ``(C,)`` the members each mean was taken over.
+    """
+    keep = (labels >= 0) & ~embeddings.isnan().any(1)
+    members, classes = embeddings[keep].to(torch.float64), labels[keep]
+    sums = torch.zeros(num_classes, embeddings.shape[1], dtype=torch.float64).index_add_(0, classes, members)
+    counts = torch.bincount(classes, minlength=num_classes)
+    return sums / counts.unsqueeze(1), counts  # 0 / 0 = nan for an empty class
+
+
+def _rank_of_own(distances: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Other classes at least as close as the own class: ``(N, C)`` distances -> ``(N,)``."""
+    own = distances.gather(1, labels.unsqueeze(1))  # (N, 1)
+    return (distances <= own).sum(1) - 1
+
+
+def retrieval_ranks(queries: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    """The rank of each query's own class among all classes, by Euclidean distance to the prototypes.
+
+    The rank is the number of *other* classes whose prototype is at least as close to the query as
+    its own class's: 0 when its own class is the nearest (a top-1 hit), ``C - 1`` when it is the
+    farthest. Ties count against the query, so a descriptor that is equally far from every class
+    cannot score a hit. Classes whose prototype is ``nan`` (no member) are not ranked; a query
+    whose embedding is ``nan`` (an image with no descriptor) gets the worst rank.
+
+    Args:
+        queries: ``(N, D)`` embeddings.
+        labels: ``(N,)`` each query's own class, which must have a prototype.
+        prototypes: ``(C, D)`` from :func:`class_prototypes`.
+
+    Returns:
+        ``(N,)`` long ranks in ``0 .. C' - 1``, ``C'`` the classes with a prototype. Chance (a
+        random class order) gives a mean rank of ``(C' - 1) / 2``.
+    """
+    ranked = ~prototypes.isnan().any(1)
+    if labels.numel() and ((labels < 0).any() or not ranked[labels].all()):
+        raise ValueError("every query's class must have a prototype (a label >= 0 with at least one member)")
+    distances = torch.cdist(queries.to(torch.float64), prototypes.nan_to_num(0.0),
+                            compute_mode="donot_use_mm_for_euclid_dist")  # (N, C), exact
+    distances[:, ~ranked] = float("inf")
+    ranks = _rank_of_own(distances, labels)
+    ranks[queries.isnan().any(1)] = int(ranked.sum()) - 1
+    return ranks
+
+
+def leave_one_out_ranks(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """:func:`retrieval_ranks` of each embedding against prototypes built without it.
+
+    The embedding's own class prototype is the mean of the class's *other* members; every other
+    class keeps its full prototype. All classes with a member are ranked.
+
+    Args:
+        embeddings: ``(N, D)``.
+        labels: ``(N,)`` classes in ``0 .. num_classes - 1``, or ``-1`` for none.
+        num_classes: ``C``.
+
+    Returns:
+        ``(N,)`` long ranks; ``-1`` for a row that cannot be ranked: no class, a ``nan`` embedding,
+        or the only member of its class (without it, its class has no prototype to be found by).
+    """
+    prototypes, counts = class_prototypes(embeddings, labels, num_classes)
+    x = embeddings.to(torch.float64)
+    usable = (labels >= 0) & ~x.isnan().any(1)
+    usable &= counts[labels.clamp(min=0)] >= 2
+    ranks = torch.full(labels.shape, -1, dtype=torch.long)
+    if not usable.any():
+        return ranks
+    x, own = x[usable], labels[usable]
+    n = counts[own].to(torch.float64).unsqueeze(1)  # (M, 1)
+    without = (prototypes[own] * n - x) / (n - 1)  # the own class's mean without this member
+    distances = torch.cdist(x, prototypes.nan_to_num(0.0), compute_mode="donot_use_mm_for_euclid_dist")
+    distances[:, counts == 0] = float("inf")
+    distances.scatter_(1, own.unsqueeze(1), (x - without).norm(dim=1, keepdim=True))
+    ranks[usable] = _rank_of_own(distances, own)
+    return ranks
 
 
 # -- uncertainty --------------------------------------------------------------------------------

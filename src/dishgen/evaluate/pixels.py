@@ -30,6 +30,13 @@ artefacts (too much) and stripes aligned with the pixel grid.
   matches nothing, so it is not called a copy however close it is in another space.
 - **Thumbnails**: 16 px colour images, mean-centred: the backbone-free space in which the nearest
   training photos are searched when no feature network is loaded.
+- **Colour histogram** (dish retrieval, a caption-fidelity signal): the joint RGB histogram of the
+  dish's pixels (not near-white, no erosion: a thin garnish counts), 4 bins per channel (64 bins),
+  L1-normalised and square-rooted: the *Hellinger embedding*, in which the Euclidean distance between
+  two images is the Hellinger distance between their colour distributions (up to a factor sqrt 2).
+  It is computed at one fixed size, :data:`DESCRIPTOR_SIZE`, for every set (see
+  :func:`colour_histograms`). It sees colour, not shape: a brown salad is far from the salads, a
+  green one near them whatever its form.
 """
 
 from __future__ import annotations
@@ -54,6 +61,10 @@ COPY_CANDIDATES = 5  # nearest training photos (feature or thumbnail space) give
 COPY_DETAIL_COSINE = 0.7
 # ... and has at least this share of that photo's detail energy (a blurry average has about 0.2).
 COPY_DETAIL_ENERGY = 0.5
+COLOUR_BINS = 4  # per channel: a joint RGB histogram of 4 ** 3 = 64 bins
+# px: every set's colour histograms are computed at this size, whatever the generated size, so that
+# models of different resolutions are ranked against the same dish prototypes.
+DESCRIPTOR_SIZE = 64
 
 
 def luma(images: torch.Tensor) -> torch.Tensor:
@@ -343,3 +354,37 @@ def near_copies(detail_cosine: torch.Tensor, energy_ratio: torch.Tensor) -> torc
     average may sit close to everything in a pixel or feature space; it fails both tests.
     """
     return (detail_cosine >= COPY_DETAIL_COSINE) & (energy_ratio >= COPY_DETAIL_ENERGY)
+
+
+# -- colour histogram (dish retrieval) ----------------------------------------------------------
+def colour_histograms(images: torch.Tensor, bins: int = COLOUR_BINS) -> torch.Tensor:
+    """The Hellinger-embedded joint RGB histogram of the dish of each image.
+
+    Every pixel of the dish (:func:`foreground_mask` with ``erode=0``: all pixels that are not
+    near-white) falls in one of ``bins ** 3`` cells of the RGB cube (``bins`` equal intervals of
+    0-255 per channel); the counts are divided by the number of dish pixels (L1 normalisation)
+    and square-rooted. So every descriptor has unit Euclidean norm, and the Euclidean distance
+    between two descriptors is ``sqrt 2`` times the Hellinger distance between the two colour
+    distributions: 0 for the same colours, ``sqrt 2`` for colours that share no cell. The square
+    root keeps a large cell (a plate's worth of one colour) from drowning the small ones that tell
+    dishes apart (the green of a salad's leaves beside its tomato).
+
+    Args:
+        images: uint8 ``(B, 3, H, W)``.
+        bins: intervals per channel.
+
+    Returns:
+        ``(B, bins ** 3)`` float64, cell index ``(r * bins + g) * bins + b``. An image with no dish
+        pixel at all (blank white) has no colour to compare: its row is ``nan`` (the ranking
+        counts it as a miss, see :func:`dishgen.evaluate.metrics.retrieval_ranks`).
+    """
+    if images.ndim != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
+        raise ValueError(f"images must be a uint8 (B, 3, H, W) batch, got {images.dtype} {tuple(images.shape)}")
+    mask = foreground_mask(images, erode=0).flatten(1).to(torch.float64)  # (B, H * W)
+    cell = images.long() * bins // 256  # (B, 3, H, W), each channel in 0 .. bins - 1
+    index = ((cell[:, 0] * bins + cell[:, 1]) * bins + cell[:, 2]).flatten(1)  # (B, H * W)
+    counts = torch.zeros(images.shape[0], bins**3, dtype=torch.float64).scatter_add_(1, index, mask)
+    total = counts.sum(1, keepdim=True)
+    histograms = (counts / total.clamp(min=1)).sqrt()
+    histograms[total[:, 0] == 0] = float("nan")
+    return histograms

@@ -2,8 +2,8 @@
 
 ``report.md`` keeps the original project's table layout (component, step, FID, CLIPScore, CLIP
 cosine) and adds KID, the original "(cos + 1) / 2 * 100" score, memorization, the backbone-free
-spectral distance, edge ratio and grid excess, N and a 95% bootstrap interval for every number. Every number
-in the Markdown is a rounding of the JSON.
+spectral distance, edge ratio, grid excess and dish retrieval, N and a 95% bootstrap interval for every
+number. Every number in the Markdown is a rounding of the JSON.
 """
 
 from __future__ import annotations
@@ -27,13 +27,16 @@ COLUMNS = (
     ("spectral_distance", "spectral ↓", 1.0, 3, "lower"),
     ("edge_ratio", "edge ratio", 1.0, 3, "about 1"),
     ("grid_excess", "grid excess", 1.0, 3, "about 0"),
+    ("dish_retrieval", "dish top-1 ↑", 1.0, 3, "higher"),
 )
-CHART_METRICS = ("fid", "kid", "clip_score", "memorization", "spectral_distance", "edge_ratio", "grid_excess")
+CHART_METRICS = ("fid", "kid", "clip_score", "memorization", "spectral_distance", "edge_ratio", "grid_excess",
+                 "dish_retrieval")
 TITLES = {"fid": "FID (lower is better)", "kid": "KID ×10³ (lower is better)",
           "clip_score": "CLIPScore (higher is better)", "memorization": "memorization ratio (about 1 is healthy)",
           "clip_cosine": "CLIP cosine", "clip_score_rescaled": "(cos + 1) / 2 × 100",
           "spectral_distance": "spectral distance (lower is better)", "edge_ratio": "edge-energy ratio (1 is ideal)",
-          "grid_excess": "grid excess (about 0 is ideal)"}
+          "grid_excess": "grid excess (about 0 is ideal)",
+          "dish_retrieval": "dish retrieval top-1 (higher is better)"}
 
 
 def new_report(*, config: dict, metrics: list[str], feature: dict, clip_model: str | None, dataset: dict) -> dict:
@@ -81,7 +84,8 @@ def table(rows: list[dict]) -> str:
 
 
 def write_per_image(path: Path, image_set, per_image: dict, train_set=None) -> str:
-    """One JSON line per scored image: file, caption, CLIP cosine, nearest training photo.
+    """One JSON line per scored image: file, caption, CLIP cosine, nearest training photo, the
+    rank of its caption's dish by colour and the dish its colours are nearest to.
 
     Sorted by CLIP cosine (worst first) when there is one, so the captions a model fails on
     come first.
@@ -102,6 +106,12 @@ def write_per_image(path: Path, image_set, per_image: dict, train_set=None) -> s
             row["near_copy"] = bool(per_image["near_copy"][i])
             row["detail_cosine"] = round(float(per_image["detail_cosine"][i]), 4)
             row["copy_match_image"] = str(train_set.paths[int(per_image["copy_match_index"][i])])
+        if "dish_rank" in per_image:
+            names, label, nearest = per_image["dish_names"], int(per_image["dish_label"][i]), \
+                int(per_image["nearest_dish_label"][i])
+            rank = int(per_image["dish_rank"][i])
+            row.update(dish=names[label] if label >= 0 else None, dish_rank=rank if rank >= 0 else None,
+                       nearest_dish=names[nearest] if nearest >= 0 else None)
         rows.append(row)
     if "clip_cosine" in per_image:
         rows.sort(key=lambda r: r["clip_cosine"])
@@ -130,6 +140,8 @@ def markdown(report: dict, charts: list[Path], grid: Path | None, pairs: Path | 
         "- features: **none** (no pretrained network; memorization searches 16 px thumbnails)",
         "- spectral distance, edge ratio, grid excess and the near-copy test: computed at each generated set's own size, "
         "the real photos resized to it (no network)",
+        *(["- dish retrieval: 64-bin colour histograms of the dish at 64 px, each generated image against the mean of "
+            "every dish's real photos of the split (no network)"] if "retrieval" in report["metrics"] else []),
         f"- CLIP for CLIPScore: `{report['clip_model']}`" if report.get("clip_model") else "- CLIP metrics: not computed",
         f"- intervals: 95% bootstrap, {report['bootstrap']['resamples']} resamples; seed {report['config'].get('seed')}",
         f"- created {report['created']} by dishgen {report['dishgen_version']}", "",
@@ -161,6 +173,11 @@ def markdown(report: dict, charts: list[Path], grid: Path | None, pairs: Path | 
         "vertical stripes aligned with the pixel grid, which the radial spectrum averages away (log 10 = 2.3: ten "
         "times the photos' axis power). A period-2 checkerboard lives in the spectrum's corners, not on its axes: "
         "the spectral distance's high band flags it.",
+        "- dish top-1 is the share of generated images whose colours (a 64-bin RGB histogram of the dish, Hellinger "
+        "distance) are nearer to the mean of the real photos of their caption's dish than to any other dish's; the "
+        "detail table adds top-5 and the mean rank (0 = own dish nearest) beside their chance levels. It sees "
+        "colour, not shape; the *leave one out* reference row is optimistic (a dish's photos are often the same "
+        "plate from other angles).",
         "- see docs/evaluate.md for details.", "",
     ]
     pixel_rows = [r for r in report["references"] + report["results"]
@@ -187,6 +204,7 @@ def markdown(report: dict, charts: list[Path], grid: Path | None, pairs: Path | 
                   "above 1/3 cycles per pixel; `charts/spectrum.png` shows it per radius. The axis log ratio is each set's mean "
                   "log(power on the spectrum's axes / power off them at the same radius) above 1/8 cycles per pixel; "
                   "the grid excess is their difference.", ""]
+    lines += retrieval_detail(report)
     mem_rows = [r for r in report["results"] if "memorization" in r["metrics"]]
     if mem_rows:
         lines += ["## Memorization detail", "",
@@ -212,6 +230,31 @@ def markdown(report: dict, charts: list[Path], grid: Path | None, pairs: Path | 
             lines += ["", f"![samples]({grid.name})"]
         lines.append("")
     return "\n".join(lines)
+
+
+def retrieval_detail(report: dict) -> list[str]:
+    """The *dish retrieval detail* section of ``report.md`` (no lines when no row has the metric)."""
+    rows = [r for r in report["references"] + report["results"]
+            if (r["metrics"].get("dish_retrieval") or {}).get("value") is not None]
+    if not rows:
+        return []
+    lines = ["## Dish retrieval detail", "",
+             "| component | step | top-1 ↑ | top-5 ↑ | mean rank ↓ | chance (top-1 / top-5 / mean rank) | dishes "
+             "| images ranked (skipped) |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        m = r["metrics"]["dish_retrieval"]
+        chance = m["chance"]
+        skipped = m.get("skipped_images", m.get("left_out", 0))
+        lines.append(" | ".join([
+            f"| {r['component']}", "—" if r.get("step") is None else str(r["step"]), format_cell(m, 1.0, 3),
+            format_cell(m["top5"], 1.0, 3), format_cell(m["mean_rank"], 1.0, 1),
+            f"{chance['top1']:.3f} / {chance['top5']:.3f} / {chance['mean_rank']:.1f}", str(m["dishes"]),
+            f"{m['n']} ({skipped}) |"]))
+    return lines + ["", "Each image's colour histogram (the dish's pixels, 4 bins per RGB channel, at "
+                    f"{rows[0]['metrics']['dish_retrieval']['image_size']} px) is compared with every dish's "
+                    "prototype, the mean histogram of that dish's real photos; its rank is the number of other "
+                    "dishes at least as near as its caption's dish. Skipped: images whose caption is no real "
+                    "photo's (for the leave-one-out row: photos that are their dish's only one).", ""]
 
 
 def write_report(report: dict, out: Path, *, captions: list[str] | None = None,
@@ -272,6 +315,15 @@ def _reference_line(report: dict, key: str) -> tuple[float, str] | None:
     return None
 
 
+def _chance_line(report: dict, key: str) -> float | None:
+    """The chance level of a retrieval accuracy (the first row's; every row ranks the same dishes)."""
+    for row in report["results"]:
+        chance = (row["metrics"].get(key) or {}).get("chance")
+        if chance:
+            return chance["top1"]
+    return None
+
+
 def bar_chart(report: dict, path: Path) -> Path | None:
     """One panel per metric, one bar per row (a sweep's last step), 95% intervals as error bars."""
     latest: dict[str, dict] = {}
@@ -296,9 +348,12 @@ def bar_chart(report: dict, path: Path) -> Path | None:
         for i, value in enumerate(values):
             ax.text(value + errors[1][i], i, f"  {value:.0f}" if abs(value) >= 100 else f"  {value:.3g}",
                     va="center", ha="left", fontsize=8)
-        ref = _reference_line(report, key)
+        ref, chance = _reference_line(report, key), _chance_line(report, key)
         if ref:
             ax.axvline(ref[0], color="black", linestyle="--", linewidth=1, label=ref[1])
+        if chance is not None:
+            ax.axvline(chance, color="grey", linestyle=":", linewidth=1, label="chance")
+        if ref or chance is not None:
             ax.legend(fontsize=7, loc="lower right")
         ax.set_yticks(list(y), labels if ax is axes[0][0] else [""] * len(rows), fontsize=8)
         ax.invert_yaxis()
@@ -334,9 +389,11 @@ def progress_chart(report: dict, path: Path) -> Path | None:
         if key in ("memorization", "edge_ratio") and all(
                 v[1] > 0 for rows in series.values() for r in rows if (v := _value(r, key))):
             ax.set_yscale("log")  # a ratio: 0.1 and 10 are equally far from 1
-        ref = _reference_line(report, key)
+        ref, chance = _reference_line(report, key), _chance_line(report, key)
         if ref:
             ax.axhline(ref[0], color="black", linestyle="--", linewidth=1, label=ref[1])
+        if chance is not None:
+            ax.axhline(chance, color="grey", linestyle=":", linewidth=1, label="chance")
         ax.set_title(TITLES[key], fontsize=9)
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)

@@ -3,8 +3,11 @@
 :func:`set_features` runs the feature network and CLIP over an image set in batches;
 :func:`score` turns the features of a generated set and of the real reference into the report's
 numbers, each with its bootstrap interval. :func:`pixel_stats` computes the backbone-free
-statistics of a set at one size (spectra, edge energy, grid, thumbnails, detail maps). The formulas
-themselves live in :mod:`dishgen.evaluate.metrics` and :mod:`dishgen.evaluate.pixels`.
+statistics of a set at one size (spectra, edge energy, grid, thumbnails, detail maps).
+:class:`DishIndex` holds the real photos' colour histograms by dish, against which
+:func:`dish_retrieval` ranks generated images (and :func:`dish_retrieval_reference` the real photos
+themselves, leaving each out). The formulas themselves live in :mod:`dishgen.evaluate.metrics` and
+:mod:`dishgen.evaluate.pixels`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from dishgen.evaluate.imagesets import ImageSet, load_batch
 
 CLIP_METRICS = ("clip-score", "clip-cosine")
 PIXEL_METRICS = ("spectral", "edges", "grid")  # need no network at all
+RETRIEVAL_METRIC = "retrieval"  # needs no network either; computed at pixels.DESCRIPTOR_SIZE, not per size
+RETRIEVAL_TOP_K = 5  # the second accuracy reported besides top-1
 
 
 @dataclass
@@ -257,3 +262,143 @@ def memorization(
                      "distance": float(gen_d[i]), "detail_cosine": float(cosine[i]),
                      "energy_ratio": float(energy_ratio[i]), "near_copy": bool(copies[i])} for i in order],
     }
+
+
+# -- dish retrieval -----------------------------------------------------------------------------
+def colour_descriptors(image_set: ImageSet, batch_size: int = 64, progress: bool = False) -> torch.Tensor:
+    """Decode ``image_set`` at :data:`~dishgen.evaluate.pixels.DESCRIPTOR_SIZE` px (the one resize
+    path) and compute each image's colour histogram: ``(N, 64)``, ``nan`` rows for images with no dish."""
+    from tqdm.auto import tqdm
+
+    parts = []
+    starts = range(0, len(image_set), batch_size)
+    for start in tqdm(starts, desc=f"colours {image_set.name}", unit="batch", disable=not progress):
+        parts.append(P.colour_histograms(load_batch(image_set.paths[start : start + batch_size], P.DESCRIPTOR_SIZE)))
+    return torch.cat(parts)
+
+
+@dataclass
+class DishIndex:
+    """The real photos' colour histograms grouped by dish: what dish retrieval ranks against.
+
+    Attributes:
+        names: the dishes that have a prototype, sorted.
+        labels: ``(N_real,)`` each real photo's dish (index into ``names``), ``-1`` for none.
+        descriptors: ``(N_real, 64)`` the real photos' colour histograms.
+        prototypes: ``(D, 64)`` the mean histogram of each dish's photos.
+        by_caption: caption -> dish, for the captions of the real photos that name one dish only.
+        note: why retrieval is skipped (fewer than 2 dishes with a name and a photo), else ``None``.
+    """
+
+    names: list[str]
+    labels: torch.Tensor
+    descriptors: torch.Tensor
+    prototypes: torch.Tensor
+    by_caption: dict[str, int]
+    note: str | None = None
+
+    @classmethod
+    def build(cls, real: ImageSet, dishes: list[str], batch_size: int = 64, progress: bool = False) -> DishIndex:
+        """Index the real photos of ``real``, ``dishes[i]`` the dish of photo ``i`` (``""``: unnamed).
+
+        A dish counts when it has a name and at least one photo with dish pixels (a blank photo
+        has no colour). With fewer than 2 such dishes, the index is empty and says why in ``note``.
+        """
+        empty = torch.empty(0, P.COLOUR_BINS**3)
+        named = sorted(set(dishes) - {""})
+        descriptors = colour_descriptors(real, batch_size, progress) if len(named) >= 2 else empty
+        if len(named) >= 2:  # only dishes with a photo that has dish pixels get a prototype
+            has_colour = (~descriptors.isnan().any(1)).tolist()
+            named = sorted({d for d, ok in zip(dishes, has_colour, strict=True) if d and ok})
+        if len(named) < 2:
+            note = (f"dish retrieval skipped: the {real.name} has {len(named)} named dish(es) with a non-blank "
+                    "photo (the rows' 'dish' field); ranking a picture's dish needs at least 2")
+            return cls(named, torch.full((len(dishes),), -1), empty, empty, {}, note)
+        number = {d: i for i, d in enumerate(named)}
+        labels = torch.tensor([number.get(d, -1) for d in dishes])
+        prototypes, _ = M.class_prototypes(descriptors, labels, len(named))
+        captions: dict[str, set[int]] = {}
+        for caption, label in zip(real.captions or [], labels.tolist(), strict=False):
+            if label >= 0:
+                captions.setdefault(caption.strip(), set()).add(label)
+        by_caption = {c: next(iter(found)) for c, found in captions.items() if len(found) == 1}
+        return cls(named, labels, descriptors, prototypes, by_caption)
+
+    def labels_for_captions(self, captions: list[str] | None, count: int) -> torch.Tensor:
+        """The dish of each of ``count`` images from its caption; ``-1`` where the caption is not one of
+        the real photos' captions (or names two dishes), or where there are no captions."""
+        if captions is None:
+            return torch.full((count,), -1)
+        return torch.tensor([self.by_caption.get(c.strip(), -1) for c in captions])
+
+
+def _retrieval_summary(ranks: torch.Tensor, num_dishes: int, *, bootstrap: int, seed: int) -> dict[str, Any]:
+    """Top-1 (the ``value``), top-5 and mean rank of ``ranks``, each with a percentile bootstrap interval."""
+    k = RETRIEVAL_TOP_K
+    statistics = {"top1": lambda r: float((r == 0).double().mean()),
+                  f"top{k}": lambda r: float((r < k).double().mean()),
+                  "mean_rank": lambda r: float(r.double().mean())}
+    found = {}
+    for name, statistic in statistics.items():
+        low, high = M.bootstrap_ci(statistic, [ranks], n_resamples=bootstrap, seed=seed)
+        found[name] = {"value": statistic(ranks), "ci": _interval(low, high)}
+    return {
+        **found.pop("top1"), **found, "n": int(ranks.numel()), "dishes": num_dishes,
+        "chance": {"top1": 1 / num_dishes, f"top{k}": min(k, num_dishes) / num_dishes,
+                   "mean_rank": (num_dishes - 1) / 2},
+        "image_size": P.DESCRIPTOR_SIZE,
+    }
+
+
+def dish_retrieval(index: DishIndex, descriptors: torch.Tensor, labels: torch.Tensor, *, bootstrap: int = 200,
+                   seed: int = 0, per_image: dict[str, Any] | None = None) -> dict[str, Any]:
+    """How well each generated image's colours point to its caption's dish among all dishes.
+
+    Args:
+        index: the real photos by dish.
+        descriptors: ``(N, 64)`` colour histograms of the generated images.
+        labels: ``(N,)`` each image's dish (from its caption's row), ``-1`` where unknown: those
+            images are skipped and counted.
+        bootstrap: resamples per interval (over the ranked images; the prototypes stay fixed).
+        seed: seeds the resampling.
+        per_image: if given, filled with ``dish_rank`` (``-1``: not ranked), ``dish_label`` and
+            ``nearest_dish_label`` (``-1``: none) and the ``dish_names`` they index.
+
+    Returns:
+        ``{"value": top-1 accuracy, "ci", "top5": {"value", "ci"}, "mean_rank": {"value", "ci"},
+        "n", "dishes", "chance": {...}, "skipped_images", "images_without_dish", "image_size"}``;
+        ``{"value": None, "ci": None, "note": why}`` when nothing can be ranked.
+    """
+    if index.note:
+        return {"value": None, "ci": None, "note": index.note}
+    matched = labels >= 0
+    if not matched.any():
+        return {"value": None, "ci": None, "skipped_images": len(labels),
+                "note": "dish retrieval skipped: no image's caption is the caption of a real photo with a dish"}
+    ranks = M.retrieval_ranks(descriptors[matched], labels[matched], index.prototypes)
+    if per_image is not None:
+        all_ranks = torch.full(labels.shape, -1, dtype=torch.long)
+        all_ranks[matched] = ranks
+        distances = torch.cdist(descriptors.nan_to_num(0.0), index.prototypes)  # nan rows: reset below
+        nearest = distances.argmin(1)
+        nearest[descriptors.isnan().any(1)] = -1
+        per_image.update(dish_rank=all_ranks, dish_label=labels, nearest_dish_label=nearest, dish_names=index.names)
+    return {**_retrieval_summary(ranks, len(index.names), bootstrap=bootstrap, seed=seed),
+            "skipped_images": int((~matched).sum()),
+            "images_without_dish": int(descriptors[matched].isnan().any(1).sum())}
+
+
+def dish_retrieval_reference(index: DishIndex, *, bootstrap: int = 200, seed: int = 0) -> dict[str, Any] | None:
+    """Dish retrieval of the real photos themselves, each against prototypes built without it.
+
+    Photos that are their dish's only photo are left out (without them their dish has no
+    prototype) and counted in ``left_out``. ``None`` when no photo can be ranked.
+    """
+    if index.note:
+        return None
+    ranks = M.leave_one_out_ranks(index.descriptors, index.labels, len(index.names))
+    ranked = ranks >= 0
+    if not ranked.any():
+        return None
+    return {**_retrieval_summary(ranks[ranked], len(index.names), bootstrap=bootstrap, seed=seed),
+            "left_out": int((~ranked).sum())}
