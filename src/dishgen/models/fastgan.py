@@ -389,3 +389,21 @@ def reconstruction_loss(whole: torch.Tensor, part: torch.Tensor, real: torch.Ten
     target_whole = F.avg_pool2d(real, 2)  # (B, 3, R/2, R/2)
     target_part = quarter(real, part_index)  # (B, 3, R/2, R/2)
     return F.mse_loss(whole.float(), target_whole.float()) + F.mse_loss(part.float(), target_part.float())
+
+
+def mode_seeking_loss(fake_a: torch.Tensor, fake_b: torch.Tensor, z_a: torch.Tensor, z_b: torch.Tensor,
+                      eps: float = 1e-5) -> torch.Tensor:
+    """MSGAN's mode-seeking term (Mao et al. 2019): small when two fakes of one caption drawn from
+    different noise differ as much as their noise does.
+
+    Args:
+        fake_a, fake_b: ``(P, 3, R, R)`` pairs of fakes with the same captions.
+        z_a, z_b: ``(P, z_dim)`` their noise.
+        eps: keeps the ratio's inverse finite.
+
+    Returns:
+        The mean over pairs of ``1 / (mean |fake_a - fake_b| / mean |z_a - z_b| + eps)``.
+    """
+    image_distance = (fake_a - fake_b).abs().flatten(1).mean(1)
+    z_distance = (z_a - z_b).abs().mean(1)
+    return (1 / (image_distance / z_distance + eps)).mean()

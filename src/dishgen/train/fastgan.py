@@ -99,6 +99,10 @@ class FastGANTrainConfig:
     recon_weight: float = checked(1.0, min=0, text="at least 0 (0 turns D's reconstruction off)")
     # share of the fake side given to real images with another caption; 0 = off
     mismatch_weight: float = checked(0.0, min=0, max=1, max_open=True)
+    # mode seeking (MSGAN, Mao et al. 2019): half the fakes repeat the other half's captions with other
+    # noise, and G is pushed to make such pairs differ (weight of 1 / (image distance / z distance));
+    # counters one look per caption, which a strong caption term (mismatch_weight) brings on. 0 = off
+    diversity_weight: float = checked(0.0, min=0)
     # R1 weight (gamma / 2 * ||grad||^2), StyleGAN2-ADA's 2e-4 * R^2 / batch at 128 px, batch 8. Without
     # it every setting tried collapsed to one template with 1-3 px stripes by step 500 (docs/fastgan.md).
     r1_gamma: float = checked(0.5, min=0, text="at least 0 (0 turns R1 off)")
@@ -235,35 +239,47 @@ def _train_step(step: int, config, session: GanRun, nets: GanNetworks, batches: 
     c = batches.c_all[idx]  # (B, c_dim)
     z = torch.randn(real.shape[0], config.z_dim, generator=rng, device=device)
     part = int(torch.randint(4, (1,), generator=rng, device=device))  # the quarter D rebuilds
-    d = _discriminator_step(step, real, z, c, part, config, session, nets, rng)
-    loss_G, grad_norm_G = generator_step(d["fake"], c, config, nets, session.accelerator, session.device, rng)
+    c_fake = c
+    if config.diversity_weight > 0 and len(c) >= 2:  # pairs (i, i + h) share a caption, not a z
+        h = len(c) // 2
+        c_fake = torch.cat([c[:h], c[:h], c[2 * h:]])
+    d = _discriminator_step(step, real, z, c, part, config, session, nets, rng, c_fake=c_fake)
+    loss_div = None
+    if c_fake is not c:
+        loss_div = config.diversity_weight * fastgan.mode_seeking_loss(d["fake"][:h], d["fake"][h:2 * h], z[:h], z[h:2 * h])
+    loss_G, grad_norm_G = generator_step(d["fake"], c_fake, config, nets, session.accelerator, session.device, rng,
+                                         extra_loss=loss_div)
     decay = min(config.ema_decay, (1 + step) / (10 + step)) if config.ema_rampup else config.ema_decay
     ema_update(nets.G_ema, nets.G, decay)
     check_finite(step, {"loss_D": float(d["loss_D"].detach()), "loss_G": float(loss_G.detach())}, session.run)
     values = {"loss_D": float(d["loss_D_adv"]), "loss_G": float(loss_G.detach()),
               "loss_D_real": float(d["loss_real"].detach()), "loss_D_fake": float(d["loss_fake"].detach()),
               "loss_recon": float(d["loss_recon"].detach()), "loss_D_mismatch": float(d["loss_mismatch"].detach()),
+              "loss_G_diversity": float(loss_div.detach()) if loss_div is not None else 0.0,
               "logits_real": float(d["real_logits"].detach().mean()),
               "logits_fake": float(d["fake_logits"].detach().mean()),
               "grad_norm_D": d["grad_norm_D"], "grad_norm_G": grad_norm_G}
     return values, d["r1"], decay
 
 
-def _discriminator_step(step: int, real, z, c, part: int, config, session: GanRun, nets: GanNetworks, rng):
+def _discriminator_step(step: int, real, z, c, part: int, config, session: GanRun, nets: GanNetworks, rng,
+                        c_fake=None):
     """D's update: hinge on real vs fake, D's reconstruction of the augmented real images it judged,
-    optional mismatched captions and lazy R1. The fakes keep their graph for the G step.
+    optional mismatched captions and lazy R1. The fakes keep their graph for the G step. The fakes
+    are drawn for ``c_fake`` (default ``c``, the real images' captions).
 
     Returns the fakes and the losses, logits and gradient norm to log (``r1``: ``None`` without R1).
     """
     G, D, device, policy, R, B = nets.G, nets.D, session.device, config.augment, config.resolution, real.shape[0]
     with nets.autocast():
-        fake = G(z, c, G.draw_noise(B, rng, device) if G.config.noise else None)
+        c_fake = c if c_fake is None else c_fake
+        fake = G(z, c_fake, G.draw_noise(B, rng, device) if G.config.noise else None)
         pair = apply_params(torch.cat([real, fake.detach().to(real.dtype)]),
                             sample_params(2 * B, R, R, policy, rng, device))
         # Real and fake in separate batches: D's batch-norms never mix their statistics.
         h_real, maps = D.features(pair[:B])  # (B, C, 8, 8)
         h_fake, _ = D.features(pair[B:])
-        real_logits, fake_logits = D.logits(h_real, c), D.logits(h_fake, c)
+        real_logits, fake_logits = D.logits(h_real, c), D.logits(h_fake, c_fake)
         loss_real, loss_fake = cgan.d_hinge_loss(real_logits, fake_logits)
         loss_recon = torch.zeros((), device=device)
         if config.recon_weight > 0:
@@ -291,7 +307,7 @@ def _discriminator_step(step: int, real, z, c, part: int, config, session: GanRu
 
 
 PLOT_GROUPS = {
-    "losses": ["loss_D", "loss_G", "loss_D_real", "loss_D_fake", "loss_D_mismatch"],
+    "losses": ["loss_D", "loss_G", "loss_D_real", "loss_D_fake", "loss_D_mismatch", "loss_G_diversity"],
     "reconstruction": ["loss_recon"],
     "logits": ["logits_real", "logits_fake"],
     "grad_norms": ["grad_norm_D", "grad_norm_G"],

@@ -99,9 +99,10 @@ def lazy_r1(D, real: torch.Tensor, c: torch.Tensor, config, rng: torch.Generator
 
 
 def generator_step(fake: torch.Tensor, c: torch.Tensor, config, nets, accelerator, device,
-                   rng: torch.Generator) -> tuple[torch.Tensor, float]:
+                   rng: torch.Generator, extra_loss: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
     """G's update in both GANs: fool the just-updated D with the same fakes (G has not changed
-    since they were drawn), freshly augmented. Returns the loss and G's gradient norm."""
+    since they were drawn), freshly augmented, plus ``extra_loss`` (a term on the same fakes, such
+    as FastGAN's mode seeking) when given. Returns the adversarial loss and G's gradient norm."""
     from dishgen.models.augment import apply_params, sample_params
     from dishgen.models.cgan import g_hinge_loss
 
@@ -109,6 +110,7 @@ def generator_step(fake: torch.Tensor, c: torch.Tensor, config, nets, accelerato
     nets.D.requires_grad_(False)
     with nets.autocast():
         loss_G = g_hinge_loss(nets.D(apply_params(fake, sample_params(len(fake), R, R, config.augment, rng, device)), c))
-    grad_norm_G = update(nets.G, nets.opt_G, nets.scaler_G, loss_G, accelerator, config.grad_clip)
+    total = loss_G if extra_loss is None else loss_G + extra_loss
+    grad_norm_G = update(nets.G, nets.opt_G, nets.scaler_G, total, accelerator, config.grad_clip)
     nets.D.requires_grad_(True)
     return loss_G, grad_norm_G
