@@ -157,15 +157,22 @@ def evaluation_table(report_path: Path, run: Path) -> list[str]:
         raise SystemExit(f"{report_path} has no row for {run} (its rows: {have}); run `dishgen evaluate --model {run}`")
     row = rows[-1]
     header = ["| images | spectral distance ↓ | edge ratio (1 = photos) | grid excess (0 = photos) | "
-              "memorization (1 = photos) | near copies | N |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    lines = []
+              "memorization (1 = photos) | near copies | dish top-1 ↑ (colour) | dish mean rank ↓ | N |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines, chance = [], None
     for r in [row, *report.get("references", [])]:
         m = r.get("metrics", {})
         mem = m.get("memorization")
         copies = f"{mem['near_copies']} ({100 * mem['near_copy_rate']:.1f} %)" if mem else "—"
         name = "this model" + (f" (step {r['step']})" if r.get("step") is not None else "") if r is row else r["component"]
+        dish = m.get("dish_retrieval") or {}
+        top1 = _figure(dish) if dish.get("value") is not None else "—"
+        rank = _figure(dish.get("mean_rank"), 1) if dish.get("value") is not None else "—"
         lines.append(f"| {name} | {_figure(m.get('spectral_distance'))} | {_figure(m.get('edge_ratio'))} | "
-                     f"{_figure(m.get('grid_excess'))} | {_figure(mem)} | {copies} | {r.get('n_generated', '—')} |")
+                     f"{_figure(m.get('grid_excess'))} | {_figure(mem)} | {copies} | {top1} | {rank} | "
+                     f"{r.get('n_generated', '—')} |")
+        if dish.get("chance"):
+            chance = dict(dish["chance"], dishes=dish.get("dishes"))
     data = report.get("dataset", {})
     return [
         "## Measured figures",
@@ -177,6 +184,9 @@ def evaluation_table(report_path: Path, run: Path) -> list[str]:
         *header,
         *lines,
         "",
+        *([f"Dish retrieval ranks each sample's captioned dish among the {chance['dishes']} "
+           f"test dishes by colour: chance is top-1 {chance['top1']:.3f} and mean rank {chance['mean_rank']:.1f}.", ""]
+          if chance else []),
     ]
 
 

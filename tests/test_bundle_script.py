@@ -55,6 +55,8 @@ def test_bundles_a_gan_checkpoint_with_its_measured_figures(fastgan_run, tiny_da
     assert f"{train_rows} training images" in card
     assert "## Measured figures" in card and "| this model (step 2) |" in card
     assert "real test photos, half vs half" in card  # the reference row sits beside it
+    assert "| dish top-1 ↑ (colour) | dish mean rank ↓ |" in card and "test photos, leave one out" in card
+    assert "test dishes by colour: chance is top-1" in card
     assert "dishgen train fastgan --data DS --out RUN" in card
     for picture in ("samples.png", "contact-sheet.jpg", "LICENSE-FFML.txt"):
         assert (out / picture).is_file()
