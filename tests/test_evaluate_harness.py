@@ -353,3 +353,43 @@ def test_fid_is_symmetric_and_fast_form_agrees_on_random_shapes(seed):
     forward, backward = M.fid(real, fake), M.fid(fake, real)
     assert forward == pytest.approx(backward, rel=1e-6) and forward > 0
     assert M.frechet_distance(real, fake) == pytest.approx(forward, rel=1e-5)
+
+
+def test_unreadable_real_photos_are_skipped_named_and_keep_the_files_names(tiny_dataset, tmp_path, fake_models):
+    """One broken photo in the split never ends an evaluation: it is left out of the real set (and
+    its caption out of generation), listed with its reason in the report, and generated files keep
+    the names of their rows in the whole split, so mending the photo later re-uses them."""
+    import shutil
+
+    from dishgen.data.dataset import load_split
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    test, train = load_split(data, "test"), load_split(data, "train")
+    test[1].path.write_bytes(test[1].path.read_bytes()[:200])  # truncated: opens, fails to decode
+    test[4].path.unlink()
+    train[0].path.write_text("not an image")
+    run = fake_models("gan", alpha=0.5)
+    report = evaluate(config(data, tmp_path / "out", models=[str(run)], metrics=("memorization",),
+                             feature_backbone="none"), write=True)
+    skipped = report["dataset"]["skipped_images"]
+    assert [(s["split"], Path(s["path"]).name) for s in skipped] == [
+        ("test", test[1].path.name), ("test", test[4].path.name), ("train", train[0].path.name)]
+    assert "truncated" in skipped[0]["reason"] and skipped[1]["reason"].startswith("FileNotFoundError")
+    assert report["dataset"]["n_real"] == len(test) - 2 and report["dataset"]["n_train"] == len(train) - 1
+    names = sorted(p.name for p in (tmp_path / "out" / "images" / "gan").glob("*.png"))
+    assert names == [f"{i:05d}-0.png" for i in range(len(test)) if i not in (1, 4)]
+    assert "skipped, unreadable: 3 photo(s)" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_split_with_no_readable_photo_is_refused(tiny_dataset, tmp_path, fake_models):
+    import shutil
+
+    from dishgen.data.dataset import load_split
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    for row in load_split(data, "test"):
+        row.path.write_text("no")
+    with pytest.raises(EvaluationError, match="none of its images can be read .*cannot identify"):
+        evaluate(config(data, tmp_path / "out", models=[str(fake_models("gan", alpha=0.5))], feature_backbone="none"))

@@ -30,7 +30,7 @@ import torch
 from dishgen.errors import DishgenError
 from dishgen.evaluate import metrics as M
 from dishgen.evaluate.features import DEFAULT_CLIP_MODEL, ClipEmbedder
-from dishgen.evaluate.imagesets import ImageSet, folder_set, generate_set, real_set
+from dishgen.evaluate.imagesets import ImageSet, folder_set, generate_set, readable_rows, real_set
 from dishgen.evaluate.scoring import (
     CLIP_METRICS,
     PIXEL_METRICS,
@@ -295,8 +295,15 @@ def evaluate(
     if config.num_samples is not None and config.num_samples < 2:
         raise EvaluationError("--num-samples must be at least 2 (FID needs two images per set)")
     # 1. plan: everything that can fail does so here.
-    rows = load_split(config.data, config.split)
-    real, real_rows = real_set(rows, f"split {config.split!r} of {str(config.data)!r}", config.num_samples, config.seed)
+    # One unreadable photo is dropped, named in the report and warned about; it ends nothing.
+    rows = load_split(config.data, config.split, require_files=False)
+    readable, skipped_real = readable_rows(rows, config.split)
+    if not readable:
+        raise EvaluationError(f"split {config.split!r} of {str(config.data)!r}: none of its images can be read "
+                              f"(the first: {skipped_real[0]['path']}: {skipped_real[0]['reason']})")
+    real, picked = real_set([rows[i] for i in readable], f"split {config.split!r} of {str(config.data)!r}",
+                            config.num_samples, config.seed)
+    real_rows = [readable[i] for i in picked]  # places in the whole split
     has_train = config.split != "train" and "train" in list_splits(config.data)
     metrics = choose_metrics(config, has_train)
     entries = plan_entries(config)
@@ -325,7 +332,9 @@ def evaluate(
     dim = dim or (real_f.features.shape[1] if real_f.features is not None else None)
     train_set, train_f = None, None
     if has_train and ("memorization" in metrics or "fid" in metrics or "kid" in metrics):
-        train_rows = load_split(config.data, "train")
+        train_rows = load_split(config.data, "train", require_files=False)
+        readable_train, skipped_train = readable_rows(train_rows, "train")
+        train_rows, skipped_real = [train_rows[i] for i in readable_train], skipped_real + skipped_train
         if "memorization" not in metrics:  # only the reference row: a subset as large as a model's set
             keep = sorted(random.Random(config.seed).sample(range(len(train_rows)),
                                                             min(len(train_rows), len(real) * config.images_per_caption)))
@@ -345,8 +354,12 @@ def evaluate(
         config=_flat(asdict(config)), metrics=metrics, feature=feature,
         clip_model=clip.name if use_clip is not None else None,
         dataset={"path": str(config.data), "split": config.split, "rows": len(rows), "n_real": len(real),
-                 "real_sizes": [list(s) for s in real.sizes[:5]], "n_train": len(train_set) if train_set else 0},
+                 "real_sizes": [list(s) for s in real.sizes[:5]], "n_train": len(train_set) if train_set else 0,
+                 "skipped_images": skipped_real},
     )
+    for item in skipped_real:
+        log.warning("skipped unreadable %s photo %s (%s); the report lists it", item["split"], item["path"],
+                       item["reason"])
     _add_references(report, real, real_f, train_set, train_f, metrics, config, device)
     dishes = None
     if RETRIEVAL_METRIC in metrics:

@@ -78,6 +78,26 @@ def check_images(paths: list[Path], name: str, *, same_size: bool) -> list[tuple
     return sizes
 
 
+def readable_rows(rows, split: str) -> tuple[list[int], list[dict]]:
+    """The rows whose image can be decoded: ``(their indices, skipped)``.
+
+    Each image is decoded in full (a truncated file opens but fails to decode), so one bad photo
+    is dropped before anything is generated rather than ending the run halfway. ``skipped`` holds
+    ``{"split", "path", "reason"}`` for the report. Indices, not rows: generated files are named
+    by their row's place in the whole split, so they keep their caption when a photo is mended.
+    """
+    from dishgen.images_tensor import decode_each
+
+    def decode(path):
+        with Image.open(path) as im:
+            im.load()
+        return True
+
+    results, skipped = decode_each([r.path for r in rows], decode)
+    kept = [i for i, ok in enumerate(results) if ok is not None]
+    return kept, [{"split": split, "path": s["path"], "reason": s["reason"]} for s in skipped]
+
+
 def real_set(rows, name: str, num_samples: int | None = None, seed: int = 0) -> tuple[ImageSet, list[int]]:
     """The real images of a split (optionally a seeded random subset of ``num_samples`` rows).
 

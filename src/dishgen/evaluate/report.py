@@ -134,6 +134,9 @@ def markdown(report: dict, charts: list[Path], grid: Path | None, pairs: Path | 
         f"- data: `{data['path']}`, split `{data['split']}`: {data['n_real']} real images"
         + (f" (a seeded subset of {data['rows']})" if data["n_real"] != data["rows"] else "")
         + (f"; {data['n_train']} training images (memorization, reference row)" if data.get("n_train") else ""),
+        *([f"- skipped, unreadable: {len(data['skipped_images'])} photo(s): "
+           + "; ".join(f"`{s['path']}` ({s['split']}: {s['reason']})" for s in data["skipped_images"][:5])
+           + (" ..." if len(data["skipped_images"]) > 5 else "")] if data.get("skipped_images") else []),
         (f"- features for FID, KID and memorization: **{feature['backbone']}**"
          + (f" (`{feature['model']}`)" if feature.get("model") else f" ({feature['network']})")
          + f", {feature['dim']}-d, images resized to {feature['image_size']} px") if feature.get("network") else
