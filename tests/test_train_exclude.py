@@ -51,3 +51,17 @@ def test_training_leaves_out_the_matching_dishes_and_keeps_the_split(tiny_datase
 def test_excluding_every_dish_is_refused(tiny_dataset, tmp_path):
     with pytest.raises(DatasetError, match="leaves no training image"):
         train(resolve_config(FastGANTrainConfig, overrides={**TINY, "exclude": "."}), tiny_dataset, tmp_path / "run")
+
+
+def test_the_shipped_snack_pattern_leaves_out_snacks_and_keeps_dishes(tmp_path):
+    from pathlib import Path
+
+    config = resolve_config(FastGANTrainConfig, config_file=Path(__file__).parents[1] / "configs" / "ffml-no-snacks.yaml")
+    validate_config(config)
+    snacks = ["MILKA ALPIN MILK CHOCOLATE BAR", "RIFFLED POTATO CHIPS WITH SEA SALT", "BUBBLE MINT GUM",
+              "OREO ICE CREAM CONE", "7 DAY's CROISSANT WITH OREO CREAM FILLING", "HONEY ROASTED PEANUTS"]
+    dishes = ["SARMALE (PORK MEAT)", "CHOCOLATE CAKE WITH WALNUTS", "BAKED BEANS WITH SMOKED PORK KNUCKLE",
+              "FRENCH FRIES", "BACLAVA", "KFC REAL BURGER", "CREPES WITH JAM"]
+    rows = [DatasetRow(tmp_path / f"{i}.png", "a photo", d) for i, d in enumerate(snacks + dishes)]
+    kept, excluded = exclude_dishes(rows, config.exclude)
+    assert [r.dish for r in excluded] == snacks and [r.dish for r in kept] == dishes
