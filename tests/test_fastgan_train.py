@@ -141,7 +141,8 @@ def test_init_from_starts_a_noise_bilinear_run_from_an_older_run(run_a, tiny_dat
     new = train(tiny(init_from=str(old), upsample="bilinear", max_steps=1, sample_every=1), tiny_dataset,
                 tmp_path / "new")
     assert json.loads((new / "config.json").read_text())["upsample"] == "bilinear"
-    assert f"networks initialised from {old / 'checkpoint-3'}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"networks initialised from {old / 'checkpoint-3'}" in out and "ema_rampup=false keeps it" in out
     before = load_file(str(old / "checkpoint-3" / "G.safetensors"))
     after = load_file(str(new / "checkpoint-1" / "G.safetensors"))
     noise_keys = {k for k in after if ".noise" in k}
@@ -298,3 +299,20 @@ def test_diversity_weight_makes_one_caption_vary_more_with_the_seed(tiny_dataset
 
     base, pushed = spread(0.0), spread(20.0)
     assert pushed > 1.5 * base, (base, pushed)
+
+
+def test_init_from_without_ema_rampup_keeps_the_inherited_average(tiny_dataset, tmp_path, capsys):
+    old = train(tiny(max_steps=3), tiny_dataset, tmp_path / "old")
+    inherited = load_file(str(old / "checkpoint-3" / "G_ema.safetensors"))
+
+    def drift(rampup: bool) -> tuple[float, bool]:
+        capsys.readouterr()
+        new = train(tiny(init_from=str(old), max_steps=1, sample_every=1, ema_rampup=rampup), tiny_dataset,
+                    tmp_path / f"new-{rampup}")
+        ema = load_file(str(new / "checkpoint-1" / "G_ema.safetensors"))
+        return max(float((ema[k] - inherited[k]).abs().max()) for k in ema if ema[k].is_floating_point()
+                   and "running" not in k), "ema_rampup=false keeps it" in capsys.readouterr().out
+
+    (kept, noted_kept), (ramped, noted_ramped) = drift(False), drift(True)
+    assert kept < 0.01 * ramped, (kept, ramped)  # decay 0.999 against (1 + 1) / (10 + 1)
+    assert noted_ramped and not noted_kept

@@ -205,6 +205,9 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
         source = _init_weights(config.init_from, model_config, batches.encoder_info, nets.G, nets.D, nets.G_ema)
         if session.is_main:
             print(f"networks initialised from {source}")
+            if config.ema_rampup:
+                print("note: ema_rampup=true lets G_ema follow the raw generator for the first few hundred steps, "
+                      "replacing the EMA inherited from init_from; ema_rampup=false keeps it (docs/fastgan.md)")
     images_per_step = config.batch_size * session.world  # real images D judges per step
     outputs = GanOutputs(
         config, session, nets, batches, plot_groups=PLOT_GROUPS, images_per_step=images_per_step,
