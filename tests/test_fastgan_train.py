@@ -301,6 +301,61 @@ def test_diversity_weight_makes_one_caption_vary_more_with_the_seed(tiny_dataset
     assert pushed > 1.5 * base, (base, pushed)
 
 
+def test_dish_colour_statistics_see_the_dish_not_the_white_background():
+    white = torch.ones(2, 3, 16, 16)
+    white[0, :, 4:12, 4:12] = torch.tensor([1.0, -1.0, -1.0])[:, None, None]  # a red square, a quarter
+    white[1, :, :8] = torch.tensor([-1.0, 0.0, -1.0])[:, None, None]  # a green half
+    stats = fastgan.dish_colour_statistics(white)
+    assert stats[0, :3].tolist() == pytest.approx([1.0, -1.0, -1.0], abs=0.01)
+    assert stats[1, :3].tolist() == pytest.approx([-1.0, 0.0, -1.0], abs=0.01)
+    assert stats[:, 3:6].max() < 0.1  # one colour each (the white leaks in a little)
+    assert stats[:, 6].tolist() == pytest.approx([0.25, 0.5], abs=0.01)
+    assert torch.isfinite(fastgan.dish_colour_statistics(torch.ones(1, 3, 8, 8))).all()  # no dish at all
+
+
+def test_colour_loss_is_zero_for_the_same_dish_and_pulls_a_fake_towards_its_photo():
+    photo = torch.ones(1, 3, 16, 16)
+    photo[:, :, 2:14, 2:14] = torch.tensor([0.6, 0.2, -0.6])[:, None, None]  # a golden crust
+    assert fastgan.colour_loss(photo, photo).item() == pytest.approx(0.0, abs=1e-6)
+    fake = torch.ones(1, 3, 16, 16)
+    fake[:, :, 4:12, 4:12] = torch.tensor([-0.4, 0.5, -0.4])[:, None, None]  # a small green patch
+    fake.requires_grad_(True)
+    before = fastgan.colour_loss(fake, photo)
+    before.backward()
+    with torch.no_grad():
+        after = fastgan.colour_loss(fake - 0.5 * fake.grad / fake.grad.abs().max(), photo)
+    assert before.item() > 0.1 and after.item() < before.item()
+    assert fake.grad[0, 1, 8, 8] > 0  # the green channel inside the dish goes down
+
+
+def test_colour_weight_brings_the_fakes_colours_to_their_captions_photos(tiny_dataset, tmp_path):
+    """The caption-colour term on the same run, same seed: G's dishes end nearer their photos' colours."""
+    from PIL import Image
+
+    from dishgen.data.dataset import load_split
+    from dishgen.images_tensor import pil_to_tensor
+    from dishgen.text import load_text_encoder
+
+    rows = load_split(tiny_dataset, "train")[:8]
+    photos = torch.stack([pil_to_tensor(Image.open(r.path), 32) for r in rows])
+    c = load_text_encoder("minilm").encode([r.text for r in rows])
+    z = torch.randn(len(rows), 16, generator=torch.Generator().manual_seed(1))
+
+    def distance(weight: float) -> float:
+        config = tiny(max_steps=24, checkpoint_every=24, sample_every=100, augment="", colour_weight=weight, g_lr=2e-3)
+        run = train(config, tiny_dataset, tmp_path / f"run-{weight}")
+        G = fastgan.Generator(config.model_config(c_dim=384)).eval()
+        G.load_state_dict(load_file(str(run / "checkpoint-24" / "G.safetensors")))
+        with torch.no_grad():
+            x = G(z, c, [torch.zeros_like(n) for n in G.draw_noise(len(rows), torch.Generator().manual_seed(0), "cpu")])
+        log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        assert all((row["loss_G_colour"] > 0) == (weight > 0) for row in log if "loss_G_colour" in row)
+        return float(fastgan.colour_loss(x, photos))
+
+    base, pulled = distance(0.0), distance(100.0)
+    assert pulled < 0.8 * base, (base, pulled)
+
+
 def test_init_from_without_ema_rampup_keeps_the_inherited_average(tiny_dataset, tmp_path, capsys):
     old = train(tiny(max_steps=3), tiny_dataset, tmp_path / "old")
     inherited = load_file(str(old / "checkpoint-3" / "G_ema.safetensors"))

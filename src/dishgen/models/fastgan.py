@@ -407,3 +407,37 @@ def mode_seeking_loss(fake_a: torch.Tensor, fake_b: torch.Tensor, z_a: torch.Ten
     image_distance = (fake_a - fake_b).abs().flatten(1).mean(1)
     z_distance = (z_a - z_b).abs().mean(1)
     return (1 / (image_distance / z_distance + eps)).mean()
+
+
+# A pixel whose darkest channel is above this (in [0, 1]) is white background, as in
+# ``dishgen.evaluate.pixels.WHITE_LEVEL``; the soft mask below crosses 0.5 there.
+DISH_WHITE_LEVEL = 0.92
+DISH_MASK_SOFTNESS = 0.01  # width (in [0, 1] units of the darkest channel) of the mask's sigmoid
+
+
+def dish_colour_statistics(images: torch.Tensor) -> torch.Tensor:
+    """Differentiable colour statistics of the dish in each image -> ``(B, 7)``.
+
+    The dish is every pixel that is not near-white, as a soft mask (a sigmoid of how far the
+    pixel's darkest channel lies below :data:`DISH_WHITE_LEVEL`), so a gradient reaches both the
+    colours and the outline. The seven numbers: the dish's mean R, G, B and their standard
+    deviations (in the images' [-1, 1] units), and the share of the image the dish covers.
+
+    Args:
+        images: ``(B, 3, H, W)`` in [-1, 1].
+    """
+    x = images.float()
+    darkest = (x.amin(dim=1, keepdim=True) + 1) / 2  # (B, 1, H, W) in [0, 1]
+    mask = torch.sigmoid((DISH_WHITE_LEVEL - darkest) / DISH_MASK_SOFTNESS)
+    weight = mask.flatten(2).sum(2).clamp(min=1.0)  # (B, 1): dish pixels, at least one
+    mean = (x * mask).flatten(2).sum(2) / weight  # (B, 3)
+    var = ((x - mean[:, :, None, None]).square() * mask).flatten(2).sum(2) / weight
+    area = mask.flatten(1).mean(1, keepdim=True)
+    return torch.cat([mean, (var + 1e-6).sqrt(), area], dim=1)
+
+
+def colour_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """How far each fake's dish is from its real photo's in colour and size: the mean absolute
+    difference of :func:`dish_colour_statistics`, row by row (a fake and the photo whose caption
+    it was drawn for)."""
+    return (dish_colour_statistics(fake) - dish_colour_statistics(real)).abs().mean()

@@ -103,6 +103,11 @@ class FastGANTrainConfig:
     # noise, and G is pushed to make such pairs differ (weight of 1 / (image distance / z distance));
     # counters one look per caption, which a strong caption term (mismatch_weight) brings on. 0 = off
     diversity_weight: float = checked(0.0, min=0)
+    # caption colour: G's loss adds this weight times the mean absolute difference between the dish
+    # colour statistics (mean and spread of R, G, B over the non-white pixels, and the dish's share
+    # of the image) of each fake and of the real photo whose caption it was drawn for. A direct
+    # signal that the caption sets the dish's colours and size; 0 = off
+    colour_weight: float = checked(0.0, min=0)
     # R1 weight (gamma / 2 * ||grad||^2), StyleGAN2-ADA's 2e-4 * R^2 / batch at 128 px, batch 8. Without
     # it every setting tried collapsed to one template with 1-3 px stripes by step 500 (docs/fastgan.md).
     r1_gamma: float = checked(0.5, min=0, text="at least 0 (0 turns R1 off)")
@@ -242,16 +247,20 @@ def _train_step(step: int, config, session: GanRun, nets: GanNetworks, batches: 
     c = batches.c_all[idx]  # (B, c_dim)
     z = torch.randn(real.shape[0], config.z_dim, generator=rng, device=device)
     part = int(torch.randint(4, (1,), generator=rng, device=device))  # the quarter D rebuilds
-    c_fake = c
+    c_fake, real_of_fake = c, real  # each fake's caption, and the real photo it was drawn for
     if config.diversity_weight > 0 and len(c) >= 2:  # pairs (i, i + h) share a caption, not a z
         h = len(c) // 2
         c_fake = torch.cat([c[:h], c[:h], c[2 * h:]])
+        real_of_fake = torch.cat([real[:h], real[:h], real[2 * h:]])
     d = _discriminator_step(step, real, z, c, part, config, session, nets, rng, c_fake=c_fake)
-    loss_div = None
+    loss_div = loss_colour = None
     if c_fake is not c:
         loss_div = config.diversity_weight * fastgan.mode_seeking_loss(d["fake"][:h], d["fake"][h:2 * h], z[:h], z[h:2 * h])
+    if config.colour_weight > 0:
+        loss_colour = config.colour_weight * fastgan.colour_loss(d["fake"], real_of_fake)
+    extra = [loss for loss in (loss_div, loss_colour) if loss is not None]
     loss_G, grad_norm_G = generator_step(d["fake"], c_fake, config, nets, session.accelerator, session.device, rng,
-                                         extra_loss=loss_div)
+                                         extra_loss=sum(extra) if extra else None)
     decay = min(config.ema_decay, (1 + step) / (10 + step)) if config.ema_rampup else config.ema_decay
     ema_update(nets.G_ema, nets.G, decay)
     check_finite(step, {"loss_D": float(d["loss_D"].detach()), "loss_G": float(loss_G.detach())}, session.run)
@@ -259,6 +268,7 @@ def _train_step(step: int, config, session: GanRun, nets: GanNetworks, batches: 
               "loss_D_real": float(d["loss_real"].detach()), "loss_D_fake": float(d["loss_fake"].detach()),
               "loss_recon": float(d["loss_recon"].detach()), "loss_D_mismatch": float(d["loss_mismatch"].detach()),
               "loss_G_diversity": float(loss_div.detach()) if loss_div is not None else 0.0,
+              "loss_G_colour": float(loss_colour.detach()) if loss_colour is not None else 0.0,
               "logits_real": float(d["real_logits"].detach().mean()),
               "logits_fake": float(d["fake_logits"].detach().mean()),
               "grad_norm_D": d["grad_norm_D"], "grad_norm_G": grad_norm_G}
@@ -310,7 +320,8 @@ def _discriminator_step(step: int, real, z, c, part: int, config, session: GanRu
 
 
 PLOT_GROUPS = {
-    "losses": ["loss_D", "loss_G", "loss_D_real", "loss_D_fake", "loss_D_mismatch", "loss_G_diversity"],
+    "losses": ["loss_D", "loss_G", "loss_D_real", "loss_D_fake", "loss_D_mismatch", "loss_G_diversity",
+               "loss_G_colour"],
     "reconstruction": ["loss_recon"],
     "logits": ["logits_real", "logits_fake"],
     "grad_norms": ["grad_norm_D", "grad_norm_G"],
