@@ -148,6 +148,41 @@ def test_caption_table_bad_rows_are_skipped_with_the_line_and_reason(tmp_path: P
                                              ["Gibanica on a board"]]
 
 
+def test_a_table_cannot_pull_in_files_from_outside_its_images_folder(tmp_path: Path):
+    """A caption table from elsewhere names only files under its images folder: an absolute path
+    or a ``..`` that climbs out is skipped with its reason, so a secret never lands in the raw folder
+    (and from there in a dataset pushed to the hub). A symlink the folder's owner made is followed."""
+    shared = tmp_path / "shared"
+    (shared / "photos").mkdir(parents=True)
+    shutil.copy(SAMPLE_JPGS[0], shared / "photos" / "sarma.jpg")
+    secret = tmp_path / "home" / "id_key.jpg"
+    secret.parent.mkdir()
+    secret.write_bytes(b"-----BEGIN PRIVATE KEY-----")
+    elsewhere = tmp_path / "library" / "pasulj.jpg"
+    elsewhere.parent.mkdir()
+    shutil.copy(SAMPLE_JPGS[1], elsewhere)
+    os.symlink(elsewhere, shared / "photos" / "pasulj.jpg")
+    table = _write_table(shared / "captions.csv", [
+        b"image,caption",
+        b"photos/sarma.jpg,Sarma in a clay pot",
+        b"../home/id_key.jpg,a key",
+        b"photos/../../home/id_key.jpg,the key again",
+        os.fsencode(secret) + b",the key by its absolute path",
+        b"photos/pasulj.jpg,Pasulj in a clay dish",
+    ])
+    result = import_caption_table(table, tmp_path / "raw")
+    assert result["added"] == 2
+    reasons = dict(result["skipped"])
+    assert set(reasons) == {"../home/id_key.jpg", "photos/../../home/id_key.jpg", str(secret)}
+    assert all("outside the images folder" in r and "--images-dir" in r for r in reasons.values())
+    copied = [p.read_bytes() for p in (tmp_path / "raw").rglob("*") if p.is_file()]
+    assert not any(b"PRIVATE KEY" in data for data in copied)
+    # With --images-dir a folder above, the absolute path lies inside it: the user asked for that folder.
+    again = import_caption_table(table, tmp_path / "raw2", images_dir=tmp_path)
+    assert again["added"] == 1 and len(again["skipped"]) == 4  # the paths relative to shared/ are not found
+    assert dict(again["skipped"]).keys() >= {"../home/id_key.jpg", "photos/../../home/id_key.jpg"}
+
+
 def test_utf16_table_and_jsonl_table_with_bad_lines(tmp_path: Path):
     shutil.copy(SAMPLE_JPGS[0], tmp_path / "a.jpg")
     shutil.copy(SAMPLE_JPGS[1], tmp_path / "b.jpg")

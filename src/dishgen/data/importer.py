@@ -455,6 +455,14 @@ def read_caption_table(table: str | Path) -> tuple[list[tuple[str, str]], list[t
         raise ImportError_(f"cannot read caption table {display_name(table)!r}: {err.strerror or err}") from err
 
 
+def _outside(path: Path, base: Path) -> bool:
+    """Whether ``path`` (``base / image``, ``image`` as the table names it) leaves ``base``: an
+    absolute path elsewhere, or ``..`` climbing out of it. Judged on the names alone, so a symlink
+    that the folder's owner put inside it is still followed."""
+    root = os.path.abspath(base)
+    return os.path.commonpath([root, os.path.abspath(path)]) != root
+
+
 def import_caption_table(table: str | Path, out: str | Path, *, images_dir: str | Path | None = None,
                          source: str | None = None, license: str | None = None) -> dict:
     """Import a captioned photo collection: one record per image with all its captions.
@@ -463,7 +471,10 @@ def import_caption_table(table: str | Path, out: str | Path, *, images_dir: str 
         table: ``.csv``/``.tsv``/``.txt`` (delimiter detected) or ``.jsonl`` with image and caption columns.
         out: the raw folder to create or extend.
         images_dir: where the image paths are relative to (default: the table's folder, or a
-            sibling ``images/`` or ``*_images/`` folder when that is where the files are).
+            sibling ``images/`` or ``*_images/`` folder when that is where the files are). A row
+            whose path leaves this folder (an absolute path elsewhere, or ``..`` climbing out)
+            is skipped with its reason: a table from elsewhere cannot pull in, say, a key from
+            your home folder.
         source: the ``source`` field (default: the table's file stem).
         license: the ``license`` field.
 
@@ -496,6 +507,10 @@ def import_caption_table(table: str | Path, out: str | Path, *, images_dir: str 
     batch = []
     for image, texts in tqdm(captions.items(), desc="import", unit="img"):
         path = base / image
+        if _outside(path, base):
+            skipped.append((display_name(image), f"outside the images folder {display_name(base)!r}: a table may "
+                                                 "only name files under it (pass --images-dir to a folder that holds them)"))
+            continue
         problem = entry_problem(path)
         if problem is not None:
             skipped.append((display_name(path), "image file not found" if problem == "file not found" else problem))
