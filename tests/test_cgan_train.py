@@ -154,7 +154,7 @@ def test_export_reloads_bit_exactly_and_generates_the_configured_size(run_a):
     assert exported.keys() == checkpoint.keys()
     assert all(torch.equal(exported[k], checkpoint[k]) for k in exported)
     gen = load_generator(run_a)
-    assert gen.family == "cgan" and set(gen.knobs) == {"truncation", "batch_size"}
+    assert gen.family == "cgan" and set(gen.knobs) == {"truncation", "anchor", "batch_size"}
     loaded = gen.G.state_dict()
     assert all(torch.equal(loaded[k].contiguous(), exported[k]) for k in exported)
     images = gen.generate(["a photo of sarmale", "apple cake"], num_images=3, seed=7, batch_size=4)

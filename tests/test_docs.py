@@ -88,6 +88,7 @@ COVERAGE: list[Doc] = [
     Doc("docs/cgan.md", "torchrun --standalone --nproc_per_node 2", "run:families", "parsed only: several processes"),
     Doc("docs/cgan.md", "--truncation 0.7 --batch-size 128 --no-grid", "run:families"),
     Doc("docs/cgan.md", 'gen = load_generator("runs/gan")', "python:families"),
+    Doc("docs/cgan.md", "--seed 0 --anchor 0 --out outputs/raw", "run:families"),
     Doc("docs/cgan.md", "bench/bench_cgan.py --rounds 12", "run:families", "benchmark: --help only"),
     Doc("docs/cgan.md", "bench/bench_cgan.py --like-for-like", "run:families", "benchmark: --help only"),
     # docs/fastgan.md

@@ -179,7 +179,7 @@ def test_export_reloads_bit_exactly_and_generates(run_a):
     checkpoint = load_file(str(run_a / "checkpoint-6" / "G_ema.safetensors"))
     assert exported.keys() == checkpoint.keys() and all(torch.equal(exported[k], checkpoint[k]) for k in exported)
     gen = load_generator(run_a)
-    assert gen.family == "fastgan" and set(gen.knobs) == {"truncation", "batch_size"}
+    assert gen.family == "fastgan" and set(gen.knobs) == {"truncation", "anchor", "batch_size"}
     loaded = gen.G.state_dict()
     assert all(torch.equal(loaded[k].contiguous(), exported[k]) for k in exported)
     images = gen.generate(["a photo of sarmale", "apple cake"], num_images=3, seed=7, batch_size=4)
@@ -190,6 +190,56 @@ def test_export_reloads_bit_exactly_and_generates(run_a):
     assert alone[0].tobytes() == images[5].tobytes()  # image k made again alone
     with pytest.raises(TypeError, match="fastgan family does not take temperature"):
         gen.generate(["x"], temperature=0.5)
+
+
+def test_the_run_keeps_its_training_captions_and_generation_anchors_on_them(run_a, tiny_dataset, tmp_path):
+    """Unseen captions move onto the nearest training captions (dishgen.caption_bank); a training
+    caption stays nearly itself; the bank travels with the export and serves a checkpoint too."""
+    from dishgen.caption_bank import CAPTION_BANK_FILE, CaptionBank, CaptionBankError
+    from dishgen.data.dataset import load_split
+
+    rows = load_split(tiny_dataset, "train")
+    bank = CaptionBank.load(run_a / "model" / CAPTION_BANK_FILE)
+    assert bank.texts == list(dict.fromkeys(r.text for r in rows)) and len(bank.dishes) == len(bank.texts)
+    assert (run_a / CAPTION_BANK_FILE).read_bytes() == (run_a / "model" / CAPTION_BANK_FILE).read_bytes()
+
+    gen = load_generator(run_a)
+    fed = []  # the caption embeddings G is given
+    gen.G.register_forward_pre_hook(lambda module, args: fed.append(args[1].clone()))
+    seen, unseen = bank.texts[0], "Pasulj prebranac, baked beans in a clay dish"
+    raw_c = gen.text_encoder.encode([seen, unseen]).clone()
+    gen.generate([seen, unseen], num_images=1, seed=3)  # anchor=1, the default with a bank
+    own = gen.last_neighbours[seen]
+    assert own[0] == (bank.dishes[0], pytest.approx(own[0][1])) and own[0][1] > 0.5  # itself, heaviest
+    assert sum(w for _, w in gen.last_neighbours[unseen]) == pytest.approx(1.0)
+
+    def nearest_bank_cosine(c):
+        return torch.nn.functional.normalize(c, dim=1) @ torch.nn.functional.normalize(bank.embeddings, dim=1).T
+
+    anchored, moved = fed[-1], (fed[-1] - raw_c).norm(dim=1)
+    assert moved[0] < 0.5 * moved[1]  # the training caption moves least
+    assert nearest_bank_cosine(anchored)[1].max() > nearest_bank_cosine(raw_c)[1].max() + 0.05
+    gen.generate([seen, unseen], num_images=1, seed=3, anchor=0.0)
+    assert torch.equal(fed[-1], raw_c) and gen.last_neighbours == {}  # anchor=0: the raw caption, no neighbours
+    raw = gen.generate([seen, unseen], num_images=2, seed=3, anchor=0.0)
+    gen.generate([unseen], num_images=1, seed=3, anchor=0.5)
+    assert torch.allclose(fed[-1][0], (anchored[1] + raw_c[1]) / 2, atol=1e-5)
+    with pytest.raises(ValueError, match="between 0"):
+        gen.generate([unseen], anchor=1.5)
+
+    # A checkpoint folder finds its run's bank; a folder saved without one generates as before.
+    assert load_generator(run_a / "checkpoint-6").bank is not None
+    bare = tmp_path / "bare"
+    shutil.copytree(run_a / "model", bare)
+    (bare / CAPTION_BANK_FILE).unlink()
+    old = load_generator(bare)
+    assert old.bank is None and old.defaults["anchor"] == 0.0
+    assert [im.tobytes() for im in old.generate([seen, unseen], num_images=2, seed=3)] == [im.tobytes() for im in raw]
+    with pytest.raises(ValueError, match="saved without them: use anchor=0"):
+        old.generate([unseen], anchor=1.0)
+    (bare / CAPTION_BANK_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(CaptionBankError, match="cannot be read"):
+        load_generator(bare)
 
 
 def test_float16_weights_load(run_a, tmp_path):
@@ -214,11 +264,13 @@ def test_generate_cli_writes_pngs_with_provenance(run_a, tmp_path):
     assert result.exit_code == 0, result.output
     files = sorted(p for p in (tmp_path / "out").glob("*.png") if not p.name.startswith("grid-"))
     assert len(files) == 2
+    assert "anchored 'Pasulj' on training dishes: " in result.stderr  # which dishes it was drawn as
+    assert all(line.endswith(".png") for line in result.stdout.splitlines())
     from PIL import Image
 
     with Image.open(files[0]) as im:
         record = json.loads(im.text["dishgen"])
-    assert record["seed"] == 3 and record["knobs"] == {"truncation": 0.7} and "fastgan" in json.dumps(record)
+    assert record["seed"] == 3 and record["knobs"] == {"truncation": 0.7, "anchor": 1.0} and "fastgan" in json.dumps(record)
     # Image 1 made again alone from its PNG's record (seed, index, caption, knobs).
     again = CliRunner().invoke(cli, ["generate", "--from-png", str(files[1]), "--out", str(tmp_path / "again")])
     assert again.exit_code == 0, again.output

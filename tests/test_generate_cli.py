@@ -111,7 +111,7 @@ def run_main(monkeypatch, capsys, *args) -> tuple[int, str]:
 def test_unknown_knob_and_option_are_one_line_errors(model, tmp_path, monkeypatch, capsys):
     code, err = run_main(monkeypatch, capsys, "sarma", "--temperature", 0.7, "--model", model, "--out", tmp_path)
     assert code == 2
-    assert err.strip() == "Error: the cgan family does not take temperature; it takes: truncation, batch_size"
+    assert err.strip() == "Error: the cgan family does not take temperature; it takes: truncation, anchor, batch_size"
     code, err = run_main(monkeypatch, capsys, "sarma", "--lora", "x.safetensors", "--model", model)
     assert code == 2 and "takes no loader options" in err and "Traceback" not in err
     assert not pngs(tmp_path)
@@ -156,7 +156,7 @@ def test_from_png_with_a_trained_cgan_keeps_its_knobs_and_takes_overrides(model,
     record = read_provenance(remade)
     assert record == read_provenance(files[2])
     assert (record["model"], record["family"], record["seed"], record["index"], record["knobs"]) == (
-        str(model), "cgan", 5, 2, {"truncation": 0.5})
+        str(model), "cgan", 5, 2, {"truncation": 0.5, "anchor": 0.0})  # saved without training captions
     diff = np.abs(np.asarray(Image.open(remade), dtype=np.int16) - np.asarray(Image.open(files[2]), dtype=np.int16))
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # image 2 of 3 made alone: batched kernels may round
 

@@ -72,8 +72,10 @@ def save_cgan_model(folder: str | Path, G_ema: torch.nn.Module, model_config: CG
 def write_gan_export(folder: str | Path, G_ema: torch.nn.Module, meta: dict[str, Any], *,
                      run_dir: str | Path | None = None, data: str | Path | None = None) -> Path:
     """Write a GAN family's export atomically: ``model.safetensors``, ``config.json``, ``README.md``
-    (the hub-parsed card of :func:`dishgen.cards.model_card`) and ``samples.png`` (the run's newest
-    sample grid, which the card shows)."""
+    (the hub-parsed card of :func:`dishgen.cards.model_card`), ``samples.png`` (the run's newest
+    sample grid, which the card shows) and the run's training captions, ``captions.safetensors``
+    (:mod:`dishgen.caption_bank`), when it has them."""
+    from dishgen.caption_bank import CAPTION_BANK_FILE
     from dishgen.cards import export_card
     from dishgen.fileio import atomic_directory
 
@@ -86,6 +88,8 @@ def write_gan_export(folder: str | Path, G_ema: torch.nn.Module, meta: dict[str,
         (tmp / "README.md").write_text(str(card), encoding="utf-8")
         if grid is not None:
             shutil.copyfile(grid, tmp / "samples.png")
+        if run_dir is not None and (Path(run_dir) / CAPTION_BANK_FILE).is_file():
+            shutil.copyfile(Path(run_dir) / CAPTION_BANK_FILE, tmp / CAPTION_BANK_FILE)
     return folder
 
 

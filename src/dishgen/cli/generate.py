@@ -52,6 +52,9 @@ def read_prompts_file(path: str) -> list[str]:
 @click.option("--temperature", type=float, default=None, help=f"{family_tag('temperature')} Scale of the latent noise.")
 @click.option("--truncation", type=float, default=None,
               help=f"{family_tag('truncation')} Truncation of the noise (1 = none).")
+@click.option("--anchor", type=click.FloatRange(0, 1), default=None,
+              help=f"{family_tag('anchor')} How far a caption moves onto the model's nearest training captions "
+                   "(0 = the raw caption; default 1 when the model keeps its training captions).")
 @click.option("--lora", "lora", multiple=True, type=click.Path(),
               help=f"{family_tag(option='lora')} LoRA file or folder (repeatable).")
 @click.option("--lora-scale", "lora_scale", multiple=True, type=float,
@@ -72,7 +75,7 @@ def read_prompts_file(path: str) -> list[str]:
 @click.option("--from-png", "from_png", type=click.Path(dir_okay=False),
               help="Make an image again from the provenance in a PNG written by dishgen; other flags given override it.")
 def generate(prompts, model, prompts_file, interactive, num_images, seed, out_dir, grid, device, dtype, batch_size,
-             temperature, truncation, lora, lora_scale, scheduler, negative_prompt, guidance_scale,
+             temperature, truncation, anchor, lora, lora_scale, scheduler, negative_prompt, guidance_scale,
              num_inference_steps, height, width, extra_knobs, token, from_png):
     """Generate images for PROMPTS and write them as PNG files.
 
@@ -146,7 +149,7 @@ def generate(prompts, model, prompts_file, interactive, num_images, seed, out_di
     from dishgen.generation import normalize_knobs
 
     knobs = {**normalize_knobs(parse_knobs(extra_knobs)), **{k: v for k, v in {
-        "temperature": temperature, "truncation": truncation, "negative_prompt": negative_prompt,
+        "temperature": temperature, "truncation": truncation, "anchor": anchor, "negative_prompt": negative_prompt,
         "guidance_scale": guidance_scale, "num_inference_steps": num_inference_steps,
         "height": height, "width": width, "batch_size": batch_size,
     }.items() if v is not None}}
@@ -167,6 +170,10 @@ def generate(prompts, model, prompts_file, interactive, num_images, seed, out_di
         paths = write_images(images, batch, num_images, out_dir, grid=grid, provenance=record)
         for path in paths:
             click.echo(str(path))
+        for caption, neighbours in getattr(generator, "last_neighbours", {}).items():
+            if caption in batch:  # on stderr: stdout stays one PNG path per line
+                drawn_as = ", ".join(f"{dish} {weight:.2f}" for dish, weight in neighbours[:3] if weight >= 0.01)
+                click.echo(f"anchored {caption[:60]!r} on training dishes: {drawn_as}", err=True)
 
     if prompts:
         run(prompts, seed, first_index)

@@ -96,15 +96,20 @@ def load_G_ema(location: str | Path) -> tuple[Generator, dict[str, Any]]:
 class CGANGenerator:
     """A trained cGAN generator with its text encoder: the common :class:`Generator` interface.
 
-    Knobs: ``truncation`` (noise scale, 1 = none) and ``batch_size`` (images per forward pass).
-    Results depend only on the seed, not on ``batch_size``.
+    Knobs: ``truncation`` (noise scale, 1 = none), ``anchor`` (0-1: how far a caption's embedding
+    moves onto its nearest training captions, :mod:`dishgen.caption_bank`; default 1 for a model
+    saved with its training captions, else 0) and ``batch_size`` (images per forward pass).
+    Results depend only on the seed, not on ``batch_size``. After a call with anchoring,
+    ``last_neighbours`` maps each caption to the training dishes it was drawn as, with weights.
     """
 
     family = FAMILY
     knobs = KNOBS
-    defaults = {"truncation": 1.0}
 
-    def __init__(self, G: Generator, text_encoder, meta: dict[str, Any], device=None, dtype=None):
+    def __init__(self, G: Generator, text_encoder, meta: dict[str, Any], device=None, dtype=None, bank=None):
+        self.bank = bank
+        self.defaults = {"truncation": 1.0, "anchor": 1.0 if bank is not None else 0.0}
+        self.last_neighbours: dict[str, list[tuple[str, float]]] = {}
         self.device = torch.device(device or "cpu")
         self.dtype = dtype or torch.float32
         self.G = G.to(self.device).to(memory_format=torch.channels_last)
@@ -127,12 +132,17 @@ class CGANGenerator:
             num_images: images per caption.
             seed: makes the result repeatable; ``None`` draws a fresh seed.
             first_index: where this call starts in the seed's noise stream (default 0).
-            **knobs: ``truncation`` (float >= 0, default 1) and ``batch_size`` (default 64).
+            **knobs: ``truncation`` (float >= 0, default 1), ``anchor`` (0-1, see the class) and
+                ``batch_size`` (default 64).
         """
         from dishgen.images_tensor import tensor_to_pil
 
         knobs = check_knobs(self.family, self.knobs, knobs)  # also serves FastGAN
         truncation = float(knobs.get("truncation", 1.0))
+        anchor = float(knobs.get("anchor", self.defaults["anchor"]))
+        if anchor != 0 and self.bank is None:
+            raise ValueError(f"anchor={anchor} needs the training captions saved with the model "
+                             "(captions.safetensors); this model was saved without them: use anchor=0")
         batch_size = int(knobs.get("batch_size") or 64)
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be at least 1")
@@ -140,6 +150,10 @@ class CGANGenerator:
             return []
         unique = list(dict.fromkeys(prompts))
         vectors = self.text_encoder.encode(unique)  # (U, c_dim)
+        self.last_neighbours = {}
+        if anchor != 0:
+            vectors, neighbours = self.bank.anchor(vectors, anchor)
+            self.last_neighbours = dict(zip(unique, neighbours, strict=True))
         rows = torch.tensor([unique.index(p) for p in prompts]).repeat_interleave(num_images)
         c = vectors[rows]  # (N, c_dim), prompt-major
         if truncation < 0:
@@ -212,4 +226,8 @@ def load_gan_generator(location: str | Path, *, family: str, load_weights, find,
             f"text encoder {info['id']!r} gives {encoder.dim}-d embeddings but the model expects "
             f"{G.c_dim}-d; the encoder's weights changed since training"
         )
-    return generator_class(G, encoder, meta, device=torch_device, dtype=torch_dtype)
+    from dishgen.caption_bank import CaptionBank, find_caption_bank
+
+    bank_file = find_caption_bank(find(location)[0])
+    bank = CaptionBank.load(bank_file) if bank_file is not None else None
+    return generator_class(G, encoder, meta, device=torch_device, dtype=torch_dtype, bank=bank)

@@ -99,7 +99,7 @@ def families_taking(knob: str) -> list[str]:
     return [family.name for family in FAMILIES.values() if knob in family.knobs]
 
 
-_GAN_KNOBS = ("truncation", "batch_size")
+_GAN_KNOBS = ("truncation", "anchor", "batch_size")
 _DIFFUSION_KNOBS = ("negative_prompt", "guidance_scale", "num_inference_steps", "height", "width", "batch_size")
 _DIFFUSION_OPTIONS = ("lora", "lora_scale", "scheduler", "token")
 _DIFFUSION = dict(knobs=_DIFFUSION_KNOBS, loader_options=_DIFFUSION_OPTIONS, negative_prompt=True, steps=True,

@@ -99,6 +99,7 @@ def load_data(config, data: str | Path, session: GanRun, *,
         default_prompts: test rows (or train rows without a test split) -> the sample captions,
             used when ``config.sample_prompts`` is empty.
     """
+    from dishgen.caption_bank import CAPTION_BANK_FILE, CaptionBank
     from dishgen.data.dataset import DatasetError, exclude_dishes, load_split
     from dishgen.images_tensor import check_readable, load_images_uint8_skipping, record_skipped
     from dishgen.text import load_text_encoder
@@ -131,6 +132,9 @@ def load_data(config, data: str | Path, session: GanRun, *,
     images = images.to(session.device)
     prompts = list(config.sample_prompts) or default_prompts(sample_rows)
     sample_c = encoder.encode(prompts).to(session.device).repeat_interleave(config.sample_per_prompt, 0)
+    if session.is_main:  # the captions it trains on, for anchoring unseen ones at generation (dishgen.caption_bank)
+        CaptionBank.from_rows([r.text for r in rows], [r.dish or r.text for r in rows], c_all).save(
+            session.run.path / CAPTION_BANK_FILE)
     # The text model is not needed during training: only its vectors are kept.
     return GanData(images, c_all.to(session.device), prompts, sample_c, {"id": encoder.id, "dim": encoder.dim})
 

@@ -1,0 +1,122 @@
+"""The training captions of a GAN, kept with the model, to anchor unseen captions on what it learned.
+
+A GAN trained on a few hundred dishes knows what those captions look like and nothing else: the
+embedding of a caption it never saw (``"Pasulj prebranac, baked beans in a clay dish"``) lies
+between and beyond the training captions, where the generator was never told what to draw, and it
+draws something arbitrary (bundled model, step 13,144: a green slab for pasulj). Anchoring moves
+the embedding onto the training captions first: a softmax-weighted mean of the ``k`` nearest
+training embeddings by cosine similarity (kernel regression in the text encoder's space, as the
+retrieval-conditioned models, e.g. KNN-Diffusion, condition on neighbours instead of on the raw
+text). So pasulj is drawn as a blend of the dishes whose captions are nearest, *baked beans with
+smoked pork* first, and a training caption, its own nearest neighbour, stays nearly itself.
+
+``strength`` (the ``anchor`` generation knob) blends: 0 is the raw caption, 1 (the default of a
+model that has a bank) the neighbours' mean. The file, ``captions.safetensors`` beside the
+weights, holds ``embeddings`` ``(N, dim)`` in float16 and, in its metadata, the captions and dish
+names as JSON lists, so that generation can say which dishes a caption was drawn as.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dishgen.errors import DishgenError
+
+CAPTION_BANK_FILE = "captions.safetensors"
+ANCHOR_NEIGHBOURS = 5  # k: training captions blended
+ANCHOR_TEMPERATURE = 0.05  # softmax temperature on cosine similarity: 0.05 more similar weighs e times more
+
+
+class CaptionBankError(DishgenError, ValueError):
+    """A caption bank file that cannot be read or does not fit its model."""
+
+
+@dataclass
+class CaptionBank:
+    """Training captions, their dish names and their text embeddings ``(N, dim)`` (float32)."""
+
+    embeddings: torch.Tensor
+    texts: list[str]
+    dishes: list[str]
+
+    @classmethod
+    def from_rows(cls, texts: list[str], dishes: list[str], embeddings: torch.Tensor) -> CaptionBank:
+        """One entry per distinct caption (the first row of each), from a split's rows."""
+        first: dict[str, int] = {}
+        for i, text in enumerate(texts):
+            first.setdefault(text, i)
+        keep = list(first.values())
+        return cls(embeddings[keep].detach().float().cpu(), [texts[i] for i in keep], [dishes[i] for i in keep])
+
+    def save(self, path: str | Path) -> Path:
+        """Write the bank atomically (float16 embeddings; captions and dishes in the metadata)."""
+        from safetensors.torch import save_file
+
+        from dishgen.fileio import atomic_path
+
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            save_file({"embeddings": self.embeddings.half().contiguous()}, str(tmp),
+                      metadata={"texts": json.dumps(self.texts), "dishes": json.dumps(self.dishes)})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> CaptionBank:
+        """Read a bank written by :meth:`save`.
+
+        Raises:
+            CaptionBankError: the file is unreadable, or its parts disagree.
+        """
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                embeddings = f.get_tensor("embeddings").float()
+                meta = f.metadata() or {}
+            texts, dishes = json.loads(meta["texts"]), json.loads(meta["dishes"])
+        except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as err:
+            raise CaptionBankError(f"caption bank {str(path)!r} cannot be read ({err}); move it away to generate "
+                                   "without anchoring") from err
+        if (embeddings.ndim != 2 or len(embeddings) == 0 or len(texts) != len(embeddings) or len(dishes) != len(texts)
+                or not torch.isfinite(embeddings).all()):
+            raise CaptionBankError(f"caption bank {str(path)!r} is inconsistent: {tuple(embeddings.shape)} embeddings, "
+                                   f"{len(texts)} captions, {len(dishes)} dishes")
+        return cls(embeddings, [str(t) for t in texts], [str(d) for d in dishes])
+
+    def anchor(self, c: torch.Tensor, strength: float = 1.0, k: int = ANCHOR_NEIGHBOURS,
+               temperature: float = ANCHOR_TEMPERATURE) -> tuple[torch.Tensor, list[list[tuple[str, float]]]]:
+        """Move caption embeddings ``c (B, dim)`` towards their nearest training captions.
+
+        Returns:
+            ``(anchored, neighbours)``: the embeddings ``strength * knn_mean + (1 - strength) * c``
+            (``c``'s dtype and device), and for each row the ``k`` nearest training captions' dish
+            names with their weights, heaviest first.
+        """
+        if not 0 <= strength <= 1:
+            raise ValueError(f"anchor={strength} must be between 0 (the raw caption) and 1 (its nearest training captions)")
+        if c.shape[-1] != self.embeddings.shape[1]:
+            raise CaptionBankError(f"the caption bank holds {self.embeddings.shape[1]}-d embeddings, the text encoder "
+                                   f"gives {c.shape[-1]}-d")
+        query = c.detach().float().cpu()
+        similarity = torch.nn.functional.normalize(query, dim=1) @ torch.nn.functional.normalize(self.embeddings, dim=1).T
+        top, index = similarity.topk(min(k, len(self.texts)), dim=1)
+        weights = torch.softmax(top / temperature, dim=1)
+        knn_mean = (weights[:, :, None] * self.embeddings[index]).sum(1)
+        anchored = strength * knn_mean + (1 - strength) * query
+        neighbours = [[(self.dishes[j], float(w)) for j, w in zip(row_index.tolist(), row_weights.tolist(), strict=True)]
+                      for row_index, row_weights in zip(index, weights, strict=True)]
+        return anchored.to(c.device, c.dtype), neighbours
+
+
+def find_caption_bank(folder: str | Path) -> Path | None:
+    """The bank of a saved GAN folder: in the folder itself (an export), or for a
+    ``checkpoint-<step>/`` folder in its run directory; ``None`` when there is none."""
+    folder = Path(folder)
+    for candidate in (folder / CAPTION_BANK_FILE, folder.parent / CAPTION_BANK_FILE):
+        if candidate.is_file() and (candidate.parent == folder or folder.name.startswith("checkpoint-")):
+            return candidate
+    return None
