@@ -121,6 +121,25 @@ def contact_sheet(generator, dataset: Path, out: Path, seeds_per_prompt: int = 4
     return float(distances.median())
 
 
+def caption_bank(src: Path, family: str, config: dict, dataset: Path, exclude: str, out: Path) -> int:
+    """Give a GAN its training captions (``captions.safetensors``, for anchoring unseen captions at
+    generation): the run's own file when it has one, else built from the dataset's training rows
+    with the run's ``exclude`` applied, as the trainer builds it. Returns how many captions."""
+    from dishgen.caption_bank import CAPTION_BANK_FILE, CaptionBank, find_caption_bank
+    from dishgen.data.dataset import exclude_dishes, load_split
+    from dishgen.text import load_text_encoder
+
+    found = find_caption_bank(src)
+    if found is not None:
+        shutil.copy(found, out / CAPTION_BANK_FILE)
+    else:
+        rows, _ = exclude_dishes(load_split(dataset, "train"), exclude)
+        encoder = load_text_encoder(config["text_encoder"]["id"])
+        texts = [r.text for r in rows]
+        CaptionBank.from_rows(texts, [r.dish or r.text for r in rows], encoder.encode(texts)).save(out / CAPTION_BANK_FILE)
+    return len(CaptionBank.load(out / CAPTION_BANK_FILE).texts)
+
+
 def split_counts(dataset: Path, exclude: str = "") -> dict[str, tuple[int, int]]:
     """Images and distinct dishes per split, counted from the dataset's own metadata; ``excluded``
     counts the training images and dishes the run's ``exclude`` pattern left out."""
@@ -231,6 +250,8 @@ def main(argv: list[str] | None = None) -> None:
             shutil.copy(src / extra, out / extra)
     (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     shutil.copy(FFML_LICENSE, out / "LICENSE-FFML.txt")
+    exclude = config.get("train", {}).get("exclude", "")
+    bank_size = caption_bank(src, family, config, args.dataset, exclude, out) if family in ("cgan", "fastgan") else 0
 
     # Check it loads through the public interface and render the card's samples.
     from dishgen.generation import load_generator
@@ -245,7 +266,6 @@ def main(argv: list[str] | None = None) -> None:
         r, c = divmod(i, 4)
         sheet.paste(image, (c * w, r * h))
     sheet.save(out / "samples.png")
-    exclude = config.get("train", {}).get("exclude", "")
     median_distance = contact_sheet(generator, args.dataset, out, exclude=exclude)
 
     counts = split_counts(args.dataset, exclude)
@@ -275,6 +295,10 @@ def main(argv: list[str] | None = None) -> None:
         "",
         "Samples above, one row per caption, seed 0: " + "; ".join(f"\"{p}\"" for p in CARD_PROMPTS) + ".",
         "",
+        *([f"It keeps its {bank_size} training captions (`captions.safetensors`), and generation anchors a caption on "
+           "them: its embedding becomes the softmax-weighted mean of its 5 nearest training captions' (`--anchor 1`, "
+           "the default; `--anchor 0` draws from the raw caption), so a dish it never saw is drawn as the dishes "
+           "it knows whose captions are nearest, and `dishgen generate` names them.", ""] if bank_size else []),
         "![contact sheet](contact-sheet.jpg)",
         "",
         "The contact sheet: 16 captions of Serbian dishes that are not in the training data. Left, the "

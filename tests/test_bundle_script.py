@@ -66,8 +66,13 @@ def test_bundles_a_gan_checkpoint_with_its_measured_figures(fastgan_run, tiny_da
 
     with Image.open(out / "contact-sheet.jpg") as sheet:  # label, caption's photo, gap, 4 samples, gap, 4 nearest
         assert sheet.size == (LABEL_WIDTH + 9 * 32 + 2 * 8, 16 * 32)
-    image = load_generator(str(out)).generate(["a bowl of beans"], seed=0)[0]
+    generator = load_generator(str(out))
+    image = generator.generate(["a bowl of beans"], seed=0)[0]
     assert image.size == (32, 32)
+    # The run's training captions travel with it: generation anchors on them by default.
+    assert (out / "captions.safetensors").read_bytes() == (fastgan_run / "captions.safetensors").read_bytes()
+    assert generator.defaults["anchor"] == 1.0 and generator.last_neighbours["a bowl of beans"]
+    assert f"It keeps its {len(generator.bank.texts)} training captions" in card
 
 
 def test_refuses_a_report_without_a_row_for_the_run(fastgan_run, tiny_dataset, tmp_path):
@@ -94,3 +99,11 @@ def test_the_card_counts_what_exclude_left_out(tiny_dataset, tmp_path):
     card = (tmp_path / "w" / "tiny" / "README.md").read_text(encoding="utf-8")
     assert f"left out {gone} training images of 1 dishes whose name matches `exclude={pattern}`" in card
     assert f"so it trained on {len(rows) - gone};" in card
+    # A run saved without its captions (trained before they were kept) gets them from the dataset,
+    # with the same exclude: the left-out dish is not among them.
+    from dishgen.caption_bank import CaptionBank
+
+    (run / "captions.safetensors").unlink()
+    script.main([str(run), "tiny2", "--dataset", str(tiny_dataset), "--weights-dir", str(tmp_path / "w")])
+    rebuilt = CaptionBank.load(tmp_path / "w" / "tiny2" / "captions.safetensors")
+    assert dish not in rebuilt.dishes and len(rebuilt.texts) == len({r.text for r in rows if r.dish != dish})
