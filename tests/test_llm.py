@@ -43,7 +43,7 @@ class FakeLLM(FakeOpenAI):
     a string is returned as the message content, an int as an HTTP error status."""
 
     def __init__(self, key: str = SECRET, models: bool = True):
-        super().__init__(key, models=models, delay=0.02)  # long enough for requests to overlap
+        super().__init__(key, models=models, delay=0.1)  # long enough for requests to overlap, even on a loaded machine
         self.script: list = []
 
     def answer(self, request: dict) -> tuple[int, str]:

@@ -21,6 +21,13 @@ from dishgen.generation_io import ProvenanceError, read_provenance
 CAPTION = "Ćevapi, šopska salata i žito u zdeli"
 
 
+def bundled_anchor() -> float:
+    """The default ``anchor`` of the bundled model: 1 when it keeps its training captions."""
+    weights = Path(__file__).resolve().parents[1] / "src" / "dishgen" / "weights"
+    name = json.loads((weights / "default.json").read_text())["model"]
+    return 1.0 if (weights / name / "captions.safetensors").is_file() else 0.0
+
+
 def invoke(*args):
     result = CliRunner().invoke(cli, ["generate", *map(str, args)])
     assert result.exit_code == 0, result.output
@@ -50,12 +57,12 @@ def test_generated_pngs_carry_both_chunks_as_itxt_and_serbian_letters_survive(tm
         record = json.loads(text["dishgen"])
         assert record == {
             "caption": CAPTION, "schema": 1, "dishgen_version": __version__, "model": "default", "family": "fastgan",
-            "seed": 3, "knobs": {"truncation": 0.8}, "device": None, "dtype": None, "index": index, "size": [128, 128],
+            "seed": 3, "knobs": {"truncation": 0.8, "anchor": bundled_anchor()}, "device": None, "dtype": None, "index": index, "size": [128, 128],
         }
         assert read_provenance(path) == record
         index_field = f"Image index: {index}, " if index else ""
         assert text["parameters"] == (
-            f"{CAPTION}\nSeed: 3, {index_field}Size: 128x128, Model: default, Family: fastgan, Truncation: 0.8, "
+            f"{CAPTION}\nSeed: 3, {index_field}Size: 128x128, Model: default, Family: fastgan, Anchor: {bundled_anchor()}, Truncation: 0.8, "
             f"Version: dishgen {__version__}"
         )
 
@@ -113,7 +120,7 @@ def test_from_png_remakes_the_image_from_its_chunk(tmp_path):
     # Flags given explicitly win over the chunk.
     closer = read_and_rerun(files[3], tmp_path / "closer", "--truncation", 0.0, "--seed", 5)
     record = read_provenance(closer)
-    assert (record["seed"], record["index"], record["knobs"], record["caption"]) == (5, 0, {"truncation": 0.0}, CAPTION)
+    assert (record["seed"], record["index"], record["knobs"], record["caption"]) == (5, 0, {"truncation": 0.0, "anchor": bundled_anchor()}, CAPTION)
     other = read_and_rerun(files[3], tmp_path / "other", "Pasulj")
     assert read_provenance(other)["caption"] == "Pasulj" and read_provenance(other)["index"] == 3
 
