@@ -324,6 +324,20 @@ def test_cli_trains_with_overrides(tiny_dataset, tmp_path):
     assert np.isfinite([json.loads(r)["loss_D"] for r in (out / "log.jsonl").read_text().splitlines()]).all()
 
 
+def fakes_after_training(dataset, out, z, c, steps: int, term: str, weight: float) -> torch.Tensor:
+    """Train a tiny run for ``steps`` with ``{term}_weight=weight`` (fast G, no augmentation), check
+    that the log shows the term exactly when it is on, and return its G's fakes for ``(z, c)``."""
+    config = tiny(max_steps=steps, checkpoint_every=steps, sample_every=100, augment="", g_lr=2e-3,
+                  **{f"{term}_weight": weight})
+    run = train(config, dataset, out)
+    G = fastgan.Generator(config.model_config(c_dim=384)).eval()
+    G.load_state_dict(load_file(str(run / f"checkpoint-{steps}" / "G.safetensors")))
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert all((row[f"loss_G_{term}"] > 0) == (weight > 0) for row in log if f"loss_G_{term}" in row)
+    with torch.no_grad():
+        return G(z, c, [torch.zeros_like(n) for n in G.draw_noise(len(z), torch.Generator().manual_seed(0), "cpu")])
+
+
 def test_mode_seeking_loss_falls_as_pairs_differ():
     z_a, z_b = torch.zeros(2, 4), torch.ones(2, 4)
     same = fastgan.mode_seeking_loss(torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8), z_a, z_b)
@@ -339,14 +353,7 @@ def test_diversity_weight_makes_one_caption_vary_more_with_the_seed(tiny_dataset
     z = torch.randn(8, 16, generator=torch.Generator().manual_seed(1))
 
     def spread(weight: float) -> float:
-        config = tiny(max_steps=8, checkpoint_every=8, sample_every=100, augment="", diversity_weight=weight, g_lr=2e-3)
-        run = train(config, tiny_dataset, tmp_path / f"run-{weight}")
-        G = fastgan.Generator(config.model_config(c_dim=384)).eval()
-        G.load_state_dict(load_file(str(run / "checkpoint-8" / "G.safetensors")))
-        with torch.no_grad():
-            x = G(z, c, [torch.zeros_like(n) for n in G.draw_noise(8, torch.Generator().manual_seed(0), "cpu")])
-        log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-        assert all((row["loss_G_diversity"] > 0) == (weight > 0) for row in log if "loss_G_diversity" in row)
+        x = fakes_after_training(tiny_dataset, tmp_path / f"run-{weight}", z, c, 8, "diversity", weight)
         return float(torch.cdist(x.flatten(1), x.flatten(1)).mean())
 
     base, pushed = spread(0.0), spread(20.0)
@@ -394,15 +401,8 @@ def test_colour_weight_brings_the_fakes_colours_to_their_captions_photos(tiny_da
     z = torch.randn(len(rows), 16, generator=torch.Generator().manual_seed(1))
 
     def distance(weight: float) -> float:
-        config = tiny(max_steps=24, checkpoint_every=24, sample_every=100, augment="", colour_weight=weight, g_lr=2e-3)
-        run = train(config, tiny_dataset, tmp_path / f"run-{weight}")
-        G = fastgan.Generator(config.model_config(c_dim=384)).eval()
-        G.load_state_dict(load_file(str(run / "checkpoint-24" / "G.safetensors")))
-        with torch.no_grad():
-            x = G(z, c, [torch.zeros_like(n) for n in G.draw_noise(len(rows), torch.Generator().manual_seed(0), "cpu")])
-        log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-        assert all((row["loss_G_colour"] > 0) == (weight > 0) for row in log if "loss_G_colour" in row)
-        return float(fastgan.colour_loss(x, photos))
+        return float(fastgan.colour_loss(fakes_after_training(tiny_dataset, tmp_path / f"run-{weight}", z, c, 24,
+                                                              "colour", weight), photos))
 
     base, pulled = distance(0.0), distance(100.0)
     assert pulled < 0.8 * base, (base, pulled)
