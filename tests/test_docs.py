@@ -67,7 +67,7 @@ COVERAGE: list[Doc] = [
     # README.md
     Doc("README.md", "make run     #", "run:readme", "`make -n`: installs a venv; CI runs `make test`"),
     Doc("README.md", "--out runs/fastgan-r10 init_from=runs/fastgan-r9", "run:readme",
-        "the bundled model's three runs, tiny, on the sample"),
+        "the bundled model's five runs, tiny, on the sample"),
     Doc("README.md", "make lock    #", "run:readme", "`make -n`: re-resolves from PyPI and runs the suite"),
     Doc("README.md", "python -m venv .venv", "run:readme", "package installs: not run"),
     Doc("README.md", "dishgen data import flickr30k/results.csv", "run:readme"),
@@ -342,6 +342,7 @@ def write_inputs() -> None:
     """Files the docs' commands read and assume the reader has: a prompts file, a config file, a
     URL list, and a small Flickr30k-style caption table (pipe-separated, like its results.csv)."""
     Path("prompts.txt").write_text("Sarma, cabbage rolls in a clay pot\nGibanica, cheese pie\n", encoding="utf-8")
+    shutil.copytree(REPO / "configs", "configs")  # the docs' commands run in the repository root
     Path("my.yaml").write_text("max_steps: 2\nseed: 1\n", encoding="utf-8")
     Path("my-recipes.txt").write_text("# two recipes\n/kuvar/glavna-jela/101-sarma\n/kuvar/glavna-jela/102-punjene-paprike\n")
     images = Path("flickr30k/flickr30k_images")

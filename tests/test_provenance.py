@@ -31,7 +31,7 @@ def bundled_anchor() -> float:
 def invoke(*args):
     result = CliRunner().invoke(cli, ["generate", *map(str, args)])
     assert result.exit_code == 0, result.output
-    return [Path(line) for line in result.output.split()]
+    return [Path(line) for line in result.stdout.split()]
 
 
 def pixels(path: Path) -> np.ndarray:
@@ -97,7 +97,7 @@ def read_and_rerun(path: Path, out: Path, *flags):
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     assert result.exit_code == 0, result.output
-    (png,) = [Path(line) for line in result.output.split()]
+    (png,) = [Path(line) for line in result.stdout.split()]
     return png
 
 
