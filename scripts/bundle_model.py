@@ -135,8 +135,7 @@ def caption_bank(src: Path, family: str, config: dict, dataset: Path, exclude: s
     else:
         rows, _ = exclude_dishes(load_split(dataset, "train"), exclude)
         encoder = load_text_encoder(config["text_encoder"]["id"])
-        texts = [r.text for r in rows]
-        CaptionBank.from_rows(texts, [r.dish or r.text for r in rows], encoder.encode(texts)).save(out / CAPTION_BANK_FILE)
+        CaptionBank.from_rows(rows, encoder.encode([r.text for r in rows])).save(out / CAPTION_BANK_FILE)
     return len(CaptionBank.load(out / CAPTION_BANK_FILE).texts)
 
 

@@ -44,13 +44,16 @@ class CaptionBank:
     dishes: list[str]
 
     @classmethod
-    def from_rows(cls, texts: list[str], dishes: list[str], embeddings: torch.Tensor) -> CaptionBank:
-        """One entry per distinct caption (the first row of each), from a split's rows."""
+    def from_rows(cls, rows, embeddings: torch.Tensor) -> CaptionBank:
+        """One entry per distinct caption (the first row of each), from a split's
+        :class:`~dishgen.data.dataset.DatasetRow` list and its caption embeddings, row by row.
+        A row without a dish name is named by its caption."""
         first: dict[str, int] = {}
-        for i, text in enumerate(texts):
-            first.setdefault(text, i)
+        for i, row in enumerate(rows):
+            first.setdefault(row.text, i)
         keep = list(first.values())
-        return cls(embeddings[keep].detach().float().cpu(), [texts[i] for i in keep], [dishes[i] for i in keep])
+        return cls(embeddings[keep].detach().float().cpu(), [rows[i].text for i in keep],
+                   [rows[i].dish or rows[i].text for i in keep])
 
     def save(self, path: str | Path) -> Path:
         """Write the bank atomically (float16 embeddings; captions and dishes in the metadata)."""
@@ -116,7 +119,7 @@ def find_caption_bank(folder: str | Path) -> Path | None:
     """The bank of a saved GAN folder: in the folder itself (an export), or for a
     ``checkpoint-<step>/`` folder in its run directory; ``None`` when there is none."""
     folder = Path(folder)
-    for candidate in (folder / CAPTION_BANK_FILE, folder.parent / CAPTION_BANK_FILE):
-        if candidate.is_file() and (candidate.parent == folder or folder.name.startswith("checkpoint-")):
-            return candidate
-    return None
+    candidates = [folder / CAPTION_BANK_FILE]
+    if folder.name.startswith("checkpoint-"):
+        candidates.append(folder.parent / CAPTION_BANK_FILE)
+    return next((c for c in candidates if c.is_file()), None)

@@ -133,8 +133,7 @@ def load_data(config, data: str | Path, session: GanRun, *,
     prompts = list(config.sample_prompts) or default_prompts(sample_rows)
     sample_c = encoder.encode(prompts).to(session.device).repeat_interleave(config.sample_per_prompt, 0)
     if session.is_main:  # the captions it trains on, for anchoring unseen ones at generation (dishgen.caption_bank)
-        CaptionBank.from_rows([r.text for r in rows], [r.dish or r.text for r in rows], c_all).save(
-            session.run.path / CAPTION_BANK_FILE)
+        CaptionBank.from_rows(rows, c_all).save(session.run.path / CAPTION_BANK_FILE)
     # The text model is not needed during training: only its vectors are kept.
     return GanData(images, c_all.to(session.device), prompts, sample_c, {"id": encoder.id, "dim": encoder.dim})
 
