@@ -74,10 +74,22 @@ def test_handler_validates_and_generates(service):
         (("Sarma", "", model, 0, 0), "between 1 and 4"),
         (("Sarma", "", model, 1.5, 0), "whole number"),
         (("Sarma", "", model, 1, -5), "Seed"),
+        (("Sarma", "", model, 1, 0, 25, 7.0, 2.5), "Truncation must be between 0 and 2"),
+        (("Sarma", "", model, 1, 0, 25, 7.0, 1.0, 1.5), "Anchor must be between 0 and 1"),
+        (("Sarma", "", model, 1, 0, 25, 7.0, "lots"), "Truncation must be a number"),
     ]
     for args, message in bad:
         with pytest.raises(InputError, match=message):
-            service.generate(*args)
+            service.run(*args)
+
+    # A GAN knob reaches a GAN; a GAN saved without its training captions is not anchored, and says so.
+    seen = {}
+    service.fake.generate = lambda prompts, num_images=1, seed=None, **knobs: seen.update(knobs) or ColourGenerator.generate(
+        service.fake, prompts, num_images, seed)
+    _, _, note = service.run("Sarma", "", model, 1, 0, truncation=0.5, anchor=1.0, temperature=1.5)
+    assert seen == {"truncation": 0.5} and "without its training captions" in note
+    _, _, note = service.run("Sarma", "", model, 1, 0, anchor=0.0)
+    assert note == ""
 
 
 def test_run_dirs_only_and_no_free_paths(tmp_path):
@@ -114,17 +126,17 @@ def test_server_answers_gradio_client_and_survives_concurrency(server):
 
     url, service = server
     client = Client(url, verbose=False)
-    gallery, seed = client.predict("Sarma in a clay pot", "", "run: my-gan", 2, 11, 25, 7.0, api_name="/generate")
+    gallery, seed, _ = client.predict("Sarma in a clay pot", "", "run: my-gan", 2, 11, 25, 7.0, 1.0, 1.0, 1.0, api_name="/generate")
     assert seed == 11 and len(gallery) == 2
     with Image.open(gallery[0]["image"]) as im:
         assert im.size == (32, 32)
 
     # A bad request is answered with a message, and the server keeps serving.
     with pytest.raises(Exception, match="type a caption"):
-        client.predict("", "", "run: my-gan", 1, 0, 25, 7.0, api_name="/generate")
+        client.predict("", "", "run: my-gan", 1, 0, 25, 7.0, 1.0, 1.0, 1.0, api_name="/generate")
 
     def one(i):
-        return Client(url, verbose=False).predict(f"dish {i}", "", "run: my-gan", 1, i, 25, 7.0, api_name="/generate")
+        return Client(url, verbose=False).predict(f"dish {i}", "", "run: my-gan", 1, i, 25, 7.0, 1.0, 1.0, 1.0, api_name="/generate")
 
     with ThreadPoolExecutor(max_workers=20) as pool:
         results = list(pool.map(one, range(20)))
@@ -140,7 +152,7 @@ def test_gallery_downloads_carry_provenance(server):
 
     url, service = server
     caption = "Ćevapi sa kajmakom i lukom"
-    gallery, seed = Client(url, verbose=False).predict(caption, "", "run: my-gan", 2, 11, 25, 7.0, api_name="/generate")
+    gallery, seed, _ = Client(url, verbose=False).predict(caption, "", "run: my-gan", 2, 11, 25, 7.0, 1.0, 1.0, 1.0, api_name="/generate")
     assert seed == 11 and len(gallery) == 2
     for index, item in enumerate(gallery):  # the files the page serves for download
         record = read_provenance(item["image"])
@@ -185,6 +197,11 @@ def test_browser_submits_caption_and_sees_images(server):
         driver.save_screenshot(str(ARTIFACTS / "web-gallery.png"))
         assert len(driver.find_elements(By.CSS_SELECTOR, "#gallery img")) >= 1
         assert service.fake.calls >= 1
+        # A GAN's page shows its knobs, not diffusion's, and says why the caption was not anchored.
+        wait.until(lambda d: "training captions" in d.find_element(By.CSS_SELECTOR, "#note").text)
+        page = driver.find_element(By.TAG_NAME, "body").text
+        assert "Truncation" in page and "Anchor on training captions" in page
+        assert "Guidance scale" not in page and "Temperature" not in page
     finally:
         driver.quit()
 
@@ -197,3 +214,14 @@ def test_bundled_model_through_the_page_handler():
     assert seed == 3 and len(images) == 2
     assert images[0].size == images[1].size and images[0].size[0] >= 64
     assert images[0].tobytes() != images[1].tobytes()
+
+    # The bundled model keeps its training captions: the page says which dishes a caption was drawn as.
+    anchored, _, note = svc.run("Pasulj prebranac, baked beans in a clay dish", "", "default (bundled)", 1, 3)
+    assert note.startswith("Anchored on training dishes: ") and len(note) > 40
+    raw, _, note = svc.run("Pasulj prebranac, baked beans in a clay dish", "", "default (bundled)", 1, 3, anchor=0.0)
+    assert note == "" and raw[0].tobytes() != anchored[0].tobytes()
+    def seed_spread(truncation):
+        pair, _, _ = svc.run("Sarma", "", "default (bundled)", 2, 3, truncation=truncation)
+        return np.abs(np.asarray(pair[0], float) - np.asarray(pair[1], float)).mean()
+
+    assert seed_spread(0.0) < 0.6 * seed_spread(1.0)  # truncation reaches the model: z = 0 leaves only the pixel noise

@@ -123,3 +123,13 @@ def find_caption_bank(folder: str | Path) -> Path | None:
     if folder.name.startswith("checkpoint-"):
         candidates.append(folder.parent / CAPTION_BANK_FILE)
     return next((c for c in candidates if c.is_file()), None)
+
+
+def drawn_as(neighbours: list[tuple[str, float]], top: int = 3, min_weight: float = 0.01) -> str:
+    """``"Baked beans 0.71, Goulash 0.20"``: the ``top`` heaviest dishes of one caption's neighbours
+    (:meth:`CaptionBank.anchor`), the weights of several captions of one dish summed."""
+    per_dish: dict[str, float] = {}
+    for dish, weight in neighbours:
+        per_dish[dish] = per_dish.get(dish, 0.0) + weight
+    heaviest = sorted(per_dish.items(), key=lambda item: -item[1])[:top]
+    return ", ".join(f"{dish} {weight:.2f}" for dish, weight in heaviest if weight >= min_weight)

@@ -9,6 +9,7 @@ makes no public share link unless asked.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -36,6 +37,8 @@ class WebLimits:
     max_images: int = 8
     max_steps: int = 100
     max_guidance: float = 20.0
+    max_truncation: float = 2.0
+    max_temperature: float = 2.0
     concurrency: int = 1  # generations running at once; others wait in the queue
     queue_size: int = 64
 
@@ -98,6 +101,11 @@ class ModelChoices:
         family = self.family(name)
         return bool(family and family.negative_prompt)
 
+    def takes(self, name: str, knob: str) -> bool:
+        """Whether model ``name``'s family takes generation knob ``knob`` (e.g. ``truncation``)."""
+        family = self.family(name)
+        return bool(family and knob in family.knobs)
+
     def is_diffusion(self, name: str) -> bool:
         """Kept for callers of earlier releases: :meth:`has_steps`."""
         return self.has_steps(name)
@@ -115,9 +123,14 @@ class GenerationService:
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        self._model_locks: dict[str, threading.Lock] = {}
 
-    def validate(self, caption: str, negative: str, model: str, num_images, seed, steps, guidance) -> dict[str, Any]:
-        """Check one request; returns the generate() arguments or raises :class:`InputError`."""
+    def validate(self, caption: str, negative: str, model: str, num_images, seed, steps, guidance,
+                 truncation=1.0, anchor=1.0, temperature=1.0) -> dict[str, Any]:
+        """Check one request; returns the generate() arguments or raises :class:`InputError`.
+
+        Each knob is passed on only to a model whose family takes it (steps and guidance to
+        diffusion, truncation and anchor to the GANs, temperature to the VAE)."""
         lim = self.limits
         caption = (caption or "").strip()
         if not caption:
@@ -149,6 +162,10 @@ class GenerationService:
             knobs.update(num_inference_steps=steps, guidance_scale=guidance)
         if negative and self.choices.takes_negative_prompt(model):
             knobs["negative_prompt"] = negative
+        for knob, value, top in (("truncation", truncation, lim.max_truncation), ("anchor", anchor, 1.0),
+                                 ("temperature", temperature, lim.max_temperature)):
+            if self.choices.takes(model, knob):
+                knobs[knob] = _in_range(value, knob.capitalize(), 0.0, top)
         return {"caption": caption, "model": model, "num_images": num_images,
                 "seed": random.randrange(2**31) if seed == -1 else seed, "knobs": knobs}
 
@@ -164,26 +181,60 @@ class GenerationService:
                 self._cache.popitem(last=False)
         return loaded
 
-    def generate(self, caption, negative, model, num_images, seed, steps=25, guidance=7.0) -> tuple[list, int]:
-        """Validate and run one request.
-
-        Each image carries its provenance (caption, seed and index, model reference, knobs) in
-        ``image.info``, which becomes the ``parameters`` and ``dishgen`` chunks of the PNG the
-        gallery serves for download.
+    def generate(self, caption, negative, model, num_images, seed, steps=25, guidance=7.0, **knobs) -> tuple[list, int]:
+        """Validate and run one request (:meth:`run` without its note).
 
         Returns:
             ``(images, seed used)``.
         """
+        images, used_seed, _ = self.run(caption, negative, model, num_images, seed, steps, guidance, **knobs)
+        return images, used_seed
+
+    def run(self, caption, negative, model, num_images, seed, steps=25, guidance=7.0, truncation=1.0, anchor=1.0,
+            temperature=1.0) -> tuple[list, int, str]:
+        """Validate and run one request.
+
+        Each image carries its provenance (caption, seed and index, model reference, knobs) in
+        ``image.info``, which becomes the ``parameters`` and ``dishgen`` chunks of the PNG the
+        gallery serves for download. A GAN saved without its training captions cannot anchor:
+        there ``anchor`` is dropped and the note says so.
+
+        Returns:
+            ``(images, seed used, note)``: the note says which training dishes the caption was
+            drawn as (anchoring), or is empty.
+        """
+        from dishgen.caption_bank import drawn_as
         from dishgen.generation_io import attach_provenance, call_provenance, image_provenance
 
-        request = self.validate(caption, negative, model, num_images, seed, steps, guidance)
+        request = self.validate(caption, negative, model, num_images, seed, steps, guidance, truncation, anchor,
+                                temperature)
         gen = self.generator(request["model"])
-        images = gen.generate([request["caption"]], num_images=request["num_images"], seed=request["seed"], **request["knobs"])
+        knobs, note = dict(request["knobs"]), ""
+        if "anchor" in knobs and getattr(gen, "bank", None) is None:
+            if knobs.pop("anchor"):
+                note = "This model was saved without its training captions, so the caption is not anchored."
+        with self._lock:
+            model_lock = self._model_locks.setdefault(request["model"], threading.Lock())
+        with model_lock if "anchor" in knobs else contextlib.nullcontext():  # last_neighbours is this call's
+            images = gen.generate([request["caption"]], num_images=request["num_images"], seed=request["seed"], **knobs)
+            neighbours = getattr(gen, "last_neighbours", {}).get(request["caption"]) if "anchor" in knobs else None
+        if neighbours:
+            note = f"Anchored on training dishes: {drawn_as(neighbours)}."
         call = call_provenance(gen, model=self.choices.references[request["model"]], seed=request["seed"],
-                               knobs=request["knobs"], device=self.device, dtype=self.dtype)
+                               knobs=knobs, device=self.device, dtype=self.dtype)
         for index, image in enumerate(images):
             attach_provenance(image, image_provenance(call, request["caption"], index, image.size))
-        return images, request["seed"]
+        return images, request["seed"], note
+
+
+def _in_range(value, what: str, low: float, high: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be a number.") from None
+    if not low <= number <= high:
+        raise InputError(f"{what} must be between {low:g} and {high:g}.")
+    return number
 
 
 def _as_int(value, what: str) -> int:
@@ -204,6 +255,9 @@ EXAMPLES = [
 ]
 
 
+FAMILY_KNOBS = ("truncation", "anchor", "temperature")  # the page's sliders beyond steps and guidance, in order
+
+
 def build_app(service: GenerationService):
     """The gradio Blocks page for ``service`` (not launched)."""
     import gradio as gr
@@ -211,20 +265,21 @@ def build_app(service: GenerationService):
     lim = service.limits
     first = service.choices.names[0]
 
-    def handle(caption, negative, model, num_images, seed, steps, guidance):
+    def handle(caption, negative, model, num_images, seed, steps, guidance, truncation, anchor, temperature):
         try:
-            images, used_seed = service.generate(caption, negative, model, num_images, seed, steps, guidance)
+            images, used_seed, note = service.run(caption, negative, model, num_images, seed, steps, guidance,
+                                                  truncation, anchor, temperature)
         except InputError as err:
             raise gr.Error(str(err)) from None
         except Exception as err:  # the server keeps serving; the person sees what went wrong
             log.exception("generation failed")
             raise gr.Error(f"Generation failed: {err}") from None
-        return [(img, f"{caption.strip()} #{i + 1}") for i, img in enumerate(images)], used_seed
+        return [(img, f"{caption.strip()} #{i + 1}") for i, img in enumerate(images)], used_seed, note
 
     def on_model(model):
         stepped = service.choices.has_steps(model)
         return (gr.update(visible=service.choices.takes_negative_prompt(model)), gr.update(visible=stepped),
-                gr.update(visible=stepped))
+                gr.update(visible=stepped), *(gr.update(visible=service.choices.takes(model, knob)) for knob in FAMILY_KNOBS))
 
     with gr.Blocks(title="dishgen") as app:
         gr.Markdown("# dishgen\nPhotographs of Serbian dishes from a short caption.")
@@ -244,15 +299,24 @@ def build_app(service: GenerationService):
                                       visible=service.choices.has_steps(first))
                     guidance = gr.Slider(0, lim.max_guidance, value=7.0, step=0.5, label="Guidance scale",
                                          visible=service.choices.has_steps(first))
+                with gr.Row():
+                    truncation = gr.Slider(0, lim.max_truncation, value=1.0, step=0.05, label="Truncation (1 = none)",
+                                           visible=service.choices.takes(first, "truncation"))
+                    anchor = gr.Slider(0, 1, value=1.0, step=0.05, label="Anchor on training captions",
+                                       visible=service.choices.takes(first, "anchor"))
+                    temperature = gr.Slider(0, lim.max_temperature, value=1.0, step=0.05, label="Temperature",
+                                            visible=service.choices.takes(first, "temperature"))
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
                 gr.Examples(EXAMPLES, inputs=[caption])
             with gr.Column(scale=3):
                 gallery = gr.Gallery(label="Images", columns=4, height="auto", format="png", elem_id="gallery")
                 used_seed = gr.Number(label="Seed used", interactive=False)
-        model.change(on_model, [model], [negative, steps, guidance])
-        inputs = [caption, negative, model, num_images, seed, steps, guidance]
-        button.click(handle, inputs, [gallery, used_seed], api_name="generate", concurrency_limit=lim.concurrency)
-        caption.submit(handle, inputs, [gallery, used_seed], api_name=False, concurrency_limit=lim.concurrency)
+                note = gr.Markdown(elem_id="note")
+        model.change(on_model, [model], [negative, steps, guidance, truncation, anchor, temperature])
+        inputs = [caption, negative, model, num_images, seed, steps, guidance, truncation, anchor, temperature]
+        outputs = [gallery, used_seed, note]
+        button.click(handle, inputs, outputs, api_name="generate", concurrency_limit=lim.concurrency)
+        caption.submit(handle, inputs, outputs, api_name=False, concurrency_limit=lim.concurrency)
     app.queue(max_size=lim.queue_size, default_concurrency_limit=lim.concurrency)
     return app
 

@@ -146,6 +146,7 @@ def generate(prompts, model, prompts_file, interactive, num_images, seed, out_di
         options["scheduler"] = scheduler
     if token:
         options["token"] = token
+    from dishgen.caption_bank import drawn_as
     from dishgen.generation import normalize_knobs
 
     knobs = {**normalize_knobs(parse_knobs(extra_knobs)), **{k: v for k, v in {
@@ -172,12 +173,7 @@ def generate(prompts, model, prompts_file, interactive, num_images, seed, out_di
             click.echo(str(path))
         for caption, neighbours in getattr(generator, "last_neighbours", {}).items():
             if caption in batch:  # on stderr: stdout stays one PNG path per line
-                per_dish: dict[str, float] = {}  # several captions of one dish count as that dish
-                for dish, weight in neighbours:
-                    per_dish[dish] = per_dish.get(dish, 0.0) + weight
-                heaviest = sorted(per_dish.items(), key=lambda item: -item[1])[:3]
-                drawn_as = ", ".join(f"{dish} {weight:.2f}" for dish, weight in heaviest if weight >= 0.01)
-                click.echo(f"anchored {caption[:60]!r} on training dishes: {drawn_as}", err=True)
+                click.echo(f"anchored {caption[:60]!r} on training dishes: {drawn_as(neighbours)}", err=True)
 
     if prompts:
         run(prompts, seed, first_index)
