@@ -33,7 +33,8 @@ def test_main_job_writes_a_png_of_a_dish_on_white(tmp_path):
                                       "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     png = tmp_path / result.stdout.strip().splitlines()[-1].split("/")[-1]
-    assert "anchored 'ćevapi with onions and flatbread' on training dishes: " in result.stderr  # what it drew
+    # what it drew: the training dish whose caption names ćevapi (the word term of anchoring finds it)
+    assert "anchored 'ćevapi with onions and flatbread' on training dishes: MICI" in result.stderr
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size[0] >= 64 and im.size == (im.size[0], im.size[0])
         pixels = np.asarray(im.convert("RGB"), dtype=np.float32)

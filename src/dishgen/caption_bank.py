@@ -9,6 +9,8 @@ training embeddings by cosine similarity (kernel regression in the text encoder'
 retrieval-conditioned models, e.g. KNN-Diffusion, condition on neighbours instead of on the raw
 text). So pasulj is drawn as a blend of the dishes whose captions are nearest, *baked beans with
 smoked pork* first, and a training caption, its own nearest neighbour, stays nearly itself.
+Nearness also counts the words a caption shares with each training caption (TF-IDF), because the
+encoder does not know Serbian dish names: the word ``ćevapi`` finds the training caption that says it.
 
 ``strength`` (the ``anchor`` generation knob) blends: 0 is the raw caption, 1 (the default of a
 model that has a bank) the neighbours' mean. The file, ``captions.safetensors`` beside the
@@ -19,7 +21,11 @@ names as JSON lists, so that generation can say which dishes a caption was drawn
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,6 +35,7 @@ from dishgen.errors import DishgenError
 CAPTION_BANK_FILE = "captions.safetensors"
 ANCHOR_NEIGHBOURS = 5  # k: training captions blended
 ANCHOR_TEMPERATURE = 0.05  # softmax temperature on cosine similarity: 0.05 more similar weighs e times more
+LEXICAL_WEIGHT = 0.5  # weight of the shared-words score beside the cosine (0 = embeddings alone)
 
 
 class CaptionBankError(DishgenError, ValueError):
@@ -42,6 +49,29 @@ class CaptionBank:
     embeddings: torch.Tensor
     texts: list[str]
     dishes: list[str]
+    _words: list[frozenset[str]] = field(init=False, repr=False, compare=False)
+    _idf: dict[str, float] = field(init=False, repr=False, compare=False)
+    _norms: list[float] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        self._words = [caption_words(text) for text in self.texts]
+        counts = Counter(word for words in self._words for word in words)
+        n = len(self.texts)
+        self._idf = {word: math.log((n + 1) / (count + 0.5)) for word, count in counts.items()}
+        self._norms = [math.sqrt(sum(self._idf[word] ** 2 for word in words)) or 1.0 for words in self._words]
+
+    def lexical_scores(self, captions: list[str]) -> torch.Tensor:
+        """``(B, N)``: the TF-IDF cosine (0-1) between each caption's words (:func:`caption_words`)
+        and each training caption's. Common words (``photo``, ``with``, ``plate``) weigh little, rare
+        ones (a dish's name) much; words the training captions never use count for nothing."""
+        scores = torch.zeros(len(captions), len(self.texts))
+        for i, caption in enumerate(captions):
+            query = {word: self._idf[word] ** 2 for word in caption_words(caption) if word in self._idf}
+            norm = math.sqrt(sum(query.values()))
+            if norm > 0:
+                for j, words in enumerate(self._words):
+                    scores[i, j] = sum(query.get(word, 0.0) for word in words) / (norm * self._norms[j])
+        return scores
 
     @classmethod
     def from_rows(cls, rows, embeddings: torch.Tensor) -> CaptionBank:
@@ -91,8 +121,16 @@ class CaptionBank:
         return cls(embeddings, [str(t) for t in texts], [str(d) for d in dishes])
 
     def anchor(self, c: torch.Tensor, strength: float = 1.0, k: int = ANCHOR_NEIGHBOURS,
-               temperature: float = ANCHOR_TEMPERATURE) -> tuple[torch.Tensor, list[list[tuple[str, float]]]]:
+               temperature: float = ANCHOR_TEMPERATURE, captions: list[str] | None = None,
+               lexical_weight: float | None = None) -> tuple[torch.Tensor, list[list[tuple[str, float]]]]:
         """Move caption embeddings ``c (B, dim)`` towards their nearest training captions.
+
+        Nearness is the cosine similarity of the embeddings plus, when the ``captions`` behind
+        ``c`` are given, ``lexical_weight`` (default :data:`LEXICAL_WEIGHT`) times the shared-words
+        score (:meth:`lexical_scores`): hybrid retrieval, as search engines pair a dense model with word matching. A small English
+        text encoder places a dish name it never learned (``"Ćevapi with onions and flatbread"``)
+        by the words around it (a bread slice); the training caption that names ćevapi shares the
+        rare word and wins.
 
         Returns:
             ``(anchored, neighbours)``: the embeddings ``strength * knn_mean + (1 - strength) * c``
@@ -106,6 +144,11 @@ class CaptionBank:
                                    f"gives {c.shape[-1]}-d")
         query = c.detach().float().cpu()
         similarity = torch.nn.functional.normalize(query, dim=1) @ torch.nn.functional.normalize(self.embeddings, dim=1).T
+        lexical_weight = LEXICAL_WEIGHT if lexical_weight is None else lexical_weight
+        if captions is not None and lexical_weight:
+            if len(captions) != len(query):
+                raise ValueError(f"{len(captions)} captions for {len(query)} embeddings")
+            similarity = similarity + lexical_weight * self.lexical_scores(captions)
         top, index = similarity.topk(min(k, len(self.texts)), dim=1)
         weights = torch.softmax(top / temperature, dim=1)
         knn_mean = (weights[:, :, None] * self.embeddings[index]).sum(1)
@@ -113,6 +156,27 @@ class CaptionBank:
         neighbours = [[(self.dishes[j], float(w)) for j, w in zip(row_index.tolist(), row_weights.tolist(), strict=True)]
                       for row_index, row_weights in zip(index, weights, strict=True)]
         return anchored.to(c.device, c.dtype), neighbours
+
+
+def caption_words(text: str) -> frozenset[str]:
+    """The words of a caption for matching: lower case, accents folded (``Ćevapi`` -> ``cevapi``,
+    ``đ`` -> ``dj``), three letters or more, English plurals made singular (:func:`singular`)."""
+    folded = unicodedata.normalize("NFKD", text.lower().replace("đ", "dj")).encode("ascii", "ignore").decode()
+    return frozenset(singular(word) for word in re.findall(r"[a-z]{3,}", folded))
+
+
+def singular(word: str) -> str:
+    """``berries`` -> ``berry``, ``tomatoes`` -> ``tomato``, ``onions`` -> ``onion``; words of four
+    letters or fewer and endings that are rarely plurals (``-ss``, ``-us``, ``-is``, ``-as``: ``gulas``) stay."""
+    if len(word) <= 4:
+        return word
+    if word.endswith("ies"):
+        return word[:-3] + "y"
+    if word.endswith("oes"):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith(("ss", "us", "is", "as")):
+        return word[:-1]
+    return word
 
 
 def find_caption_bank(folder: str | Path) -> Path | None:

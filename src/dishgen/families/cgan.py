@@ -152,7 +152,7 @@ class CGANGenerator:
         vectors = self.text_encoder.encode(unique)  # (U, c_dim)
         self.last_neighbours = {}
         if anchor != 0:
-            vectors, neighbours = self.bank.anchor(vectors, anchor)
+            vectors, neighbours = self.bank.anchor(vectors, anchor, captions=unique)
             self.last_neighbours = dict(zip(unique, neighbours, strict=True))
         rows = torch.tensor([unique.index(p) for p in prompts]).repeat_interleave(num_images)
         c = vectors[rows]  # (N, c_dim), prompt-major
