@@ -296,8 +296,9 @@ def main(argv: list[str] | None = None) -> None:
         "",
         *([f"It keeps its {bank_size} training captions (`captions.safetensors`), and generation anchors a caption on "
            "them: its embedding becomes the softmax-weighted mean of its 5 nearest training captions' (`--anchor 1`, "
-           "the default; `--anchor 0` draws from the raw caption), so a dish it never saw is drawn as the dishes "
-           "it knows whose captions are nearest, and `dishgen generate` names them.", ""] if bank_size else []),
+           "the default; `--anchor 0` draws from the raw caption), nearest by embedding and by shared words (a "
+           "Serbian dish name finds the training caption that says it), so a dish it never saw is drawn as the "
+           "dishes it knows whose captions are nearest, and `dishgen generate` names them.", ""] if bank_size else []),
         "![contact sheet](contact-sheet.jpg)",
         "",
         "The contact sheet: 16 captions of Serbian dishes that are not in the training data. Left, the "
