@@ -301,6 +301,8 @@ def test_loader_accepts_run_checkpoint_export_and_rejects_others(run_a, tmp_path
 def test_presets_and_config_errors():
     cpu = resolve_config(FastGANTrainConfig, preset="cpu", presets=PRESETS, overrides=["max_steps=5"])
     assert (cpu.resolution, cpu.text_encoder, cpu.batch_size, cpu.max_steps, cpu.noise) == (128, "minilm", 8, 5, True)
+    gpu = resolve_config(FastGANTrainConfig, preset="gpu", presets=PRESETS)  # the bundled model's caption terms
+    assert (gpu.batch_size, gpu.r1_gamma, gpu.mismatch_weight, gpu.colour_weight) == (32, 0.1, 0.2, 5.0)
     with pytest.raises(ConfigError, match="did you mean 'recon_weight'"):
         resolve_config(FastGANTrainConfig, overrides=["recon_weigth=1"])
     with pytest.raises(ConfigError, match="resolution=16 must be a power of two between 32 and 512"):

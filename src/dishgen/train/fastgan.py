@@ -165,9 +165,11 @@ PRESETS = {
     "cpu": dict(resolution=128, g_channels=16, d_channels=16, max_channels=256, decoder_channels=64, batch_size=8,
                 noise=True, upsample="bilinear", text_encoder="minilm", max_steps=100000, sample_every=250, checkpoint_every=500),
     # One GPU: the paper's widths at 128 px (ngf = ndf = 64 at 256 px), batch 32.
-    # R1 follows StyleGAN2-ADA's 2e-4 * R^2 / batch: 0.1 at 128 px and batch 32.
+    # R1 follows StyleGAN2-ADA's 2e-4 * R^2 / batch: 0.1 at 128 px and batch 32. The caption terms
+    # are those of the bundled model's last runs (18, 19: docs/fastgan.md), which drew captions apart.
     "gpu": dict(resolution=128, g_channels=32, d_channels=32, max_channels=512, decoder_channels=128, batch_size=32,
-                noise=True, upsample="bilinear", r1_gamma=0.1, text_encoder="minilm", max_steps=50000, sample_every=1000, checkpoint_every=2000),
+                noise=True, upsample="bilinear", r1_gamma=0.1, text_encoder="minilm", max_steps=50000, sample_every=1000,
+                checkpoint_every=2000, mismatch_weight=0.2, colour_weight=5.0),
 }
 
 
