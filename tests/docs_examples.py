@@ -151,6 +151,8 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
      "the default base model (SD 1.5 from the hub) -> the tiny pipeline"),
     (r"^(dishgen train cgan (?!.*--resume).*)$", r"\1 " + TINY_CGAN, "tiny cGAN, 2 steps"),
     (r"^(dishgen train cvae (?!.*--resume).*)$", r"\1 " + TINY_CVAE, "tiny cVAE, 2 steps"),
+    (r"init_from=fastgan-ffml128\b", "init_from=runs/fastgan/model",
+     "the bundled model (128 px) -> the export of the tiny FastGAN run above (its shape)"),
     (r"^(.*\bdishgen train fastgan (?!.*--resume).*)$", r"\1 " + TINY_FASTGAN, "tiny FastGAN at 32 px, 2 steps"),
     (r"^(dishgen train lora (?!.*--resume).*)$", r"\1 " + TINY_LORA, "tiny LoRA, 2 steps, fp32"),
     (r"^dishgen evaluate ", "dishgen evaluate --clip-model {tiny_clip} --bootstrap 2 --no-progress --knob num_inference_steps=2 ",

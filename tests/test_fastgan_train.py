@@ -154,7 +154,7 @@ def test_init_from_starts_a_noise_bilinear_run_from_an_older_run(run_a, tiny_dat
 
     with pytest.raises(DishgenError, match=r"g_channels=8 \(now 16\)"):
         train(tiny(init_from=str(old), g_channels=16), tiny_dataset, tmp_path / "wide")
-    with pytest.raises(DishgenError, match="neither a fastgan checkpoint folder nor a run"):
+    with pytest.raises(DishgenError, match="neither a fastgan run, a checkpoint folder, an exported model"):
         train(tiny(init_from=str(tmp_path / "nowhere")), tiny_dataset, tmp_path / "bad")
 
 
@@ -425,3 +425,34 @@ def test_init_from_without_ema_rampup_keeps_the_inherited_average(tiny_dataset, 
     (kept, noted_kept), (ramped, noted_ramped) = drift(False), drift(True)
     assert kept < 0.01 * ramped, (kept, ramped)  # decay 0.999 against (1 + 1) / (10 + 1)
     assert noted_ramped and not noted_kept
+
+
+def test_init_from_an_exported_model_takes_G_and_warms_a_fresh_D_up(run_a, tiny_dataset, tmp_path, capsys):
+    """An export (a run's model/, or a bundled name) carries only the EMA generator: G and G_ema
+    start from it, D fresh, and d_warmup trains D alone before G moves."""
+    exported = load_file(str(run_a / "model" / "model.safetensors"))
+    half = tmp_path / "half"  # an export stored in float16, as the bundled model is
+    shutil.copytree(run_a / "model", half)
+    from safetensors.torch import save_file
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in exported.items()}, str(half / "model.safetensors"))
+
+    new = train(tiny(init_from=str(half), d_warmup=2, max_steps=3, checkpoint_every=1, sample_every=100,
+                     ema_rampup=False), tiny_dataset, tmp_path / "new")
+    assert "(G and G_ema; D starts fresh)" in capsys.readouterr().out
+    weights = [k for k in exported if exported[k].is_floating_point() and "running" not in k]
+    stored = {k: v.float() for k, v in load_file(str(half / "model.safetensors")).items()}
+    for step, G_moved in ((1, False), (2, False), (3, True)):
+        ckpt = new / f"checkpoint-{step}"
+        G, G_ema = load_file(str(ckpt / "G.safetensors")), load_file(str(ckpt / "G_ema.safetensors"))
+        assert all(torch.equal(G_ema[k], stored[k]) for k in weights) != G_moved, step  # EMA decay 0.999
+        assert all(torch.equal(G[k], stored[k]) for k in weights) != G_moved, step
+        assert G_moved or max(float((G[k] - exported[k]).abs().max()) for k in weights) < 1e-2  # float16's rounding
+    D1, D2 = (load_file(str(new / f"checkpoint-{s}" / "D.safetensors")) for s in (1, 2))
+    assert any(not torch.equal(D1[k], D2[k]) for k in D1 if D1[k].is_floating_point())  # D learns meanwhile
+    rows = [json.loads(line) for line in (new / "log.jsonl").read_text().splitlines()]
+    assert [r["loss_G"] == 0.0 for r in rows] == [True, True, False]
+
+    train(tiny(init_from=str(run_a / "model"), max_steps=1, sample_every=100), tiny_dataset, tmp_path / "plain")
+    assert "d_warmup=200 lets D learn" in capsys.readouterr().out
+    with pytest.raises(DishgenError, match="holds a network with resolution=128"):
+        train(tiny(init_from="fastgan-ffml128"), tiny_dataset, tmp_path / "bundled")  # found by name, other shape

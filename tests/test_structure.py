@@ -105,7 +105,8 @@ INFERENCE = ("dishgen.families", "dishgen.generation", "dishgen.generation_io", 
 NEVER = [
     (("dishgen.train",), INFERENCE + ("dishgen.cli",),
      "training writes run directories through dishgen.runs and exports through dishgen.exports"),
-    (("dishgen.runs", "dishgen.exports", "dishgen.cards", "dishgen.errors"), ("dishgen.train", "dishgen.cli")
+    (("dishgen.runs", "dishgen.exports", "dishgen.cards", "dishgen.errors", "dishgen.bundled"),
+     ("dishgen.train", "dishgen.cli")
      + INFERENCE,
      "neutral ground imports neither side"),
     (("dishgen.models",), ("dishgen.train", "dishgen.cli", "dishgen.runs", "dishgen.exports", "dishgen.fileio")

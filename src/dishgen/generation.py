@@ -23,11 +23,9 @@ import json
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from dishgen.bundled import WEIGHTS_DIR, bundled_models
 from dishgen.errors import DishgenError
 from dishgen.families.registry import FAMILIES, get_family
-
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
 
@@ -108,13 +106,6 @@ def resolve_model(model: str | Path | None) -> tuple[str, str | Path]:
         f"model {text!r} not found: not 'default', not a bundled model ({', '.join(bundled_models()) or 'none'}), "
         "not an existing folder, and not a hub id of the form owner/name"
     )
-
-
-def bundled_models() -> list[str]:
-    """Names of the models shipped in ``dishgen/weights/`` (each usable as ``--model NAME``)."""
-    if not WEIGHTS_DIR.is_dir():
-        return []
-    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "config.json").is_file())
 
 
 def _family_of(path: Path) -> str:

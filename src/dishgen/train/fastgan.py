@@ -15,6 +15,7 @@ and D's self-supervised reconstruction loss, in this file's step.
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -92,8 +93,12 @@ class FastGANTrainConfig:
     upsample: str = checked("nearest", choices=fastgan.UPSAMPLE_MODES)
     # start G, D and G_ema from another run's latest checkpoint (or a checkpoint folder); its network
     # must have this run's shape, except for layers this run adds that start as the identity (noise)
-    # and the upsampling filter (the same weights, interpolated instead of copied).
+    # and the upsampling filter (the same weights, interpolated instead of copied). An exported model
+    # (a run's model/, or a bundled name such as fastgan-ffml128) gives G and G_ema only: D starts fresh.
     init_from: str = ""
+    # train D alone for this many first steps (G and G_ema frozen), so a fresh D learns to tell the
+    # inherited G's fakes before G follows it; for init_from an exported model. 0 = off
+    d_warmup: int = checked(0, min=0)
     # objective
     augment: str = "color,translation,cutout"  # DiffAugment policy, "" for none
     recon_weight: float = checked(1.0, min=0, text="at least 0 (0 turns D's reconstruction off)")
@@ -209,9 +214,12 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
                           session.device)
     step = resume_run(session, nets, lambda folder: _check_resumable(folder, model_config, batches.encoder_info))
     if session.start_step is None and config.init_from:
-        source = _init_weights(config.init_from, model_config, batches.encoder_info, nets.G, nets.D, nets.G_ema)
+        source, with_D = _init_weights(config.init_from, model_config, batches.encoder_info, nets.G, nets.D, nets.G_ema)
         if session.is_main:
-            print(f"networks initialised from {source}")
+            print(f"networks initialised from {source}" + ("" if with_D else " (G and G_ema; D starts fresh)"))
+            if not with_D and config.d_warmup == 0:
+                print("note: D starts fresh while G is trained; d_warmup=200 lets D learn G's fakes first "
+                      "(docs/fastgan.md)")
             if config.ema_rampup:
                 print("note: ema_rampup=true lets G_ema follow the raw generator for the first few hundred steps, "
                       "replacing the EMA inherited from init_from; ema_rampup=false keeps it (docs/fastgan.md)")
@@ -254,7 +262,11 @@ def _train_step(step: int, config, session: GanRun, nets: GanNetworks, batches: 
         h = len(c) // 2
         c_fake = torch.cat([c[:h], c[:h], c[2 * h:]])
         real_of_fake = torch.cat([real[:h], real[:h], real[2 * h:]])
-    d = _discriminator_step(step, real, z, c, part, config, session, nets, rng, c_fake=c_fake)
+    warmup = step <= config.d_warmup  # D alone: G and G_ema stay as they are
+    d = _discriminator_step(step, real, z, c, part, config, session, nets, rng, c_fake=c_fake, fixed_G=warmup)
+    if warmup:
+        check_finite(step, {"loss_D": float(d["loss_D"].detach())}, session.run)
+        return _logged(d, torch.zeros(()), None, None, 0.0), d["r1"], 0.0
     loss_div = loss_colour = None
     if c_fake is not c:
         loss_div = config.diversity_weight * fastgan.mode_seeking_loss(d["fake"][:h], d["fake"][h:2 * h], z[:h], z[h:2 * h])
@@ -266,29 +278,35 @@ def _train_step(step: int, config, session: GanRun, nets: GanNetworks, batches: 
     decay = min(config.ema_decay, (1 + step) / (10 + step)) if config.ema_rampup else config.ema_decay
     ema_update(nets.G_ema, nets.G, decay)
     check_finite(step, {"loss_D": float(d["loss_D"].detach()), "loss_G": float(loss_G.detach())}, session.run)
-    values = {"loss_D": float(d["loss_D_adv"]), "loss_G": float(loss_G.detach()),
-              "loss_D_real": float(d["loss_real"].detach()), "loss_D_fake": float(d["loss_fake"].detach()),
-              "loss_recon": float(d["loss_recon"].detach()), "loss_D_mismatch": float(d["loss_mismatch"].detach()),
-              "loss_G_diversity": float(loss_div.detach()) if loss_div is not None else 0.0,
-              "loss_G_colour": float(loss_colour.detach()) if loss_colour is not None else 0.0,
-              "logits_real": float(d["real_logits"].detach().mean()),
-              "logits_fake": float(d["fake_logits"].detach().mean()),
-              "grad_norm_D": d["grad_norm_D"], "grad_norm_G": grad_norm_G}
-    return values, d["r1"], decay
+    return _logged(d, loss_G, loss_div, loss_colour, grad_norm_G), d["r1"], decay
+
+
+def _logged(d: dict, loss_G, loss_div, loss_colour, grad_norm_G: float) -> dict[str, float]:
+    """The step's values for the log (G's are 0 on the D warm-up steps)."""
+    return {"loss_D": float(d["loss_D_adv"]), "loss_G": float(loss_G.detach()),
+            "loss_D_real": float(d["loss_real"].detach()), "loss_D_fake": float(d["loss_fake"].detach()),
+            "loss_recon": float(d["loss_recon"].detach()), "loss_D_mismatch": float(d["loss_mismatch"].detach()),
+            "loss_G_diversity": float(loss_div.detach()) if loss_div is not None else 0.0,
+            "loss_G_colour": float(loss_colour.detach()) if loss_colour is not None else 0.0,
+            "logits_real": float(d["real_logits"].detach().mean()),
+            "logits_fake": float(d["fake_logits"].detach().mean()),
+            "grad_norm_D": d["grad_norm_D"], "grad_norm_G": grad_norm_G}
 
 
 def _discriminator_step(step: int, real, z, c, part: int, config, session: GanRun, nets: GanNetworks, rng,
-                        c_fake=None):
+                        c_fake=None, fixed_G: bool = False):
     """D's update: hinge on real vs fake, D's reconstruction of the augmented real images it judged,
-    optional mismatched captions and lazy R1. The fakes keep their graph for the G step. The fakes
-    are drawn for ``c_fake`` (default ``c``, the real images' captions).
+    optional mismatched captions and lazy R1. The fakes keep their graph for the G step (not with
+    ``fixed_G``, the D warm-up, where G is not updated). The fakes are drawn for ``c_fake``
+    (default ``c``, the real images' captions).
 
     Returns the fakes and the losses, logits and gradient norm to log (``r1``: ``None`` without R1).
     """
     G, D, device, policy, R, B = nets.G, nets.D, session.device, config.augment, config.resolution, real.shape[0]
     with nets.autocast():
         c_fake = c if c_fake is None else c_fake
-        fake = G(z, c_fake, G.draw_noise(B, rng, device) if G.config.noise else None)
+        with torch.no_grad() if fixed_G else nullcontext():
+            fake = G(z, c_fake, G.draw_noise(B, rng, device) if G.config.noise else None)
         pair = apply_params(torch.cat([real, fake.detach().to(real.dtype)]),
                             sample_params(2 * B, R, R, policy, rng, device))
         # Real and fake in separate batches: D's batch-norms never mix their statistics.
@@ -359,20 +377,24 @@ def _shape_changes(saved: dict, model_config: fastgan.FastGANConfig, ignore: tup
             if k not in ignore and saved.get(k, defaults[k]) != v]
 
 
-def _init_weights(source: str, model_config: fastgan.FastGANConfig, encoder_info: dict, G, D, G_ema) -> Path:
-    """Load G, D and G_ema from ``source`` (a run's latest checkpoint, or a checkpoint folder) for
-    ``init_from=``. Only noise injection may be new here (its weights start at zero, so the loaded
-    networks compute what they computed before), and the upsampling may change (the same weights
-    then draw the same dishes without the nearest-neighbour tiles). Returns the checkpoint folder."""
+def _init_weights(source: str, model_config: fastgan.FastGANConfig, encoder_info: dict, G, D, G_ema) -> tuple[Path, bool]:
+    """Load the networks for ``init_from=``: G, D and G_ema from a run's latest checkpoint or a
+    checkpoint folder; G and G_ema from an exported model (a run's ``model/``, or a bundled name),
+    which carries only the EMA generator, so D keeps its fresh start. Only noise injection may be
+    new here (its weights start at zero, so the loaded networks compute what they computed before),
+    and the upsampling may change (the same weights then draw the same dishes without the
+    nearest-neighbour tiles).
+
+    Returns:
+        ``(folder, with_D)``: the folder loaded and whether D came from it.
+    """
     from safetensors.torch import load_file
 
-    path = Path(source).expanduser()
-    if not (path / "trainer_state.json").is_file():
-        latest = RunDir(path, FAMILY).latest_checkpoint() if path.is_dir() else None
-        if latest is None:
-            raise DishgenError(f"init_from={source!r} is neither a fastgan checkpoint folder nor a run with one")
-        path = RunDir(path, FAMILY).checkpoint_path(latest)
-    saved = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    path = _init_folder(source)
+    try:
+        saved = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DishgenError(f"init_from={source!r}: {path / 'config.json'} could not be read ({err})") from None
     if saved.get("family") != FAMILY:
         raise DishgenError(f"init_from={source!r} holds a {saved.get('family')!r} model, not a fastgan one")
     if saved["text_encoder"]["id"] != encoder_info["id"]:
@@ -382,10 +404,36 @@ def _init_weights(source: str, model_config: fastgan.FastGANConfig, encoder_info
     if changed:
         raise DishgenError(f"init_from={source!r} holds a network with {', '.join(changed)}; "
                            "set the same shape to start from it")
+    with_D = (path / "trainer_state.json").is_file()
+    if with_D:
+        states = {name: load_file(str(path / f"{name}.safetensors")) for name in ("G", "D", "G_ema")}
+    else:  # an export: its EMA generator (float16 in the bundled model) is both G and G_ema
+        weights = {k: v.float() if v.is_floating_point() else v
+                   for k, v in load_file(str(path / "model.safetensors")).items()}
+        states = {"G": weights, "G_ema": weights}
     for name, net in (("G", G), ("D", D), ("G_ema", G_ema)):
-        missing, unexpected = net.load_state_dict(load_file(str(path / f"{name}.safetensors")), strict=False)
+        if name not in states:
+            continue
+        missing, unexpected = net.load_state_dict(states[name], strict=False)
         new = [k for k in missing if ".noise" not in k]
         if new or unexpected:
             raise DishgenError(f"init_from={source!r}: {name} does not fit this network "
                                f"(missing {new[:3]}, unexpected {unexpected[:3]})")
-    return path
+    return path, with_D
+
+
+def _init_folder(source: str) -> Path:
+    """The folder ``init_from=`` names: a checkpoint, a run's latest checkpoint, an exported model
+    folder or a bundled model's name."""
+    from dishgen.bundled import WEIGHTS_DIR, bundled_models
+
+    path = Path(source).expanduser()
+    if not path.exists() and source in bundled_models():
+        path = WEIGHTS_DIR / source
+    if (path / "trainer_state.json").is_file() or (path / "model.safetensors").is_file():
+        return path
+    latest = RunDir(path, FAMILY).latest_checkpoint() if path.is_dir() else None
+    if latest is None:
+        raise DishgenError(f"init_from={source!r} is neither a fastgan run, a checkpoint folder, an exported model "
+                           f"nor a bundled model ({', '.join(bundled_models()) or 'none installed'})")
+    return RunDir(path, FAMILY).checkpoint_path(latest)
