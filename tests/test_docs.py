@@ -96,6 +96,7 @@ COVERAGE: list[Doc] = [
     Doc("docs/fastgan.md", "--out runs/fastgan-noise", "run:families", "starts from the run trained above it"),
     Doc("docs/fastgan.md", "--out runs/mine --preset cpu init_from=fastgan-ffml128", "run:families",
         "starts from the export of the run trained above it"),
+    Doc("docs/fastgan.md", "--out runs/fastgan-r20", "run:families", "run 20, from the export of the run above"),
     Doc("docs/fastgan.md", "--out runs/fastgan-ffml128 --preset cpu", "run:families",
         "the CPU runs' commands, on the repository's sample and with a tiny network"),
     Doc("docs/fastgan.md", "--out runs/fastgan-r9", "run:families", "runs 9 and 10, each from the one before"),
