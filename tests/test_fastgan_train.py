@@ -456,3 +456,38 @@ def test_init_from_an_exported_model_takes_G_and_warms_a_fresh_D_up(run_a, tiny_
     assert "d_warmup=200 lets D learn" in capsys.readouterr().out
     with pytest.raises(DishgenError, match="holds a network with resolution=128"):
         train(tiny(init_from="fastgan-ffml128"), tiny_dataset, tmp_path / "bundled")  # found by name, other shape
+
+
+def truncate(path: Path, keep: int = 1000) -> None:
+    """Cut a file short, as a broken copy or a full disk leaves it."""
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def test_damaged_weights_are_one_line_errors_and_a_damaged_checkpoint_is_stepped_over(run_a, tiny_dataset, tmp_path,
+                                                                                     monkeypatch, capsys):
+    import sys
+
+    from dishgen.cli import main
+    from dishgen.errors import WeightsFileError
+
+    model = tmp_path / "model"
+    shutil.copytree(run_a / "model", model)
+    truncate(model / "model.safetensors")
+    monkeypatch.setattr(sys, "argv", ["dishgen", "generate", "Pasulj", "--model", str(model), "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("Error: ") and len(err.strip().splitlines()) == 1, err
+    assert "model.safetensors' is not a readable safetensors file" in err and "truncated or damaged" in err
+    assert not list(tmp_path.glob("out/*.png"))
+    with pytest.raises(WeightsFileError, match="truncated or damaged"):
+        train(tiny(init_from=str(model)), tiny_dataset, tmp_path / "from-damaged")
+
+    run = tmp_path / "run"
+    shutil.copytree(run_a, run)
+    truncate(run / "checkpoint-6" / "D.safetensors")
+    with pytest.raises(WeightsFileError, match="Checkpoint checkpoint-6 is damaged: move it out of the run folder"):
+        train(trainer.resolve_train_config(run, overrides=["max_steps=7"], resume=True), tiny_dataset, run, resume=True)
+    shutil.move(run / "checkpoint-6", tmp_path / "checkpoint-6-damaged")
+    train(trainer.resolve_train_config(run, overrides=["max_steps=7"], resume=True), tiny_dataset, run, resume=True)
+    assert (run / "checkpoint-7").is_dir()  # steps 4-7 again from checkpoint-3

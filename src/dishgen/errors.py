@@ -38,6 +38,11 @@ class Interrupted(DishgenError):
         self.exit_code = 128 + signum
 
 
+class WeightsFileError(DishgenError, ValueError):
+    """A weights file that is missing, truncated or not safetensors (see
+    :func:`dishgen.fileio.read_safetensors`)."""
+
+
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Error classes shown to the user without a traceback: the hierarchy, and a missing file."""
     return (DishgenError, FileNotFoundError)

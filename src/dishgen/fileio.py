@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from dishgen.errors import DishgenError
+from dishgen.errors import DishgenError, WeightsFileError
 
 log = logging.getLogger(__name__)
 
@@ -280,3 +280,31 @@ def _pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def read_safetensors(path: str | os.PathLike) -> dict:
+    """``safetensors.torch.load_file`` with a one-line :class:`~dishgen.errors.WeightsFileError`
+    naming the file when it is missing, truncated or not safetensors (a damaged download or disk),
+    instead of the library's traceback."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise WeightsFileError(f"{str(path)!r} is missing: the folder is incomplete") from None
+    except (OSError, SafetensorError) as err:
+        first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise WeightsFileError(f"{str(path)!r} is not a readable safetensors file ({first}); "
+                               "it may be truncated or damaged: copy or download it again") from None
+
+
+@contextlib.contextmanager
+def damaged_checkpoint_hint(folder: str | os.PathLike) -> Iterator[None]:
+    """Add to a :class:`~dishgen.errors.WeightsFileError` raised while a checkpoint is restored
+    what to do: move the damaged checkpoint aside, and ``--resume`` goes on from the one before."""
+    try:
+        yield
+    except WeightsFileError as err:
+        raise WeightsFileError(f"{err}. Checkpoint {Path(folder).name} is damaged: move it out of the run "
+                               "folder and --resume goes on from the checkpoint before it") from None

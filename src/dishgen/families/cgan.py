@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from dishgen import exports
 from dishgen.exports import gan_metadata, state_dict_for_file, write_gan_export  # noqa: F401  (importable here too)
 from dishgen.families import announce_choice, get_family
+from dishgen.fileio import read_safetensors
 from dishgen.generation import ModelReferenceError, check_knobs
 from dishgen.models.cgan import CGANConfig, Generator
 from dishgen.models.layers import noise_rows
@@ -89,7 +89,7 @@ def load_G_ema(location: str | Path) -> tuple[Generator, dict[str, Any]]:
 
     model_config = config_from_dict(CGANConfig, meta["model"])
     G = Generator(model_config)
-    G.load_state_dict(load_file(str(weights)))
+    G.load_state_dict(read_safetensors(weights))
     return G.eval().requires_grad_(False), meta
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file
-
 from dishgen import exports
 from dishgen.families.cgan import (
     CGANGenerator,
@@ -27,6 +25,7 @@ from dishgen.families.cgan import (
     read_model_config,
 )
 from dishgen.families.registry import get_family
+from dishgen.fileio import read_safetensors
 from dishgen.generation import ModelReferenceError
 from dishgen.models.fastgan import FastGANConfig, Generator
 
@@ -61,7 +60,7 @@ def load_G_ema(location: str | Path) -> tuple[Generator, dict[str, Any]]:
     from dishgen.config import config_from_dict
 
     G = Generator(config_from_dict(FastGANConfig, meta["model"]))
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in read_safetensors(weights).items()}
     G.load_state_dict(state)
     return G.eval().requires_grad_(False), meta
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dishgen.fileio import damaged_checkpoint_hint, read_safetensors
+
 
 def save_checkpoint(folder: Path, model, optimizer, scheduler, *, step: int, epoch: float, text_encoder_id: str,
                     training: dict[str, Any]) -> None:
@@ -36,11 +38,10 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, *, step: int, epo
 
 def load_checkpoint(folder: Path, model, optimizer, scheduler) -> None:
     """Restore what :func:`save_checkpoint` wrote: weights, optimizer, scheduler and RNG state."""
-    from safetensors.torch import load_file
-
     from dishgen.train.state import load_state, set_rng_state
 
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
-    optimizer.load_state_dict(load_state(folder / "optimizer"))
-    scheduler.load_state_dict(load_state(folder / "scheduler"))
-    set_rng_state(load_state(folder / "rng"))
+    with damaged_checkpoint_hint(folder):
+        model.load_state_dict(read_safetensors(folder / "model.safetensors"))
+        optimizer.load_state_dict(load_state(folder / "optimizer"))
+        scheduler.load_state_dict(load_state(folder / "scheduler"))
+        set_rng_state(load_state(folder / "rng"))

@@ -388,7 +388,7 @@ def _init_weights(source: str, model_config: fastgan.FastGANConfig, encoder_info
     Returns:
         ``(folder, with_D)``: the folder loaded and whether D came from it.
     """
-    from safetensors.torch import load_file
+    from dishgen.fileio import read_safetensors
 
     path = _init_folder(source)
     try:
@@ -406,10 +406,10 @@ def _init_weights(source: str, model_config: fastgan.FastGANConfig, encoder_info
                            "set the same shape to start from it")
     with_D = (path / "trainer_state.json").is_file()
     if with_D:
-        states = {name: load_file(str(path / f"{name}.safetensors")) for name in ("G", "D", "G_ema")}
+        states = {name: read_safetensors(path / f"{name}.safetensors") for name in ("G", "D", "G_ema")}
     else:  # an export: its EMA generator (float16 in the bundled model) is both G and G_ema
         weights = {k: v.float() if v.is_floating_point() else v
-                   for k, v in load_file(str(path / "model.safetensors")).items()}
+                   for k, v in read_safetensors(path / "model.safetensors").items()}
         states = {"G": weights, "G_ema": weights}
     for name, net in (("G", G), ("D", D), ("G_ema", G_ema)):
         if name not in states:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from dishgen.errors import DishgenError
+from dishgen.fileio import damaged_checkpoint_hint, read_safetensors
 
 
 class CheckpointWriteError(DishgenError):
@@ -36,20 +37,19 @@ def save_checkpoint(folder: Path, meta: dict, G, D, G_ema, opt_G, opt_D, scaler_
 
 def load_checkpoint(folder: Path, G, D, G_ema, opt_G, opt_D, scaler_G, scaler_D) -> int:
     """Restore what :func:`save_checkpoint` wrote; returns the step."""
-    from safetensors.torch import load_file
-
     from dishgen.train.state import load_state, set_rng_state
 
-    for name, net in (("G", G), ("D", D), ("G_ema", G_ema)):
-        net.load_state_dict(load_file(str(folder / f"{name}.safetensors")))
-    for optimizer, name in ((opt_G, "optimizer_G"), (opt_D, "optimizer_D")):
-        optimizer.load_state_dict(load_state(folder / name))
-        match_param_layout(optimizer)
-    for scaler, name in ((scaler_G, "scaler_G"), (scaler_D, "scaler_D")):
-        state = load_state(folder / name)
-        if state:
-            scaler.load_state_dict(state)
-    set_rng_state(load_state(folder / "rng"))
+    with damaged_checkpoint_hint(folder):
+        for name, net in (("G", G), ("D", D), ("G_ema", G_ema)):
+            net.load_state_dict(read_safetensors(folder / f"{name}.safetensors"))
+        for optimizer, name in ((opt_G, "optimizer_G"), (opt_D, "optimizer_D")):
+            optimizer.load_state_dict(load_state(folder / name))
+            match_param_layout(optimizer)
+        for scaler, name in ((scaler_G, "scaler_G"), (scaler_D, "scaler_D")):
+            state = load_state(folder / name)
+            if state:
+                scaler.load_state_dict(state)
+        set_rng_state(load_state(folder / "rng"))
     return int(json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))["step"])
 
 

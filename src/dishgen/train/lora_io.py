@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dishgen.diffusion import LORA_WEIGHTS_NAME, DiffusionError
+from dishgen.fileio import read_safetensors
 from dishgen.train.lora_config import LoraTrainConfig
 
 
@@ -63,9 +64,8 @@ def load_lora_into(folder: str | Path, unet, text_encoder=None, text_encoder_2=N
     from diffusers.training_utils import _set_state_dict_into_text_encoder
     from diffusers.utils import convert_unet_state_dict_to_peft
     from peft.utils import set_peft_model_state_dict
-    from safetensors.torch import load_file
 
-    state = load_file(str(Path(folder) / LORA_WEIGHTS_NAME))
+    state = read_safetensors(Path(folder) / LORA_WEIGHTS_NAME)
     unet_state = convert_unet_state_dict_to_peft({k[5:]: v for k, v in state.items() if k.startswith("unet.")})
     result = set_peft_model_state_dict(unet, unet_state, adapter_name="default")
     if getattr(result, "unexpected_keys", None):

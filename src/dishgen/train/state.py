@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from dishgen.fileio import read_safetensors
 
 _TENSOR = "__tensor__"
 _TUPLE = "__tuple__"
@@ -71,7 +73,7 @@ def save_state(path_prefix: Path, state: dict[str, Any]) -> None:
 
 def load_state(path_prefix: Path) -> dict[str, Any]:
     """Read what :func:`save_state` wrote."""
-    tensors = load_file(str(path_prefix) + ".safetensors")
+    tensors = read_safetensors(str(path_prefix) + ".safetensors")
     skeleton = json.loads(Path(str(path_prefix) + ".json").read_text(encoding="utf-8"))
     return unflatten_state(skeleton, tensors)
 
