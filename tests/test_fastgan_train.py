@@ -450,7 +450,7 @@ def test_init_from_an_exported_model_takes_G_and_warms_a_fresh_D_up(run_a, tiny_
     D1, D2 = (load_file(str(new / f"checkpoint-{s}" / "D.safetensors")) for s in (1, 2))
     assert any(not torch.equal(D1[k], D2[k]) for k in D1 if D1[k].is_floating_point())  # D learns meanwhile
     rows = [json.loads(line) for line in (new / "log.jsonl").read_text().splitlines()]
-    assert [r["loss_G"] == 0.0 for r in rows] == [True, True, False]
+    assert [(r["loss_G"] == 0.0, r["ema_decay"]) for r in rows] == [(True, None), (True, None), (False, 0.999)]
 
     train(tiny(init_from=str(run_a / "model"), max_steps=1, sample_every=100), tiny_dataset, tmp_path / "plain")
     assert "d_warmup=200 lets D learn" in capsys.readouterr().out

@@ -248,7 +248,7 @@ def _train(config, data, out, *, resume: bool, device: str | None) -> Path:
 
 def _train_step(step: int, config, session: GanRun, nets: GanNetworks, batches: GanData):
     """One D update and one G update on the same fakes, then the EMA. Returns the logged values,
-    R1 (``None`` on steps without it) and the EMA decay. Every random draw of the step (batch,
+    R1 (``None`` on steps without it) and the EMA decay (``None`` on D warm-up steps). Every random draw of the step (batch,
     flips, noise, the quarter D rebuilds, augmentation) comes from the (seed, step, rank) stream."""
     device, world = session.device, session.world
     rng = step_generator(config.seed, step, session.rank, device)
@@ -266,7 +266,7 @@ def _train_step(step: int, config, session: GanRun, nets: GanNetworks, batches: 
     d = _discriminator_step(step, real, z, c, part, config, session, nets, rng, c_fake=c_fake, fixed_G=warmup)
     if warmup:
         check_finite(step, {"loss_D": float(d["loss_D"].detach())}, session.run)
-        return _logged(d, torch.zeros(()), None, None, 0.0), d["r1"], 0.0
+        return _logged(d, torch.zeros(()), None, None, 0.0), d["r1"], None  # no EMA update: decay logged as null
     loss_div = loss_colour = None
     if c_fake is not c:
         loss_div = config.diversity_weight * fastgan.mode_seeking_loss(d["fake"][:h], d["fake"][h:2 * h], z[:h], z[h:2 * h])
